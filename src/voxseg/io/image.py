@@ -28,6 +28,12 @@ import SimpleITK as sitk
 PSEUDO_3D_SPACING = 999.0
 
 
+def identity_direction() -> np.ndarray:
+    """ITK's identity direction in voxseg's convention: array axis z → LPS z, y → y, x → x
+    (the columns of the 3×3 identity in reverse order)."""
+    return np.eye(3)[:, ::-1].copy()
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Shape and physical placement of a spatial grid (see the module docstring for axes)."""
@@ -35,7 +41,7 @@ class Geometry:
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: tuple[tuple[float, ...], ...] = ((1.0, 0, 0), (0, 1.0, 0), (0, 0, 1.0))
+    direction: tuple[tuple[float, ...], ...] = ((0, 0, 1.0), (0, 1.0, 0), (1.0, 0, 0))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -115,7 +121,7 @@ class Image:
     array: np.ndarray
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    direction: np.ndarray = field(default_factory=lambda: identity_direction())
 
     def __post_init__(self) -> None:
         if self.array.ndim not in (3, 4):

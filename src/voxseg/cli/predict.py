@@ -1,0 +1,73 @@
+"""``voxseg predict``: segment new scans with a trained model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from voxseg.cli._app import app, console, err_console, user_errors
+from voxseg.cli._folds import collect_folds
+from voxseg.errors import VoxsegError
+
+
+@app.command(context_settings={"allow_extra_args": True})
+@user_errors
+def predict(
+    ctx: typer.Context,
+    inputs: Path = typer.Option(..., "-i", "--input", help="A file, a folder or a DICOM folder."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
+    model: Path = typer.Option(..., "-m", "--model", help="Model folder (or one fold_k in it)."),
+    folds: str | None = typer.Option(
+        None, "--folds", help="Folds to ensemble: --folds 0 1 2 3 4 (default: every trained fold)."
+    ),
+    checkpoint: str = typer.Option("final", help="final, best or last."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Flip test-time augmentation."),
+    step: float = typer.Option(0.5, help="Window step as a fraction of the patch."),
+    batch_windows: int = typer.Option(4, help="Windows per forward pass."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write per-class probabilities (.npz)."
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", help="Output format: nii.gz, mha, nrrd, png (default: as the input)."
+    ),
+    num_parts: int = typer.Option(1, help="Split the cases into this many parts …"),
+    part_id: int = typer.Option(0, help="… and predict this one (0-based)."),
+    overwrite: bool = typer.Option(False, help="Predict cases whose output exists again."),
+    overlays: bool = typer.Option(False, "--overlays", help="Write an overlay PNG per case."),
+    postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess"),
+) -> None:
+    """Predict every case in INPUT and write label maps in the input geometry to OUTPUT."""
+    from voxseg.inference import Predictor, predict_folder
+
+    fold_list = collect_folds(folds, ctx)
+    predictor = Predictor(
+        model,
+        folds=fold_list,
+        device=device,
+        tta=tta,
+        step=step,
+        batch_windows=batch_windows,
+        checkpoint=checkpoint,
+        postprocess=postprocess,
+    )
+    report = predict_folder(
+        predictor,
+        inputs,
+        output,
+        save_probabilities=save_probabilities,
+        fmt=fmt,
+        num_parts=num_parts,
+        part_id=part_id,
+        overwrite=overwrite,
+        overlays=overlays,
+    )
+    console.print(
+        f"predicted {len(report.done)}, skipped {len(report.skipped)} (already done), "
+        f"failed {len(report.failed)} → {output}"
+    )
+    if report.failed:
+        for case, why in report.failed.items():
+            err_console.print(f"[red]{case}[/]: {why}")
+        raise VoxsegError(f"{len(report.failed)} case(s) failed: {', '.join(report.failed)}")

@@ -1,0 +1,114 @@
+"""``voxseg train``: train one fold, several folds, or all cases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from voxseg.cli._app import HomeOption, app, console, user_errors
+from voxseg.cli._folds import collect_folds
+from voxseg.config import apply_overrides, load_model
+from voxseg.errors import VoxsegError
+
+
+@app.command(context_settings={"allow_extra_args": True})
+@user_errors
+def train(
+    ctx: typer.Context,
+    dataset: str = typer.Argument(..., help="Dataset name in the workspace or a path."),
+    config: str = typer.Option("3d_fullres", "--config", "-c", help="Plan configuration."),
+    plan: str = typer.Option("default", "--plan", "-p", help="Plan name."),
+    model: str = typer.Option("default", "--model", help="Model name (its folder)."),
+    fold: str = typer.Option("0", "--fold", "-f", help="Fold number, or 'all' (every case)."),
+    folds: str | None = typer.Option(
+        None, "--folds", help="Several folds, trained one after the other: --folds 0 1 2 3 4"
+    ),
+    epochs: int | None = typer.Option(None, help="Shortcut for --set training.epochs=N."),
+    iterations: int | None = typer.Option(
+        None, help="Shortcut for --set training.iterations_per_epoch=N."
+    ),
+    lr: float | None = typer.Option(None, help="Shortcut for --set optimizer.lr=X."),
+    network: str | None = typer.Option(None, help="Registered network or module:Class."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps."),
+    settings: list[str] = typer.Option([], "--set", help="Override any parameter: key.sub=value"),
+    config_file: Path | None = typer.Option(
+        None, "--config-file", help="A full model config JSON (e.g. another model's config.json)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run exactly where it stopped."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite a run / resume a changed config."),
+    pretrained: Path | None = typer.Option(
+        None, "--pretrained", help="Model folder or weights to fine-tune from."
+    ),
+    nproc_per_node: int = typer.Option(
+        1, "--nproc-per-node", help="Processes (GPUs) on this machine, through torchrun + DDP."
+    ),
+    home: str | None = HomeOption,
+) -> None:
+    """Train a model on a preprocessed dataset (nnU-Net's recipe by default)."""
+    from voxseg.training import ModelConfig, train_fold
+    from voxseg.workspace import Workspace
+
+    fold_list = collect_folds(folds, ctx) or [fold]
+    if nproc_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        _relaunch_with_torchrun(nproc_per_node)
+        return
+    ws = Workspace.from_env(home)
+    name = ws.dataset_name(dataset)
+    if config_file is not None:
+        cfg = load_model(ModelConfig, config_file)
+        cfg = cfg.model_copy(update={"dataset": name})
+    else:
+        cfg = ModelConfig(dataset=name, plan=plan, configuration=config, model_name=model)
+    shortcuts = {
+        "training.epochs": epochs,
+        "training.iterations_per_epoch": iterations,
+        "optimizer.lr": lr,
+        "network.name": network,
+        "training.device": device,
+    }
+    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + list(settings)
+    cfg = apply_overrides(cfg, overrides)
+    for f in fold_list:
+        console.print(f"[bold]training[/] {name} / {cfg.plan} / {cfg.configuration} / fold {f}")
+        folder = train_fold(cfg, f, home=ws.root, resume=resume, force=force, pretrained=pretrained)
+        console.print(f"model written to {folder}")
+        summary = folder / "validation" / "summary.json"
+        if summary.is_file():
+            from voxseg.config import read_json
+            from voxseg.evaluation import summary_table
+
+            console.print(summary_table(read_json(summary)))
+
+
+def _relaunch_with_torchrun(nproc: int) -> None:
+    args = [a for a in sys.argv[1:]]
+    cleaned, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc-per-node":
+            skip = True
+            continue
+        if a.startswith("--nproc-per-node="):
+            continue
+        cleaned.append(a)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "voxseg.cli",
+        *cleaned,
+    ]
+    result = subprocess.run(cmd, check=False)
+    if result.returncode:
+        raise VoxsegError(f"distributed training failed (exit code {result.returncode})")

@@ -1,0 +1,165 @@
+"""The predictor: raw image → the plan's preprocessing → sliding window → label map (and
+optionally probabilities) in the input's own geometry."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from voxseg.errors import VoxsegError
+from voxseg.inference.export import (
+    labels_from_logits,
+    place_in_original,
+    probabilities_from_logits,
+)
+from voxseg.inference.model import ModelFolder
+from voxseg.inference.sliding_window import WindowSettings, predict_logits
+from voxseg.io import Image, from_sitk
+from voxseg.training.trainer import amp_dtype, pick_device
+
+
+@dataclass
+class Prediction:
+    """A label map in the input's geometry; per-class probabilities when asked for."""
+
+    segmentation: Image
+    probabilities: Image | None = None
+
+
+def _as_image(image: Image | np.ndarray | sitk.Image) -> Image:
+    if isinstance(image, Image):
+        return image
+    if isinstance(image, sitk.Image):
+        return from_sitk(image)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[None]
+    return Image(arr)
+
+
+class Predictor:
+    """Predicts with one model folder (one or several folds, ensembled by averaging logits).
+
+    >>> predictor = Predictor("voxseg_home/models/Organs/default/default", folds=["0"])
+    >>> prediction = predictor.predict(read_image("case_0000.nii.gz"))
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | ModelFolder,
+        *,
+        folds: list[str] | None = None,
+        device: str = "auto",
+        tta: bool = True,
+        step: float = 0.5,
+        batch_windows: int = 4,
+        checkpoint: str = "final",
+        amp: str = "auto",
+        postprocess: bool = True,
+        networks: list[torch.nn.Module] | None = None,
+    ) -> None:
+        self.model = (
+            model
+            if isinstance(model, ModelFolder)
+            else ModelFolder.load(model, folds=folds, checkpoint=checkpoint)
+        )
+        self.device = pick_device(device)
+        pc = self.model.plan_config
+        self.settings = WindowSettings(
+            patch_size=tuple(int(p) for p in pc.patch_size),
+            step=step,
+            tta=tta,
+            batch_windows=batch_windows,
+            amp=amp_dtype(amp, self.device),
+            mirror_axes=tuple(getattr(pc, "mirror_axes", None) or range(len(pc.patch_size))),
+        )
+        self.networks = networks or self.model.load_networks(self.device)
+        self.postprocessing = self._postprocessing() if postprocess else []
+
+    def _postprocessing(self) -> list[dict[str, Any]]:
+        path = self.model.folder / "postprocessing.json"
+        if path.is_file():
+            from voxseg.config import read_json
+
+            return list(read_json(path).get("steps", []))
+        return list(self.model.config.postprocessing)
+
+    # ------------------------------------------------------------------ one image
+    def predict(
+        self,
+        image: Image | np.ndarray | sitk.Image,
+        *,
+        roi: Image | np.ndarray | None = None,
+        probabilities: bool = False,
+        progress: Any = None,
+    ) -> Prediction:
+        """Predict one image (``[z, y, x]`` or ``[c, z, y, x]`` with geometry)."""
+        from voxseg.preprocessing import preprocess_case
+
+        image = _as_image(image)
+        expected = self.model.info.num_channels
+        if image.num_channels != expected:
+            raise VoxsegError(
+                f"the model expects {expected} channel(s) "
+                f"({', '.join(self.model.info.channel_list)}), the image has {image.num_channels}"
+            )
+        data, roi_pre, meta = preprocess_case(
+            image,
+            self.model.plans,
+            self.model.config.configuration,
+            label=_as_image(roi) if roi is not None else None,
+        )
+        roi_mask = None if roi_pre is None else np.asarray(roi_pre).reshape(data.shape[1:]) > 0
+        logits = self._logits(data, roi_mask, progress)
+        return self._export(logits, meta, probabilities)
+
+    def _logits(self, data: np.ndarray, roi: np.ndarray | None, progress: Any) -> torch.Tensor:
+        kwargs = dict(device=self.device, roi=roi, progress=progress)
+        if self.device.type != "cuda":
+            return predict_logits(
+                data, self.networks, self.model.num_outputs, self.settings, **kwargs
+            )
+        try:
+            return predict_logits(
+                data, self.networks, self.model.num_outputs, self.settings, **kwargs
+            )
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return predict_logits(
+                data,
+                self.networks,
+                self.model.num_outputs,
+                self.settings,
+                accumulate_device=torch.device("cpu"),
+                **kwargs,
+            )
+
+    def _export(self, logits: torch.Tensor, meta: Any, probabilities: bool) -> Prediction:
+        axis = meta.separate_z_axis if meta.separate_z_axis is not None else 0
+        nearest = meta.separate_z_axis is not None
+        shape = tuple(meta.shape_after_crop)
+        regions = self.model.region_values
+        n_labels = max(regions) if regions else self.model.num_outputs - 1
+        dtype = np.uint8 if n_labels < 256 else np.uint16
+        seg = labels_from_logits(
+            logits, shape, axis=axis, nearest_along_axis=nearest, region_values=regions, dtype=dtype
+        )
+        seg_img = place_in_original(seg, meta)
+        if self.postprocessing:
+            from voxseg.postprocess import apply_postprocessing
+
+            seg_img = seg_img.with_array(
+                apply_postprocessing(seg_img.array, seg_img.spacing, self.postprocessing)
+            )
+        probs_img = None
+        if probabilities:
+            probs = probabilities_from_logits(
+                logits, shape, axis=axis, nearest_along_axis=nearest, regions=regions is not None
+            )
+            probs_img = place_in_original(probs, meta, fill_background=regions is None)
+        return Prediction(seg_img, probs_img)

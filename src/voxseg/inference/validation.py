@@ -1,0 +1,45 @@
+"""A fold's final validation: predict its full validation cases from the raw images with the
+predictor (as new scans would be), then evaluate against the references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxseg.inference.model import ModelFolder
+from voxseg.inference.predictor import Predictor
+from voxseg.io import write_image
+
+
+def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: bool = False) -> dict:
+    """Write ``validation/<case>`` predictions and ``validation/summary.json``; return the
+    summary."""
+    from rich.progress import Progress
+
+    from voxseg.evaluation import evaluate_folder
+
+    model = ModelFolder.load(setup.model_dir, folds=[str(setup.fold)])
+    prediction = setup.config.prediction
+    network.eval()
+    predictor = Predictor(
+        model,
+        networks=[network],
+        device=str(next(network.parameters()).device),
+        tta=bool(prediction.get("tta", True)),
+        step=float(prediction.get("step", 0.5)),
+        postprocess=False,
+    )
+    out = folder / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = setup.dataset
+    with Progress(disable=quiet) as progress:
+        task = progress.add_task("validating", total=len(setup.val_ids))
+        for case_id in setup.val_ids:
+            case = dataset.case(case_id)
+            image, _ = dataset.load_case(case)
+            pred = predictor.predict(image)
+            write_image(pred.segmentation, out / f"{case_id}{dataset.file_ending}")
+            progress.advance(task)
+    return evaluate_folder(out, dataset.root / "labelsTr", dataset=dataset.root, output_dir=out)

@@ -1,0 +1,150 @@
+"""Samplers choose the start corner of a crop of ``size`` inside a case of ``shape``.
+
+A crop may reach outside the image (it is padded when read), so a centre near the border
+is still usable, as in nnU-Net's loader. All randomness comes from the ``rng`` argument,
+which the batch source derives from ``(seed, iteration, sample)``: a resumed run draws the
+same patches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from voxseg._registry import Registry
+
+
+class CaseInfo(Protocol):
+    """What a sampler may know about a case (from its preprocessed metadata)."""
+
+    shape: tuple[int, ...]
+    foreground_locations: dict[str, list[list[int]]]
+
+
+class Sampler(Protocol):
+    def __call__(
+        self,
+        shape: Sequence[int],
+        size: Sequence[int],
+        rng: np.random.Generator,
+        *,
+        force_foreground: bool,
+        foreground_locations: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> np.ndarray: ...
+
+
+SAMPLERS: Registry[Sampler] = Registry("samplers")
+
+
+class SamplingConfig(BaseModel):
+    """How patches are chosen (``name`` is a registered sampler or a dotted path)."""
+
+    name: str = "foreground"
+    foreground_fraction: float = Field(
+        1 / 3, ge=0, le=1, description="share of each batch centred on a foreground voxel"
+    )
+    classes: list[int] | None = Field(
+        None, description="classes eligible for foreground centring (default: all but ignore)"
+    )
+    roi_label: int | None = Field(
+        None, description="roi sampler: centres restricted to voxels of this stored class"
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def _random_start(shape, size, rng) -> np.ndarray:
+    """A start such that the crop lies inside the image where it fits (else the image lies
+    inside the crop)."""
+    shape, size = np.asarray(shape), np.asarray(size)
+    low, high = np.minimum(0, shape - size), np.maximum(0, shape - size)
+    return np.array([rng.integers(lo, hi + 1) for lo, hi in zip(low, high, strict=True)])
+
+
+def _start_around(centre, shape, size) -> np.ndarray:
+    """Start so ``centre`` is the crop centre, clipped so the crop overlaps the image."""
+    centre, shape, size = np.asarray(centre), np.asarray(shape), np.asarray(size)
+    start = centre - size // 2
+    low = np.minimum(0, shape - size)
+    high = np.maximum(shape - size, 0)
+    return np.clip(start, low, high)
+
+
+@SAMPLERS.register("uniform")
+class UniformSampler:
+    """Crops placed uniformly at random."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def __call__(self, shape, size, rng, *, force_foreground, foreground_locations, extra):
+        return _random_start(shape, size, rng)
+
+
+@SAMPLERS.register("foreground")
+class ForegroundSampler:
+    """nnU-Net's oversampling: forced samples are centred on a stored foreground location
+    of a class drawn uniformly among the classes present (classes balanced); the rest are
+    uniform."""
+
+    def __init__(self, classes: list[int] | None = None, **_: Any) -> None:
+        self.classes = None if classes is None else {str(c) for c in classes}
+
+    def __call__(self, shape, size, rng, *, force_foreground, foreground_locations, extra):
+        if force_foreground:
+            present = [
+                k
+                for k, locs in sorted(foreground_locations.items())
+                if len(locs) and (self.classes is None or k in self.classes)
+            ]
+            if present:
+                locs = foreground_locations[present[rng.integers(len(present))]]
+                centre = np.asarray(locs[rng.integers(len(locs))])
+                return _start_around(centre, shape, size)
+        return _random_start(shape, size, rng)
+
+
+@SAMPLERS.register("roi")
+class RoiSampler:
+    """Every crop is centred on a stored location of ``roi_label`` (e.g. a body or organ
+    mask from an earlier stage): training never sees patches outside the ROI."""
+
+    def __init__(self, roi_label: int | None = None, **_: Any) -> None:
+        if roi_label is None:
+            raise ValueError("the roi sampler needs sampling.roi_label")
+        self.key = str(roi_label)
+
+    def __call__(self, shape, size, rng, *, force_foreground, foreground_locations, extra):
+        locs = foreground_locations.get(self.key) or []
+        if not len(locs):
+            return _random_start(shape, size, rng)
+        return _start_around(np.asarray(locs[rng.integers(len(locs))]), shape, size)
+
+
+@SAMPLERS.register("centerline")
+class CenterlineSampler:
+    """Crops centred on centerline points given per case in ``extra["centerline_points"]``
+    (voxel indices), jittered by ``jitter`` voxels; the vessel workflow provides them."""
+
+    def __init__(self, jitter: float = 0.0, **_: Any) -> None:
+        self.jitter = float(jitter)
+
+    def __call__(self, shape, size, rng, *, force_foreground, foreground_locations, extra):
+        points = extra.get("centerline_points")
+        if points is None or not len(points):
+            return _random_start(shape, size, rng)
+        centre = np.asarray(points[rng.integers(len(points))], dtype=float)
+        centre = np.round(centre + rng.normal(0, self.jitter, size=centre.shape)).astype(int)
+        return _start_around(centre, shape, size)
+
+
+def build_sampler(config: SamplingConfig) -> Sampler:
+    kwargs = dict(config.kwargs)
+    if config.classes is not None:
+        kwargs.setdefault("classes", config.classes)
+    if config.roi_label is not None:
+        kwargs.setdefault("roi_label", config.roi_label)
+    return SAMPLERS.build(config.name, **kwargs)

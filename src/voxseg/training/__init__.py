@@ -1,0 +1,24 @@
+"""Training: the loop, checkpoints, logs, schedules, cross-validation and DDP."""
+
+from voxseg.training.config import (
+    EarlyStoppingConfig,
+    LoggingConfig,
+    ModelConfig,
+    NetworkConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainingConfig,
+)
+from voxseg.training.trainer import Trainer, train_fold
+
+__all__ = [
+    "EarlyStoppingConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "NetworkConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "Trainer",
+    "TrainingConfig",
+    "train_fold",
+]

@@ -1,0 +1,105 @@
+"""The model parameters: one nested, readable parameter set per model (as ovseg's).
+
+Saved as ``config.json`` in the model folder with every default resolved; any value can be
+changed from the command line with ``--set training.epochs=50`` (dotted paths).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxseg.sampling import SamplingConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkConfig(_Strict):
+    """Which registered network (or ``module:Class`` path) to build from the plan."""
+
+    name: str = "unet"
+    deep_supervision: bool = True
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(_Strict):
+    """nnU-Net's default: SGD, lr 1e-2, Nesterov momentum 0.99, weight decay 3e-5."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(1e-2, gt=0)
+    momentum: float = 0.99
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(_Strict):
+    """``poly``: lr·(1 − epoch/epochs)^exponent (nnU-Net); ``warmup_cosine``: linear warm-up
+    for ``warmup_epochs`` then cosine decay to ``min_lr``; ``constant``."""
+
+    name: Literal["poly", "warmup_cosine", "constant"] = "poly"
+    exponent: float = 0.9
+    warmup_epochs: int = Field(0, ge=0)
+    min_lr: float = 0.0
+
+
+class EarlyStoppingConfig(_Strict):
+    """Opt-in: stop when the EMA validation Dice has not improved by ``min_delta`` for
+    ``patience`` epochs."""
+
+    enabled: bool = False
+    patience: int = Field(50, ge=1)
+    min_delta: float = 0.0
+
+
+class LoggingConfig(_Strict):
+    """CSV log, progress plot and slice snapshots always; trackers are opt-in and offline."""
+
+    snapshots: bool = True
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_mode: Literal["offline", "online"] = "offline"
+    mlflow: bool = False
+    mlflow_uri: str | None = None
+
+
+class TrainingConfig(_Strict):
+    """The training loop (defaults: nnU-Net's recipe; the batch size comes from the plan)."""
+
+    epochs: int = Field(1000, ge=1)
+    iterations_per_epoch: int = Field(250, ge=1)
+    val_iterations: int = Field(50, ge=0)
+    batch_size: int | None = Field(None, ge=1, description="per process; default: the plan's")
+    grad_clip: float | None = 12.0
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="auto: bf16 (fp16 if unsupported) on CUDA, off on CPU/MPS"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    seed: int = 0
+    num_workers: int | None = Field(None, ge=0, description="data loader workers; None: auto")
+    ema_alpha: float = Field(0.9, ge=0, lt=1, description="EMA of validation Dice for 'best'")
+    channels_last: bool = False
+    compile: bool = False
+
+
+class ModelConfig(_Strict):
+    """Everything that defines a model, besides the plan it was trained with."""
+
+    dataset: str
+    plan: str = "default"
+    configuration: str = "3d_fullres"
+    model_name: str = "default"
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    loss: dict[str, Any] = Field(default_factory=lambda: {"name": "dice_ce"})
+    augmentation: str | dict[str, Any] = "nnunet"
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    prediction: dict[str, Any] = Field(default_factory=dict)
+    postprocessing: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,0 +1,164 @@
+"""Everything a training run resolves before the loop starts: plan, data, folds, labels."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxseg.config import write_json
+from voxseg.data import Dataset
+from voxseg.errors import VoxsegError
+from voxseg.nets import Topology
+from voxseg.training.config import ModelConfig
+from voxseg.workspace import Workspace
+
+
+@dataclass
+class TrainingSetup:
+    """The resolved inputs of one fold's training."""
+
+    config: ModelConfig
+    fold: int | str
+    dataset: Dataset
+    plans: Any
+    plan_config: Any
+    plans_path: Path
+    store: Any
+    train_ids: list[str]
+    val_ids: list[str]
+    model_dir: Path
+    sampling_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, config: ModelConfig, fold: int | str, *, home: str | os.PathLike[str] | None = None
+    ) -> TrainingSetup:
+        from voxseg.config import load_model
+        from voxseg.data.splits import get_splits
+        from voxseg.planning.plans import Plans
+        from voxseg.preprocessing.store import PreprocessedStore
+
+        ws = Workspace.from_env(home)
+        root = ws.dataset_dir(config.dataset)
+        dataset = Dataset(root)
+        name = dataset.name
+        plans_path = ws.plans_dir(name) / "plans" / f"{config.plan}.json"
+        if not plans_path.is_file():
+            raise VoxsegError(
+                f"{plans_path}: no plan {config.plan!r}; run `voxseg plan {name}` first"
+            )
+        plans = load_model(Plans, plans_path)
+        if config.configuration not in plans.configurations:
+            raise VoxsegError(
+                f"{plans_path}: no configuration {config.configuration!r}; planned: "
+                f"{', '.join(plans.configurations)}"
+            )
+        plan_config = plans.configurations[config.configuration]
+        store = PreprocessedStore(ws.preprocessed_dir(name, config.plan, plan_config.data_from))
+        cases = store.case_ids()
+        if not cases:
+            raise VoxsegError(
+                f"{store.folder}: no preprocessed cases; run `voxseg preprocess {name} "
+                f"--plan {config.plan} --config {plan_config.data_from}` first"
+            )
+        if fold == "all":
+            train_ids, val_ids = cases, cases
+        else:
+            splits = get_splits(dataset.root)
+            k = int(fold)
+            if not 0 <= k < len(splits):
+                raise VoxsegError(f"fold {k} does not exist: splits.json has {len(splits)} folds")
+            train_ids = [c for c in splits[k]["train"] if c in cases]
+            val_ids = [c for c in splits[k]["val"] if c in cases]
+        model_dir = ws.model_dir(name, config.plan, config.model_name)
+        return cls(
+            config=config,
+            fold=fold,
+            dataset=dataset,
+            plans=plans,
+            plan_config=plan_config,
+            plans_path=plans_path,
+            store=store,
+            train_ids=train_ids,
+            val_ids=val_ids,
+            model_dir=model_dir,
+        )
+
+    # ------------------------------------------------------------ derived values
+    @property
+    def fold_dir(self) -> Path:
+        return self.model_dir / f"fold_{self.fold}"
+
+    @property
+    def topology(self) -> Topology:
+        return self.plan_config.topology
+
+    @property
+    def patch_size(self) -> list[int]:
+        return list(self.plan_config.patch_size)
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.training.batch_size or int(self.plan_config.batch_size)
+
+    @property
+    def dummy_2d(self) -> bool:
+        return bool(getattr(self.plan_config, "dummy_2d", False))
+
+    @property
+    def in_channels(self) -> int:
+        return self.dataset.info.num_channels + int(getattr(self.plan_config, "extra_channels", 0))
+
+    @property
+    def ignore_label(self) -> int | None:
+        return self.dataset.info.ignore_label
+
+    @property
+    def regions(self) -> list[list[int]] | None:
+        """Region-based training: the label values making up each region (sigmoid outputs)."""
+        if not self.dataset.info.has_regions:
+            return None
+        return [
+            v if isinstance(v, list) else [v] for v in self.dataset.info.foreground_labels.values()
+        ]
+
+    @property
+    def region_class_order(self) -> list[int]:
+        order = self.dataset.info.regions_class_order
+        return [o - 1 for o in order] if order else list(range(len(self.regions or [])))
+
+    @property
+    def num_outputs(self) -> int:
+        if self.regions is not None:
+            return len(self.regions)
+        return max(int(v) for v in self.dataset.info.foreground_labels.values()) + 1
+
+    @property
+    def class_names(self) -> list[str]:
+        fg = self.dataset.info.foreground_labels
+        if self.regions is not None:
+            return list(fg)
+        by_value = {int(v): k for k, v in fg.items()}
+        return [by_value.get(i, f"class_{i}") for i in range(1, self.num_outputs)]
+
+    # ------------------------------------------------------------ model folder
+    def write_model_files(self) -> None:
+        """config.json, plans.json and dataset.json beside the weights (self-describing)."""
+        for folder in (self.model_dir, self.fold_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / "config.json", self.config)
+            shutil.copyfile(self.plans_path, folder / "plans.json")
+            shutil.copyfile(self.dataset.root / "dataset.json", folder / "dataset.json")
+
+    def validate_fold(self, folder: Path, network: torch.nn.Module, quiet: bool = False) -> None:
+        """Predict the fold's full validation cases and write ``validation/summary.json``."""
+        from voxseg.inference.validation import validate_fold
+
+        if self.fold == "all" or not self.val_ids:
+            return
+        validate_fold(self, folder, network, quiet=quiet)

@@ -1,0 +1,502 @@
+"""The training loop: patches → augmentation (on the training device) → network → loss.
+
+The loop reads like the algorithm; everything it uses is built from the model config:
+``network`` (``voxseg.nets``), ``loss`` (``voxseg.losses``), ``augmentation``
+(``voxseg.augment``) and ``sampling`` (``voxseg.sampling``). Every random number is a
+function of ``(seed, rank, iteration)``, so ``--resume`` continues exactly as an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from voxseg.config import write_json
+from voxseg.errors import VoxsegError
+from voxseg.sampling import PatchBatches, build_sampler
+from voxseg.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from voxseg.training.config import ModelConfig
+from voxseg.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from voxseg.training.logs import Trackers, plot_progress, save_snapshot, write_csv_log
+from voxseg.training.schedules import learning_rate
+from voxseg.training.setup import TrainingSetup
+
+CHECKPOINT_LAST = "checkpoint_last.safetensors"
+CHECKPOINT_BEST = "checkpoint_best.safetensors"
+FINAL_WEIGHTS = "weights.safetensors"
+
+
+def config_hash(config: ModelConfig) -> str:
+    """Hash of the settings that change the result (not logging or worker counts)."""
+    data = config.model_dump(mode="json", exclude={"logging": True, "training": {"num_workers"}})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or setting == "off":
+        return None
+    if setting == "fp16":
+        return torch.float16
+    if setting == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+@dataclass
+class EpochResult:
+    train_loss: float
+    val_loss: float | None
+    dice_per_class: list[float]
+
+
+class Trainer:
+    """Trains one fold of one model; see :func:`train_fold` for the usual entry point."""
+
+    def __init__(
+        self,
+        setup: TrainingSetup,
+        *,
+        resume: bool = False,
+        force: bool = False,
+        pretrained: str | os.PathLike[str] | None = None,
+        dist_info: DistInfo | None = None,
+        quiet: bool = False,
+    ) -> None:
+        from voxseg.augment import build_augmentation, required_input_size
+        from voxseg.losses import build_loss
+        from voxseg.nets import build_network
+
+        self.setup = setup
+        self.cfg = setup.config
+        self.tcfg = setup.config.training
+        self.dist = dist_info or DistInfo()
+        self.quiet = quiet or not self.dist.is_main
+        self.device = pick_device(self.tcfg.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.amp = amp_dtype(self.tcfg.amp, self.device)
+        self.folder = setup.fold_dir
+        torch.manual_seed(self.tcfg.seed)
+
+        self.network = build_network(
+            self.cfg.network.name,
+            in_channels=setup.in_channels,
+            num_classes=setup.num_outputs,
+            topology=setup.topology,
+            patch_size=tuple(setup.patch_size),
+            deep_supervision=self.cfg.network.deep_supervision,
+            **self.cfg.network.kwargs,
+        ).to(self.device)
+        if self.tcfg.channels_last:
+            fmt = torch.channels_last_3d if len(setup.patch_size) == 3 else torch.channels_last
+            self.network = self.network.to(memory_format=fmt)
+        if pretrained is not None and not resume:
+            self._load_pretrained(Path(pretrained))
+        self.model: torch.nn.Module = self.network
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.network, device_ids=ids)
+        self.forward = torch.compile(self.model) if self.tcfg.compile else self.model
+
+        self.loss = build_loss(
+            self.cfg.loss,
+            num_classes=setup.num_outputs,
+            region_based=setup.regions is not None,
+            ignore_label=setup.ignore_label,
+            deep_supervision_weights=None,
+        ).to(self.device)
+        self.augment = build_augmentation(
+            self.cfg.augmentation,
+            spatial_dims=len(setup.patch_size),
+            patch_size=tuple(setup.patch_size),
+            dummy_2d=setup.dummy_2d,
+        )
+        self.input_size = tuple(required_input_size(tuple(setup.patch_size), self.augment.config))
+        self.optimizer = self._make_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+
+        self.state = TrainState(config_hash=config_hash(self.cfg))
+        if resume:
+            self._resume(force)
+        elif (self.folder / CHECKPOINT_LAST).exists() and not force:
+            raise VoxsegError(
+                f"{self.folder}: a training run exists; use --resume to continue it or "
+                f"--force to start again"
+            )
+
+    # ----------------------------------------------------------------- building
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optimizer
+        params = self.network.parameters()
+        if o.name == "sgd":
+            return torch.optim.SGD(
+                params,
+                lr=o.lr,
+                momentum=o.momentum,
+                nesterov=o.nesterov,
+                weight_decay=o.weight_decay,
+            )
+        return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+    def _load_pretrained(self, path: Path) -> None:
+        from voxseg.nets import adapt_state_dict, read_weights
+
+        weights = path if path.is_file() else _find_weights(path)
+        state = read_weights(weights)
+        adapted, report = adapt_state_dict(state, self.network)
+        self.network.load_state_dict(adapted)
+        if not self.quiet:
+            print(f"fine-tuning from {weights}: {report}")
+
+    def _resume(self, force: bool) -> None:
+        last = self.folder / CHECKPOINT_LAST
+        if not last.exists():
+            raise VoxsegError(f"{self.folder}: nothing to resume ({CHECKPOINT_LAST} not found)")
+        saved = json.loads((self.folder / "config.json").read_text())
+        if config_hash(ModelConfig.model_validate(saved)) != self.state.config_hash and not force:
+            raise VoxsegError(
+                f"{self.folder}: the config differs from the run being resumed; "
+                f"use --force to resume anyway (the new config then applies)"
+            )
+        new_hash = self.state.config_hash
+        self.state = load_checkpoint(last, self.network, self.optimizer)
+        self.state.config_hash = new_hash
+
+    # ----------------------------------------------------------------- data
+    def _loader(self, case_ids, *, start: int, stop: int, seed: int, fg: float, size) -> Any:
+        batches = PatchBatches(
+            self.setup.store,
+            case_ids,
+            size,
+            self.setup.batch_size,
+            build_sampler(self.cfg.sampling),
+            foreground_fraction=fg,
+            seed=seed,
+            rank=self.dist.rank,
+            extras=self.setup.sampling_extras,
+        )
+        workers = self.tcfg.num_workers
+        if workers is None:
+            cpus = os.cpu_count() or 1
+            workers = min(8, cpus // 2) if self.device.type == "cuda" else (1 if cpus > 1 else 0)
+        return DataLoader(
+            batches,
+            batch_size=None,
+            sampler=range(start, stop),
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+        )
+
+    def _targets(self, seg: torch.Tensor) -> torch.Tensor:
+        seg = seg.to(self.device, non_blocking=True).long()
+        if self.setup.regions is None:
+            return seg
+        return regions_to_masks(seg, self.setup.regions, self.setup.ignore_label)
+
+    # ----------------------------------------------------------------- loop
+    def fit(self) -> Path:
+        """Train from the current epoch to the last, then write the final weights."""
+        t = self.tcfg
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.setup.write_model_files()
+        trackers = (
+            Trackers(self.cfg.logging, self.folder, self.folder.name, self.cfg.model_dump())
+            if self.dist.is_main
+            else None
+        )
+        iters = t.iterations_per_epoch
+        start_epoch = self.state.epoch
+        loader = self._loader(
+            self.setup.train_ids,
+            start=start_epoch * iters,
+            stop=t.epochs * iters,
+            seed=t.seed,
+            fg=self.cfg.sampling.foreground_fraction,
+            size=self.input_size,
+        )
+        batches = iter(loader)
+        stopped_early = False
+        with self._progress() as progress:
+            task = progress.add_task("training", total=(t.epochs - start_epoch) * iters)
+            for epoch in range(start_epoch, t.epochs):
+                tic = time.perf_counter()
+                lr = learning_rate(epoch, t.epochs, self.cfg.optimizer, self.cfg.schedule)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                train_loss = self._train_epoch(epoch, batches, progress, task)
+                val = self._validate(epoch)
+                row = self._record(epoch, lr, train_loss, val, time.perf_counter() - tic)
+                if self.dist.is_main:
+                    self._save(row)
+                    trackers.log(row, epoch)
+                    progress.update(task, description=self._describe(row))
+                barrier(self.dist)
+                if self._should_stop():
+                    stopped_early = True
+                    break
+        if trackers is not None:
+            trackers.close()
+        if self.dist.is_main:
+            from voxseg.nets import save_weights
+
+            save_weights(self.network, self.folder / FINAL_WEIGHTS)
+            if stopped_early:
+                print(f"early stopping after epoch {self.state.epoch}")
+        barrier(self.dist)
+        return self.folder
+
+    def _progress(self):
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=self.quiet,
+            transient=False,
+        )
+
+    def _train_epoch(self, epoch: int, batches, progress, task) -> float:
+        self.model.train()
+        losses = []
+        iters = self.tcfg.iterations_per_epoch
+        for it in range(iters):
+            batch = next(batches)
+            index = int(batch["index"])
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(_mix(self.tcfg.seed, self.dist.rank, index))
+            image = batch["image"].to(self.device, non_blocking=True)
+            seg = batch["seg"].to(self.device, non_blocking=True)
+            image, seg = self.augment(image, seg, gen)
+            target = self._targets(seg)
+            loss = self._step(image, target)
+            losses.append(loss)
+            progress.advance(task)
+            if it == 0 and epoch == self.state.epoch and not self.quiet:
+                progress.update(task, description=f"epoch {epoch}")
+        mean = torch.tensor([float(np.mean(losses))], device=self.device)
+        return float(all_reduce_sum(mean, self.dist).item() / self.dist.world_size)
+
+    def _step(self, image: torch.Tensor, target: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        with ctx:
+            output = self.forward(image)
+            loss = self.loss(output, target)
+        if not torch.isfinite(loss):
+            raise VoxsegError(f"{self.folder}: the loss became {loss.item()} (try a lower lr)")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.tcfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.tcfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def _validate(self, epoch: int) -> EpochResult | None:
+        n = self.tcfg.val_iterations
+        ids = self.setup.val_ids
+        if n == 0 or not ids:
+            return None
+        self.model.eval()
+        loader = self._loader(
+            ids,
+            start=0,
+            stop=n,
+            seed=self.tcfg.seed + 7919,
+            fg=1 / 3,
+            size=tuple(self.setup.patch_size),
+        )
+        k = self.setup.num_outputs if self.setup.regions is not None else self.setup.num_outputs - 1
+        counts = torch.zeros(3, k, device=self.device, dtype=torch.float64)
+        losses = []
+        snapshot = None
+        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        for batch in loader:
+            image = batch["image"].to(self.device)
+            target = self._targets(batch["seg"])
+            with ctx:
+                output = self.model(image)
+                losses.append(float(self.loss(output, target)))
+            logits = output[0] if isinstance(output, (list, tuple)) else output
+            counts += self._tp_fp_fn(logits.float(), target)
+            if snapshot is None:
+                snapshot = (image[0].float().cpu().numpy(), target[0], logits[0])
+        counts = all_reduce_sum(counts, self.dist)
+        tp, fp, fn = counts
+        dice = (2 * tp / (2 * tp + fp + fn).clamp(min=1e-8)).where(tp + fp + fn > 0, torch.nan)
+        if self.dist.is_main and self.cfg.logging.snapshots and snapshot is not None:
+            image0, target0, logits0 = snapshot
+            save_snapshot(
+                self.folder / "snapshots" / f"epoch_{epoch:04d}.png",
+                image0,
+                self._as_label_map(target0[None])[0].cpu().numpy(),
+                self._as_label_map(logits0[None].float(), logits=True)[0].cpu().numpy(),
+            )
+        return EpochResult(float("nan"), float(np.mean(losses)), dice.cpu().tolist())
+
+    def _as_label_map(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        if self.setup.regions is None:
+            return x.argmax(1) if logits else x[:, 0]
+        masks = (torch.sigmoid(x) > 0.5) if logits else x > 0.5
+        out = torch.zeros(masks.shape[:1] + masks.shape[2:], dtype=torch.long, device=x.device)
+        for i in self.setup.region_class_order:
+            out[masks[:, i]] = i + 1
+        return out
+
+    def _tp_fp_fn(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Voxel counts per foreground class/region over the batch (ignore voxels excluded)."""
+        if self.setup.regions is None:
+            pred = logits.argmax(1)
+            ref = target[:, 0]
+            valid = ref != self.setup.ignore_label if self.setup.ignore_label is not None else None
+            classes = range(1, self.setup.num_outputs)
+            p = torch.stack([pred == c for c in classes], 1)
+            r = torch.stack([ref == c for c in classes], 1)
+        else:
+            p = torch.sigmoid(logits) > 0.5
+            r = target > 0.5
+            valid = None
+        if valid is not None:
+            p, r = p & valid[:, None], r & valid[:, None]
+        dims = [0, *range(2, p.ndim)]
+        tp = (p & r).sum(dims)
+        fp = (p & ~r).sum(dims)
+        fn = (~p & r).sum(dims)
+        return torch.stack([tp, fp, fn]).double()
+
+    def _record(self, epoch, lr, train_loss, val: EpochResult | None, seconds) -> dict[str, Any]:
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
+        s = self.state
+        if val is not None:
+            finite = [d for d in val.dice_per_class if not math.isnan(d)]
+            mean = float(np.mean(finite)) if finite else float("nan")
+            row["val_loss"] = val.val_loss
+            row["val_dice"] = mean
+            for name, d in zip(self.setup.class_names, val.dice_per_class, strict=True):
+                row[f"dice_{name}"] = d
+            if not math.isnan(mean):
+                a = self.tcfg.ema_alpha
+                s.ema = mean if s.ema is None else a * s.ema + (1 - a) * mean
+            row["val_dice_ema"] = s.ema if s.ema is not None else float("nan")
+        row["epoch_seconds"] = seconds
+        s.history.append(row)
+        s.epoch = epoch + 1
+        improved = s.ema is not None and (
+            s.best_ema is None or s.ema > s.best_ema + self.cfg.early_stopping.min_delta
+        )
+        if improved:
+            s.best_ema = s.ema
+            s.epochs_since_best = 0
+        else:
+            s.epochs_since_best += 1
+        row["_improved"] = improved
+        return row
+
+    def _save(self, row: dict[str, Any]) -> None:
+        improved = row.pop("_improved")
+        s = self.state
+        s.history[-1] = row
+        save_checkpoint(self.folder / CHECKPOINT_LAST, self.network, self.optimizer, s)
+        if improved:
+            save_checkpoint(self.folder / CHECKPOINT_BEST, self.network, None, s)
+        write_csv_log(self.folder / "training_log.csv", s.history)
+        plot_progress(self.folder / "progress.png", s.history)
+
+    def _should_stop(self) -> bool:
+        es = self.cfg.early_stopping
+        return es.enabled and self.state.epochs_since_best >= es.patience
+
+    def _describe(self, row: dict[str, Any]) -> str:
+        text = f"epoch {row['epoch']} loss {row['train_loss']:.3f}"
+        if "val_dice" in row:
+            text += f" dice {row['val_dice']:.3f} (ema {row['val_dice_ema']:.3f})"
+        return text
+
+
+def _mix(*values: int) -> int:
+    return int(np.random.SeedSequence(list(values)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _find_weights(folder: Path) -> Path:
+    for candidate in (
+        folder / FINAL_WEIGHTS,
+        folder / "fold_all" / FINAL_WEIGHTS,
+        folder / "fold_0" / FINAL_WEIGHTS,
+        folder / CHECKPOINT_BEST,
+    ):
+        if candidate.is_file():
+            return candidate
+    raise VoxsegError(f"{folder}: no {FINAL_WEIGHTS} found to fine-tune from")
+
+
+def regions_to_masks(
+    seg: torch.Tensor, regions: list[list[int]], ignore_label: int | None
+) -> torch.Tensor:
+    """Label map ``[b, 1, ...]`` → region masks ``[b, R, ...]`` (float); ignore voxels become
+    ``-1`` in every channel so the loss can mask them."""
+    masks = torch.cat([torch.isin(seg, torch.tensor(r, device=seg.device)) for r in regions], 1)
+    masks = masks.float()
+    if ignore_label is not None:
+        masks = masks.masked_fill(seg == ignore_label, -1.0)
+    return masks
+
+
+def train_fold(
+    config: ModelConfig,
+    fold: int | str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    pretrained: str | os.PathLike[str] | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Train one fold (``"all"`` trains on every case) and return its folder."""
+    pick = pick_device(config.training.device)
+    dist_info = init_distributed(pick.type)
+    setup = TrainingSetup.create(config, fold, home=home)
+    trainer = Trainer(
+        setup, resume=resume, force=force, pretrained=pretrained, dist_info=dist_info, quiet=quiet
+    )
+    folder = trainer.fit()
+    if dist_info.is_main:
+        setup.validate_fold(folder, trainer.network, quiet=quiet)
+    return folder
+
+
+def write_training_config(folder: Path, config: ModelConfig) -> None:
+    write_json(folder / "config.json", config)
