@@ -1,15 +1,28 @@
 """Image and mesh I/O that keeps geometry (see :mod:`voxseg.io.image` for the axis order)."""
 
 from voxseg.io.formats import file_ending, read_image, write_image
-from voxseg.io.image import PSEUDO_3D_SPACING, Geometry, Image, from_sitk, to_sitk
+from voxseg.io.image import (
+    PSEUDO_3D_SPACING,
+    Geometry,
+    Image,
+    from_sitk,
+    identity_direction,
+    to_sitk,
+)
+from voxseg.io.vtp import PolyData, mask_to_surface, read_vtp, write_vtp
 
 __all__ = [
     "PSEUDO_3D_SPACING",
     "Geometry",
     "Image",
+    "PolyData",
     "file_ending",
     "from_sitk",
+    "identity_direction",
+    "mask_to_surface",
     "read_image",
+    "read_vtp",
     "to_sitk",
     "write_image",
+    "write_vtp",
 ]

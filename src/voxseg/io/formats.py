@@ -1,20 +1,52 @@
-"""Read and write images by file ending, keeping geometry.
+"""Read and write images by file ending (or DICOM folder), keeping geometry.
 
-NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) go through SimpleITK.
+* Volumes: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr`` + data file), MetaImage
+  (``.mha``, ``.mhd`` + ``.raw``/``.zraw``) through SimpleITK, geometry kept exactly (NIfTI
+  stores its affine as float32).
+* DICOM: a folder holding a series is read with GDCM (the series with the most files wins);
+  :func:`write_dicom_series` writes one file per slice with its ImagePositionPatient.
+* 2D natural images: PNG, BMP, JPEG through Pillow (in-plane spacing 1.0, as in nnU-Net),
+  TIFF through SimpleITK (spacing from its resolution tags, stacks allowed). RGB(A) becomes
+  3 channels ``[3, 1, y, x]`` (alpha dropped), grayscale ``[1, y, x]``, both pseudo-3D with
+  z spacing :data:`~voxseg.io.image.PSEUDO_3D_SPACING`. JPEG is refused for label maps: its
+  lossy compression changes label values.
+* A single ``.dcm`` file is read through SimpleITK; series are written with
+  :func:`write_dicom_series`.
+
+Every write is atomic: files are written into a hidden folder beside the target and moved in
+place (companion data files first, the header last).
 """
 
 from __future__ import annotations
 
+import gzip
+import logging
 import os
+import shutil
+import tempfile
+import uuid
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+import tifffile
+from PIL import Image as PILImage
 
 from voxseg.errors import VoxsegError
-from voxseg.io.image import Image, from_sitk, to_sitk
+from voxseg.io.image import PSEUDO_3D_SPACING, Image, from_sitk, to_sitk
 
 VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+NATURAL_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+LOSSY_ENDINGS = (".jpg", ".jpeg")
+PILLOW_ENDINGS = (".png", ".bmp", ".jpg", ".jpeg")
+DICOM_ENDINGS = (".dcm",)
+SUPPORTED_ENDINGS = VOLUME_ENDINGS + NATURAL_ENDINGS + DICOM_ENDINGS
+
+#: Largest integer each natural-image format stores losslessly (TIFF keeps any dtype).
+_NATURAL_MAX = {".png": 65535, ".bmp": 255, ".jpg": 255, ".jpeg": 255}
 
 
 def file_ending(path: str | os.PathLike[str]) -> str:
@@ -23,35 +55,415 @@ def file_ending(path: str | os.PathLike[str]) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def read_image(path: str | os.PathLike[str]) -> Image:
-    """Read an image file with its geometry."""
+def read_image(path: str | os.PathLike[str], is_label: bool = False) -> Image:
+    """Read an image file, or the largest DICOM series in a folder, with its geometry.
+
+    ``is_label`` refuses lossy formats (JPEG), reads palette PNGs as their indices and
+    collapses an RGB label image whose three channels are equal to one channel.
+    """
     path = Path(path)
     if not path.exists():
         raise VoxsegError(f"{path}: file not found")
+    if path.is_dir():
+        return read_dicom_series(path)
+    ending = file_ending(path)
+    if is_label and ending in LOSSY_ENDINGS:
+        raise VoxsegError(
+            f"{path}: JPEG cannot hold a label map (lossy compression changes label values); "
+            "save the mask as .png, .tif or .nii.gz"
+        )
+    if ending in PILLOW_ENDINGS:
+        return _read_pillow(path, is_label)
+    if ending in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise VoxsegError(f"{path}: cannot read image ({_first_line(exc)})") from exc
-    return from_sitk(img)
+        raise VoxsegError(f"{path}: {_DAMAGED} ({_first_line(exc)})") from exc
+    image = from_sitk(img)
+    if ending in (".tif", ".tiff"):
+        _check_tiff_complete(path, image.shape[0])
+    if ending in NATURAL_ENDINGS:
+        image = _natural_channels(image, path, is_label)
+    return image
 
 
 def write_image(image: Image, path: str | os.PathLike[str], compress: bool = True) -> Path:
-    """Write ``image`` to ``path`` (format from the ending), atomically."""
+    """Write ``image`` to ``path`` (format from the ending), atomically.
+
+    A pseudo-3D image (z of size 1) written to PNG, BMP, TIFF or JPEG loses its z axis;
+    channels ``[3, 1, y, x]`` become RGB. PNG stores uint8/uint16, BMP and JPEG uint8: arrays
+    are converted when that is lossless and refused otherwise.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ending = file_ending(path)
-    tmp = path.with_name(f".{path.stem}.tmp{ending}")
-    arr = image.array
-    if arr.dtype == np.bool_:
-        image = image.with_array(arr.astype(np.uint8))
-    try:
-        sitk.WriteImage(to_sitk(image), str(tmp), useCompression=compress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if ending in DICOM_ENDINGS:
+        raise VoxsegError(f"{path}: write DICOM with write_dicom_series(image, folder)")
+    if ending not in SUPPORTED_ENDINGS:
+        raise VoxsegError(
+            f"{path}: unknown image file ending {ending!r}; use one of "
+            + ", ".join(VOLUME_ENDINGS + NATURAL_ENDINGS)
+        )
+    if image.array.dtype == np.bool_:
+        image = image.with_array(image.array.astype(np.uint8))
+    if ending in PILLOW_ENDINGS:
+        plane, _ = _natural_plane(image, path, ending)
+        with _atomic_dir(path) as tmp:
+            _write_pillow(plane, tmp / path.name, ending)
+        return path
+    img = _natural_to_sitk(image, path, ending) if ending in NATURAL_ENDINGS else to_sitk(image)
+    with _atomic_dir(path) as tmp:
+        sitk.WriteImage(img, str(tmp / path.name), useCompression=compress)
     return path
 
 
+def read_channels(paths: Sequence[str | os.PathLike[str]]) -> Image:
+    """Read one file per channel (or multi-channel files) into one ``[c, z, y, x]`` image.
+
+    Every file must share the geometry of the first; the message names the file that does not.
+    """
+    if not paths:
+        raise ValueError("read_channels needs at least one path")
+    images = [read_image(p) for p in paths]
+    first = images[0].geometry
+    arrays = []
+    for p, im in zip(paths, images, strict=True):
+        diffs = first.differences(im.geometry)
+        if diffs:
+            raise VoxsegError(f"{p}: geometry differs from {paths[0]}: " + "; ".join(diffs))
+        arrays.extend(im.array if im.array.ndim == 4 else [im.array])
+    dtype = np.result_type(*arrays)
+    return Image(np.stack([a.astype(dtype, copy=False) for a in arrays]), *_geom(images[0]))
+
+
+def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
+    """Read the DICOM series with the most files in ``folder`` (searched recursively)."""
+    folder = Path(folder)
+    best: list[str] = []
+    reader = sitk.ImageSeriesReader
+    for sub in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+        for uid in reader.GetGDCMSeriesIDs(str(sub)):
+            files = list(reader.GetGDCMSeriesFileNames(str(sub), uid))
+            if len(files) > len(best):
+                best = files
+    if not best:
+        raise VoxsegError(
+            f"{folder}: no DICOM series found in this folder or below; point to the folder "
+            "that holds the .dcm files, or convert the scan to .nii.gz"
+        )
+    series = sitk.ImageSeriesReader()
+    series.SetFileNames(best)
+    try:
+        img = series.Execute()
+    except RuntimeError as exc:
+        raise VoxsegError(f"{folder}: cannot read DICOM series ({_first_line(exc)})") from exc
+    return from_sitk(img)
+
+
+def write_dicom_series(
+    image: Image, folder: str | os.PathLike[str], modality: str = "CT", description: str = ""
+) -> Path:
+    """Write a 3D integer image as a DICOM series, one file per slice (``IM0000.dcm`` …).
+
+    Each slice carries ImagePositionPatient, ImageOrientationPatient and PixelSpacing, so a
+    read-back reproduces the geometry. DICOM orders slices along the normal of the in-plane
+    axes, so a left-handed image is read back with its z axis reversed (same physical
+    image). Float arrays must hold whole numbers (scale to e.g. Hounsfield units first).
+    """
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise VoxsegError(f"{folder}: exists and is not an empty folder; choose a new folder")
+    if image.array.ndim != 3:
+        raise VoxsegError(f"{folder}: DICOM export takes one channel; got {image.array.shape}")
+    arr = _dicom_array(image.array, folder)
+    img = to_sitk(image.with_array(arr))
+    d = img.GetDirection()
+    orientation = "\\".join(_ds(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
+    study, series = _uid(), _uid()
+    tags = {
+        "0008|0060": modality,
+        "0008|103e": description,
+        "0020|000d": study,
+        "0020|000e": series,
+        "0020|0037": orientation,
+        "0018|0050": _ds(img.GetSpacing()[2]),
+        "0010|0010": "voxseg^export",
+        "0010|0020": "voxseg",
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    with _atomic_dir(folder, is_folder=True) as tmp:
+        for k in range(img.GetSize()[2]):
+            sl = img[:, :, k]
+            for tag, value in tags.items():
+                sl.SetMetaData(tag, value)
+            position = img.TransformIndexToPhysicalPoint((0, 0, k))
+            sl.SetMetaData("0020|0032", "\\".join(_ds(v) for v in position))
+            sl.SetMetaData("0020|0013", str(k + 1))
+            sl.SetMetaData("0008|0018", _uid())
+            writer.SetFileName(str(tmp / f"IM{k:04d}.dcm"))
+            writer.Execute(sl)
+    return folder
+
+
+def _natural_channels(image: Image, path: Path, is_label: bool) -> Image:
+    """RGBA → RGB, gray+alpha → gray; labels must be single-channel (or equal RGB)."""
+    arr = image.array
+    if arr.ndim == 4 and arr.shape[0] in (2, 4):
+        arr = arr[:-1]
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if is_label and arr.ndim == 4:
+        if not all(np.array_equal(arr[0], c) for c in arr[1:]):
+            raise VoxsegError(
+                f"{path}: a label image must be grayscale (one value per pixel); this one has "
+                f"{arr.shape[0]} different colour channels"
+            )
+        arr = arr[0]
+    return image.with_array(np.ascontiguousarray(arr)) if arr is not image.array else image
+
+
+def _natural_to_sitk(image: Image, path: Path, ending: str) -> sitk.Image:
+    """A SimpleITK image for TIFF: 2D (scalar or RGB vector), or a 3D scalar stack."""
+    if image.shape[0] != 1 and image.array.ndim == 3:
+        return to_sitk(image)
+    plane, spacing = _natural_plane(image, path, ending)
+    is_rgb = plane.ndim == 3
+    img = sitk.GetImageFromArray(np.moveaxis(plane, 0, -1) if is_rgb else plane, isVector=is_rgb)
+    img.SetSpacing(tuple(reversed(spacing)))
+    return img
+
+
+def _natural_plane(image: Image, path: Path, ending: str) -> tuple[np.ndarray, tuple]:
+    """The 2D plane ``[y, x]`` or ``[3, y, x]`` of a pseudo-3D image, and its (y, x) spacing."""
+    arr = image.array
+    if image.shape[0] != 1:
+        raise VoxsegError(
+            f"{path}: {ending} holds 2D images; this image has {image.shape[0]} slices "
+            "(write volumes as .nii.gz)"
+        )
+    if arr.ndim == 4 and arr.shape[0] not in (1, 3):
+        raise VoxsegError(f"{path}: {ending} holds 1 or 3 channels; this image has {arr.shape[0]}")
+    plane = arr[:, 0] if arr.ndim == 4 else arr[0]
+    if plane.ndim == 3 and plane.shape[0] == 1:
+        plane = plane[0]
+    limit = _NATURAL_MAX.get(ending)
+    if limit is not None:
+        plane = _to_uint(plane, 255 if plane.ndim == 3 else limit, path, ending)
+    return np.ascontiguousarray(plane), image.spacing[1:]
+
+
+def _read_pillow(path: Path, is_label: bool) -> Image:
+    """PNG/BMP/JPEG through Pillow, which reports the colour mode (grey, palette, alpha).
+
+    In-plane spacing is 1.0 whatever the DPI field says (a print resolution, not a voxel
+    size), as in nnU-Net's natural-image reader.
+    """
+    try:
+        with PILImage.open(path) as pil:
+            pil.load()
+            mode = pil.mode
+            if mode in ("P", "PA") and is_label:
+                pil = pil.convert("P") if mode == "PA" else pil
+            elif mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX"):
+                pil = pil.convert("RGB")
+            elif mode in ("LA", "La"):
+                pil = pil.getchannel(0)
+            arr = np.asarray(pil)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise VoxsegError(f"{path}: {_DAMAGED} ({exc})") from exc
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if arr.ndim == 3:
+        arr = np.moveaxis(arr, -1, 0)[:, None]
+    else:
+        arr = arr[None]
+    image = Image(np.ascontiguousarray(arr), spacing=(PSEUDO_3D_SPACING, 1.0, 1.0))
+    return _natural_channels(image, path, is_label)
+
+
+def _write_pillow(plane: np.ndarray, path: Path, ending: str) -> None:
+    """Save a ``[y, x]`` or ``[3, y, x]`` plane (spacing is not stored, see _read_pillow)."""
+    pil = PILImage.fromarray(np.moveaxis(plane, 0, -1) if plane.ndim == 3 else plane)
+    fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[ending]
+    extra = {"quality": 95} if fmt == "JPEG" else {}
+    pil.save(path, format=fmt, **extra)
+
+
+def _to_uint(arr: np.ndarray, limit: int, path: Path, ending: str) -> np.ndarray:
+    """uint8 (or uint16 when ``limit`` allows and values need it); refuses lossy casts."""
+    dtype = np.uint8 if limit == 255 or (arr.size and arr.max() <= 255) else np.uint16
+    if arr.dtype == dtype:
+        return arr
+    if arr.size and (arr.min() < 0 or arr.max() > limit or not np.all(np.mod(arr, 1) == 0)):
+        raise VoxsegError(
+            f"{path}: {ending} stores whole numbers 0..{limit}; the array ({arr.dtype}, "
+            f"range {arr.min():g}..{arr.max():g}) would be changed (use .tif or .nii.gz)"
+        )
+    return arr.astype(dtype)
+
+
+def _dicom_array(arr: np.ndarray, folder: Path) -> np.ndarray:
+    """Integer pixels DICOM can hold (8/16-bit, or 32-bit when values need it)."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.mod(arr, 1) == 0):
+            raise VoxsegError(
+                f"{folder}: DICOM export needs whole-number pixel values; got {arr.dtype} with "
+                "fractions (rescale, e.g. to Hounsfield units, and cast to int16)"
+            )
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        for dtype in (np.int16, np.uint16, np.int32):
+            if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+                return arr.astype(dtype)
+        raise VoxsegError(f"{folder}: values {lo:g}..{hi:g} do not fit DICOM's 32-bit pixels")
+    if arr.dtype in (np.int64, np.uint64, np.uint32):
+        return _dicom_array(arr.astype(np.float64), folder)
+    return arr
+
+
+def _uid() -> str:
+    """A DICOM UID under the ISO "2.25" root (UUID as integer, PS3.5 B.2)."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters) as precise as it allows."""
+    for digits in range(16, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    return f"{value:.1e}"
+
+
+def _geom(image: Image) -> tuple:
+    return image.spacing, image.origin, image.direction
+
+
+class _atomic_dir:
+    """Write into a hidden temporary folder beside ``target``, then move into place.
+
+    For a file target every file produced (e.g. ``.mhd`` with its ``.zraw``) is moved beside
+    it, the header (the target name) last; a folder target (absent or empty) is the renamed
+    temporary folder.
+    """
+
+    def __init__(self, target: Path, is_folder: bool = False) -> None:
+        self.target = Path(target)
+        self.is_folder = is_folder
+
+    def __enter__(self) -> Path:
+        parent = self.target.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _commit(self) -> None:
+        if self.is_folder:
+            if self.target.is_dir() and not any(self.target.iterdir()):
+                self.target.rmdir()
+            os.rename(self.tmp, self.target)
+            return
+        produced = sorted(self.tmp.iterdir(), key=lambda f: f.name == self.target.name)
+        for f in produced:
+            os.replace(f, self.target.parent / f.name)
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise when a NIfTI file holds fewer bytes than its header promises.
+
+    ITK reads a truncated NIfTI without complaint (the missing voxels come back as zeros).
+    For ``.nii.gz`` the gzip trailer's size field is compared first (O(1)); only when it
+    disagrees (truncation, or a multi-member gzip) is the stream decompressed to count.
+    """
+    try:
+        proxy = nib.load(str(path)).dataobj  # reads the header only
+        expected = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * int(
+            proxy.dtype.itemsize
+        )
+    except Exception as exc:  # nibabel raises many types for a broken header
+        raise VoxsegError(f"{path}: {_DAMAGED} (NIfTI header: {exc})") from exc
+    if file_ending(path) == ".nii":
+        actual = path.stat().st_size
+    else:
+        with open(path, "rb") as f:
+            f.seek(max(path.stat().st_size - 4, 0))
+            if int.from_bytes(f.read(4), "little") == expected % 2**32:
+                return
+        actual = _gunzipped_size(path)
+    if actual < 0:
+        raise VoxsegError(f"{path}: {_DAMAGED} (the gzip stream is cut short or corrupt)")
+    if actual < expected:
+        raise VoxsegError(
+            f"{path}: {_DAMAGED} (header promises {expected} bytes, file holds {actual})"
+        )
+
+
+def _gunzipped_size(path: Path) -> int:
+    """Decompressed length of a gzip file; -1 when the stream is cut or corrupt."""
+    size = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                size += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        return -1
+    return size
+
+
+def _check_tiff_complete(path: Path, num_slices: int) -> None:
+    """Raise when a TIFF lost pages or pixel data (libtiff only warns, ITK returns zeros)."""
+    size = path.stat().st_size
+    warnings = _LogCapture()
+    log = logging.getLogger("tifffile")
+    log.addHandler(warnings)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)
+            in_file = all(
+                off + n <= size
+                for page in pages
+                for off, n in zip(page.dataoffsets, page.databytecounts, strict=True)
+            )
+            numbered = [p.tags["PageNumber"].value for p in pages if "PageNumber" in p.tags]
+    except (tifffile.TiffFileError, OSError, ValueError) as exc:
+        raise VoxsegError(f"{path}: {_DAMAGED} ({exc})") from exc
+    finally:
+        log.removeHandler(warnings)
+    promised = max((int(v[1]) for v in numbered if len(v) == 2), default=len(pages))
+    broken_chain = any("page offset" in m for m in warnings.messages)
+    if not in_file or broken_chain or len(pages) != num_slices or promised > len(pages):
+        raise VoxsegError(f"{path}: {_DAMAGED} (pages or pixel data missing at the end)")
+
+
+class _LogCapture(logging.Handler):
+    """Collects log messages (tifffile reports a cut page chain only as a warning)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+_DAMAGED = "cannot read image: the file is damaged, truncated or not an image"
+
+
 def _first_line(exc: Exception) -> str:
+    """The informative line of an ITK exception (the one after ``ERROR:``)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "ERROR" in ln and ": " in ln:
+            detail = ln.split("): ", 1)[-1] if "): " in ln else ln.split("ERROR: ", 1)[-1]
+            if detail:
+                return detail
     return lines[-1] if lines else type(exc).__name__
