@@ -74,6 +74,8 @@ def _check_path(model: BaseModel, key: str) -> None:
         walked.append(part)
         if isinstance(node, BaseModel):
             fields = type(node).model_fields
+            if part not in fields and type(node).model_config.get("extra") == "allow":
+                return
             if part not in fields:
                 valid = ", ".join(sorted(fields))
                 raise VoxsegError(f"unknown setting {'.'.join(walked)!r}; valid keys here: {valid}")

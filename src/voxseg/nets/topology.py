@@ -23,7 +23,9 @@ class Topology(BaseModel):
     def _consistent(self) -> Topology:
         n = len(self.features_per_stage)
         if not (len(self.kernel_sizes) == len(self.strides) == len(self.n_conv_per_stage) == n):
-            raise ValueError("features, kernel_sizes, strides and n_conv_per_stage differ in length")
+            raise ValueError(
+                "features, kernel_sizes, strides and n_conv_per_stage differ in length"
+            )
         if len(self.n_conv_per_stage_decoder) != n - 1:
             raise ValueError("n_conv_per_stage_decoder needs one entry per stage but the last")
         for k, s in zip(self.kernel_sizes, self.strides, strict=True):

@@ -21,7 +21,9 @@ class NetworkConfig(_Strict):
     """Which registered network (or ``module:Class`` path) to build from the plan."""
 
     name: str = "unet"
-    deep_supervision: bool = True
+    deep_supervision: bool | None = Field(
+        None, description="None: on when the network supports it (the U-Nets)"
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

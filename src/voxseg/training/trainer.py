@@ -101,13 +101,14 @@ class Trainer:
         self.folder = setup.fold_dir
         torch.manual_seed(self.tcfg.seed)
 
+        self.deep_supervision = _deep_supervision(self.cfg)
         self.network = build_network(
             self.cfg.network.name,
             in_channels=setup.in_channels,
             num_classes=setup.num_outputs,
             topology=setup.topology,
             patch_size=tuple(setup.patch_size),
-            deep_supervision=self.cfg.network.deep_supervision,
+            deep_supervision=self.deep_supervision,
             **self.cfg.network.kwargs,
         ).to(self.device)
         if self.tcfg.channels_last:
@@ -126,7 +127,7 @@ class Trainer:
             num_classes=setup.num_outputs,
             region_based=setup.regions is not None,
             ignore_label=setup.ignore_label,
-            deep_supervision_weights=None,
+            deep_supervision_weights=self._ds_weights(),
         ).to(self.device)
         self.augment = build_augmentation(
             self.cfg.augmentation,
@@ -148,6 +149,19 @@ class Trainer:
             )
 
     # ----------------------------------------------------------------- building
+    def _ds_weights(self) -> list[float] | None:
+        """nnU-Net's 1/2^i weights; under DDP the lowest output gets 1e-6 instead of 0 so
+        every parameter receives a gradient (as nnU-Net does)."""
+        if not self.deep_supervision:
+            return None
+        from voxseg.losses import deep_supervision_weights
+
+        n = self.setup.topology.n_stages - 1
+        weights = deep_supervision_weights(n)
+        if self.dist.enabled and n > 1:
+            weights[-1] = 1e-6
+        return weights
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optimizer
         params = self.network.parameters()
@@ -213,10 +227,12 @@ class Trainer:
         )
 
     def _targets(self, seg: torch.Tensor) -> torch.Tensor:
+        from voxseg.losses import labels_to_regions
+
         seg = seg.to(self.device, non_blocking=True).long()
         if self.setup.regions is None:
             return seg
-        return regions_to_masks(seg, self.setup.regions, self.setup.ignore_label)
+        return labels_to_regions(seg, self.setup.regions, self.setup.ignore_label)
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> Path:
@@ -447,6 +463,15 @@ class Trainer:
         return text
 
 
+def _deep_supervision(cfg: ModelConfig) -> bool:
+    """``network.deep_supervision`` or, when unset, whether the network supports it."""
+    from voxseg.nets import network_info
+
+    if cfg.network.deep_supervision is not None:
+        return cfg.network.deep_supervision
+    return network_info(cfg.network.name).supports_deep_supervision
+
+
 def _mix(*values: int) -> int:
     return int(np.random.SeedSequence(list(values)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -461,18 +486,6 @@ def _find_weights(folder: Path) -> Path:
         if candidate.is_file():
             return candidate
     raise VoxsegError(f"{folder}: no {FINAL_WEIGHTS} found to fine-tune from")
-
-
-def regions_to_masks(
-    seg: torch.Tensor, regions: list[list[int]], ignore_label: int | None
-) -> torch.Tensor:
-    """Label map ``[b, 1, ...]`` → region masks ``[b, R, ...]`` (float); ignore voxels become
-    ``-1`` in every channel so the loss can mask them."""
-    masks = torch.cat([torch.isin(seg, torch.tensor(r, device=seg.device)) for r in regions], 1)
-    masks = masks.float()
-    if ignore_label is not None:
-        masks = masks.masked_fill(seg == ignore_label, -1.0)
-    return masks
 
 
 def train_fold(
