@@ -135,6 +135,15 @@ class Dataset:
         suffix = f"_0000{self.file_ending}"
         return sorted(p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix))
 
+    def channel_files(self, case_id: str, split: str = "Tr") -> list[Path]:
+        """The image files of a case: one per channel, or fewer multi-channel files (an RGB
+        PNG holds channels R, G, B in ``_0000``, as in nnU-Net)."""
+        expected = [self.image_path(case_id, c, split) for c in range(self.info.num_channels)]
+        if all(p.is_file() for p in expected[1:]):
+            return expected
+        found = [p for p in expected if p.is_file()]
+        return found if found else expected
+
     def cases(self, split: str = "Tr") -> list[Case]:
         out = []
         for cid in self.case_ids(split):
@@ -144,7 +153,7 @@ class Dataset:
             out.append(
                 Case(
                     cid,
-                    [self.image_path(cid, c, split) for c in range(self.info.num_channels)],
+                    self.channel_files(cid, split),
                     label if label.is_file() else None,
                     extras,
                 )

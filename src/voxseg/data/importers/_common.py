@@ -1,0 +1,125 @@
+"""Shared steps of the importers: the output folder, channel files, parallel cases."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from voxseg.data.check import unique_values
+from voxseg.errors import VoxsegError
+from voxseg.io import Image, write_image
+from voxseg.io.formats import VOLUME_ENDINGS, file_ending
+
+T = TypeVar("T")
+
+#: What an importer writes into its output folder (removed by ``overwrite=True``).
+OUTPUT_ENTRIES = (
+    "dataset.json",
+    "imagesTr",
+    "labelsTr",
+    "imagesTs",
+    "labelsTs",
+    "centerlines",
+    "seeds",
+    "splits.json",
+    ".voxseg_check.json",
+)
+
+
+def prepare_output(out: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Create ``out``; refuse a folder that already holds a dataset unless ``overwrite``."""
+    out = Path(out).absolute()
+    present = [n for n in OUTPUT_ENTRIES if (out / n).exists()]
+    if present and not overwrite:
+        raise VoxsegError(
+            f"{out}: already holds a dataset ({', '.join(present)}); "
+            "use --overwrite to replace it or choose another folder"
+        )
+    for n in present:
+        p = out / n
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_channels(image: Image, folder: Path, case_id: str, ending: str = ".nii.gz") -> int:
+    """Write each channel of ``image`` as ``{case}_{XXXX}{ending}``; return the count."""
+    for c in range(image.num_channels):
+        write_image(image.channel(c), folder / f"{case_id}_{c:04d}{ending}")
+    return image.num_channels
+
+
+def as_label(image: Image, path: Path) -> Image:
+    """An integer label map (float files with whole values are cast; others refused)."""
+    arr = image.array
+    if image.num_channels != 1 or arr.ndim != 3:
+        raise VoxsegError(f"{path}: a label map has one channel, this file has {arr.shape[0]}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise VoxsegError(f"{path}: label values are not whole numbers")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise VoxsegError(f"{path}: label pixel type {arr.dtype} is not numeric")
+    values = unique_values(arr)
+    if values and values[0] < 0:
+        raise VoxsegError(f"{path}: negative label value {values[0]}")
+    dtype = np.uint8 if not values or values[-1] < 256 else np.uint16
+    return image.with_array(arr.astype(dtype, copy=False))
+
+
+def case_id_of(path: Path) -> str:
+    """File name without its image ending (``.nii.gz`` counts as one)."""
+    return path.name[: -len(file_ending(path))]
+
+
+def volume_files(folder: Path) -> list[Path]:
+    """Image volumes in ``folder`` (hidden files such as macOS ``._x.nii.gz`` skipped)."""
+    if not folder.is_dir():
+        raise VoxsegError(f"{folder}: folder not found")
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and file_ending(p) in VOLUME_ENDINGS
+    )
+
+
+def run_cases(
+    func: Callable[..., T],
+    jobs: Sequence[tuple[Any, ...]],
+    num_processes: int | None,
+    description: str,
+) -> list[T]:
+    """``func(*job)`` for every job, in a process pool with a progress bar; order kept."""
+    from rich.progress import Progress
+
+    workers = max(1, min(num_processes or min(8, os.cpu_count() or 1), len(jobs) or 1))
+    out: list[T] = []
+    with Progress(transient=True) as bar:
+        task = bar.add_task(description, total=len(jobs))
+        if workers == 1:
+            for job in jobs:
+                out.append(func(*job))
+                bar.advance(task)
+            return out
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(_star, [(func, job) for job in jobs]):
+                out.append(result)
+                bar.advance(task)
+    return out
+
+
+def _star(item: tuple[Callable[..., T], Iterable[Any]]) -> T:
+    func, job = item
+    return func(*job)
+
+
+def label_names(values: Iterable[int], names: dict[str, int] | None) -> dict[str, int]:
+    """``names`` if given (value 0 named ``background``), else ``background`` + ``label_<v>``."""
+    if names:
+        return {"background": 0, **{k: int(v) for k, v in names.items() if int(v) != 0}}
+    return {"background": 0, **{f"label_{v}": int(v) for v in sorted(set(values)) if v != 0}}
