@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from voxseg.errors import VoxsegError
+from voxseg.training import ModelConfig, train_fold
+from voxseg.training.schedules import learning_rate
+
+FAST = [
+    "training.iterations_per_epoch=3",
+    "training.val_iterations=1",
+    "training.batch_size=2",
+    "training.num_workers=0",
+    "training.device=cpu",
+    "prediction.tta=false",
+    "logging.snapshots=true",
+]
+
+
+def _config(*overrides: str, epochs: int = 2) -> ModelConfig:
+    from voxseg.config import apply_overrides
+
+    cfg = ModelConfig(dataset="Organs")
+    return apply_overrides(cfg, [*FAST, f"training.epochs={epochs}", *overrides])
+
+
+def _weights(folder):
+    return load_file(folder / "weights.safetensors")
+
+
+def test_model_folder_is_self_describing(tiny_home):
+    folder = train_fold(_config(), 0, quiet=True)
+    for name in (
+        "config.json",
+        "plans.json",
+        "dataset.json",
+        "weights.safetensors",
+        "checkpoint_last.safetensors",
+        "training_log.csv",
+        "progress.png",
+    ):
+        assert (folder / name).is_file(), name
+    assert (folder.parent / "config.json").is_file()
+    assert sorted(p.name for p in (folder / "snapshots").iterdir()) == [
+        "epoch_0000.png",
+        "epoch_0001.png",
+    ]
+    log = (folder / "training_log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,lr,train_loss,val_loss,val_dice")
+    assert len(log) == 3
+    summary = json.loads((folder / "validation" / "summary.json").read_text())
+    assert summary["num_cases"] >= 1 and "liver" in summary["mean"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["training"]["epochs"] == 2 and config["optimizer"]["lr"] == 0.01
+
+
+def test_resume_continues_exactly(tiny_home):
+    straight = train_fold(_config("model_name=a", epochs=2), "all", quiet=True)
+    w_straight = _weights(straight)
+    interrupted = _config("model_name=b", epochs=1)
+    train_fold(interrupted, "all", quiet=True)
+    resumed = train_fold(
+        _config("model_name=b", epochs=2), "all", resume=True, force=True, quiet=True
+    )
+    w_resumed = _weights(resumed)
+    for k in w_straight:
+        torch.testing.assert_close(w_resumed[k], w_straight[k], rtol=0, atol=0)
+
+
+def test_resume_refuses_a_changed_config(tiny_home):
+    train_fold(_config(epochs=1), "all", quiet=True)
+    with pytest.raises(VoxsegError, match="config differs"):
+        train_fold(_config("optimizer.lr=0.5", epochs=2), "all", resume=True, quiet=True)
+    with pytest.raises(VoxsegError, match="--resume"):
+        train_fold(_config(epochs=1), "all", quiet=True)
+
+
+def test_early_stopping_stops_when_the_ema_stalls(tiny_home):
+    cfg = _config(
+        "early_stopping.enabled=true",
+        "early_stopping.patience=1",
+        "early_stopping.min_delta=1.0",
+        epochs=6,
+    )
+    folder = train_fold(cfg, 0, quiet=True)
+    rows = (folder / "training_log.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2  # epoch 0 sets the best, epoch 1 cannot beat it by 1.0
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights(tiny_home):
+    base = train_fold(_config("model_name=base", epochs=1), "all", quiet=True)
+    tuned = train_fold(
+        _config("model_name=tuned", "optimizer.lr=1e-12", epochs=1),
+        "all",
+        pretrained=base.parent,
+        quiet=True,
+    )
+    a, b = _weights(base), _weights(tuned)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "epoch", "expected"),
+    [("poly", 0, 0.01), ("poly", 5, 0.01 * 0.5**0.9), ("constant", 7, 0.01)],
+)
+def test_learning_rate_schedules(name, epoch, expected):
+    from voxseg.training import OptimizerConfig, ScheduleConfig
+
+    lr = learning_rate(epoch, 10, OptimizerConfig(), ScheduleConfig(name=name))
+    assert lr == pytest.approx(expected)
+
+
+def test_warmup_cosine():
+    from voxseg.training import OptimizerConfig, ScheduleConfig
+
+    s = ScheduleConfig(name="warmup_cosine", warmup_epochs=2, min_lr=0.0)
+    lrs = [learning_rate(e, 10, OptimizerConfig(lr=1.0), s) for e in range(10)]
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    assert lrs[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))
