@@ -11,6 +11,7 @@ the cache is reused while every raw file keeps its size and modification time.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -118,7 +119,7 @@ def fingerprint_case(
         values, n = np.unique(seg, return_counts=True)
         counts = {str(int(v)): int(c) for v, c in zip(values, n, strict=True)}
         foreground = seg > 0
-        rng = np.random.default_rng([seed, _stable_hash(case.case_id)])
+        rng = np.random.default_rng(case_seed(case.case_id, seed))
         n_fg = int(foreground.sum())
         idx = np.flatnonzero(foreground)
         if n_fg and samples > 0:
@@ -138,8 +139,10 @@ def fingerprint_case(
     return fp, intensities
 
 
-def _stable_hash(text: str) -> int:
-    return int.from_bytes(text.encode("utf-8")[:8].ljust(8, b"\0"), "little") ^ len(text)
+def case_seed(case_id: str, seed: int) -> list[int]:
+    """A per-case random seed, stable across runs and processes (no ``hash()``)."""
+    digest = hashlib.sha256(case_id.encode("utf-8")).digest()
+    return [seed, int.from_bytes(digest[:8], "little")]
 
 
 def channel_stats(values: np.ndarray) -> ChannelStats:

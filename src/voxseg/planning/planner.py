@@ -1,0 +1,416 @@
+"""The planner: from a fingerprint to a :class:`Plans` (nnU-Net v2's rules, device-aware).
+
+GPU (``device="cuda"``, nnU-Net's rules): features 32·2^i capped at 320 (3D) / 512 (2D);
+the patch starts at 256³ (2D: 2048²) voxels with aspect 1/spacing, is clipped to the
+median shape and shrinks, one divisibility step along the axis largest relative to the
+median shape, until the estimated training memory at batch 2
+(:func:`voxseg.planning.memory.gpu_training_bytes`) fits ``gpu_memory_gb``; the batch
+then grows while it fits, capped so one batch covers ≤ 5% of the dataset's voxels, ≥ 2.
+
+CPU (``device="cpu"``): nnU-Net's default 3D network needs seconds per iteration on a
+laptop, so the CPU plan uses features 8·2^i capped at 128 (3D) / 256 (2D) and shrinks the
+patch the same way until one training iteration at batch 2 needs at most
+``cpu_gflops_per_iteration`` GFLOPs (default 5). Measured for a CT-like plan
+(patch 14×40×40, 4 stages, 4.2 GFLOP): 2.3–4.8 s per iteration on 2 cores shared at load
+~6.5, i.e. about 1 s on two idle cores (thin 3D convolutions, norms and activations run at
+~5 GFLOP/s effective on a CPU, far below the peak of wide convolutions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from voxseg import __version__
+from voxseg.data.dataset import DatasetInfo
+from voxseg.data.fingerprint import CaseFingerprint, Fingerprint
+from voxseg.errors import VoxsegError
+from voxseg.nets.topology import Topology
+from voxseg.planning import memory, rules
+from voxseg.planning.plans import ChannelNormalization, ConfigurationPlan, Plans
+from voxseg.preprocessing.normalization import MASKABLE, scheme_for_channel
+
+LOWRES_THRESHOLD = 0.25
+LOWRES_SPACING_STEP = 1.03
+MAX_DATASET_COVERED = 0.05
+MIN_BATCH = 2
+#: Crop-to-nonzero must shrink the median image by at least this share for the z-score to
+#: be computed inside the nonzero mask (nnU-Net: relative size < 3/4).
+MASK_NORM_SHRINK = 0.25
+
+
+class DeviceProfile(BaseModel):
+    """Network width and patch budget of one target device."""
+
+    base_features: int
+    max_features_3d: int
+    max_features_2d: int
+    initial_voxels_3d: float = 256.0**3
+    initial_voxels_2d: float = 2048.0**2
+
+
+PROFILES = {
+    "cuda": DeviceProfile(base_features=32, max_features_3d=320, max_features_2d=512),
+    "cpu": DeviceProfile(base_features=8, max_features_3d=128, max_features_2d=256),
+}
+
+
+class PlannerOptions(BaseModel):
+    """User choices for planning (``voxseg plan`` flags)."""
+
+    plan_name: str = "default"
+    device: Literal["cuda", "cpu"] = "cuda"
+    gpu_memory_gb: float = Field(8.0, gt=0)
+    cpu_gflops_per_iteration: float = Field(5.0, gt=0)
+    orientation: str | None = None
+    spacing: list[float] | None = Field(None, description="override of the 3D target spacing")
+    patch_size: list[int] | None = Field(None, description="override: 3 values 3D, 2 values 2D")
+    network: str = "unet"
+
+
+def default_device() -> Literal["cuda", "cpu"]:
+    """``cuda`` when torch sees a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def num_classes(info: DatasetInfo) -> int:
+    """Network outputs: one per region, or background + one per label."""
+    fg = len(info.foreground_labels)
+    return fg if info.has_regions else fg + 1
+
+
+def oriented_cases(fingerprint: Fingerprint, code: str | None) -> list[CaseFingerprint]:
+    """Case fingerprints with shapes and spacings as they will be after reorientation."""
+    if code is None:
+        return list(fingerprint.cases)
+    from voxseg.io.image import Image
+    from voxseg.spatial.orientation import reorient
+
+    out = []
+    for case in fingerprint.cases:
+        probe = Image(np.zeros((2, 3, 4), np.uint8), case.spacing, (0, 0, 0), case.direction)
+        moved, reorientation = reorient(probe, code)
+        perm = list(reorientation.transpose)
+        out.append(
+            case.model_copy(
+                update={
+                    "shape": [case.shape[p] for p in perm],
+                    "shape_after_crop": [case.shape_after_crop[p] for p in perm],
+                    "spacing": list(moved.spacing),
+                    "orientation": code,
+                }
+            )
+        )
+    return out
+
+
+def plan_dataset(
+    fingerprint: Fingerprint, info: DatasetInfo, options: PlannerOptions | None = None
+) -> Plans:
+    """Plan every configuration for a dataset from its fingerprint."""
+    options = options or PlannerOptions()
+    cases = oriented_cases(fingerprint, options.orientation)
+    spacings = np.array([c.spacing for c in cases], dtype=float)
+    crop_shapes = np.array([c.shape_after_crop for c in cases], dtype=float)
+    explanations: dict[str, str] = {}
+    if options.spacing is not None:
+        if len(options.spacing) != 3:
+            raise VoxsegError(f"--spacing needs 3 values (z y x), got {options.spacing}")
+        spacing = [float(s) for s in options.spacing]
+        spacing_rule = "user override (--spacing)"
+    else:
+        spacing, spacing_rule = rules.target_spacing(spacings, crop_shapes)
+    median_shape = np.median(crop_shapes * spacings / np.asarray(spacing), axis=0)
+    n_in = fingerprint.num_channels
+    k = num_classes(info)
+    profile = PROFILES[options.device]
+    n_voxels = float(np.prod(median_shape)) * len(cases)
+    is_2d = all(c.shape[0] == 1 for c in cases)
+    configs: dict[str, ConfigurationPlan] = {}
+
+    def make(name: str, dims: int, sp: list[float], shape: list[float], patch=None):
+        return _configuration(
+            name, dims, sp, shape, n_in, k, n_voxels, profile, options, patch, spacing_rule
+        )
+
+    patch2d = options.patch_size if options.patch_size and len(options.patch_size) == 2 else None
+    patch3d = options.patch_size if options.patch_size and len(options.patch_size) == 3 else None
+    if options.patch_size and not (patch2d or patch3d):
+        raise VoxsegError(f"--patch-size needs 2 (2D) or 3 (3D) values, got {options.patch_size}")
+    configs["2d"] = make("2d", 2, spacing[1:], list(median_shape[1:]), patch2d)
+    if is_2d:
+        explanations["configurations"] = (
+            "every case is a single slice (pseudo-3D), so only the 2d configuration is planned"
+        )
+    else:
+        full = make("3d_fullres", 3, spacing, list(median_shape), patch3d)
+        configs["3d_fullres"] = full
+        coverage = math.prod(full.patch_size) / float(np.prod(median_shape))
+        if coverage < LOWRES_THRESHOLD:
+            low = _lowres(full, spacing, median_shape, make)
+            if low is not None:
+                configs["3d_lowres"] = low
+                cascade = full.model_copy(
+                    update={
+                        "name": "3d_cascade_fullres",
+                        "previous_stage": "3d_lowres",
+                        "data_from": "3d_fullres",
+                        "explanations": {
+                            **full.explanations,
+                            "previous_stage": "the 3d_lowres prediction (one-hot) is added "
+                            "as input channels; same data and network as 3d_fullres",
+                        },
+                    }
+                )
+                configs["3d_cascade_fullres"] = cascade
+                configs["3d_lowres"] = low.model_copy(update={"next_stage": "3d_cascade_fullres"})
+            explanations["3d_lowres"] = (
+                f"the 3d_fullres patch covers {coverage:.0%} of the median image "
+                f"(< {LOWRES_THRESHOLD:.0%}): a low-resolution stage and a cascade are planned"
+            )
+        else:
+            explanations["3d_lowres"] = (
+                f"not planned: the 3d_fullres patch covers {coverage:.0%} of the median "
+                f"image (≥ {LOWRES_THRESHOLD:.0%})"
+            )
+    use_mask = 1.0 - fingerprint.median_relative_size_after_crop >= MASK_NORM_SHRINK
+    explanations["use_mask_for_norm"] = (
+        f"crop-to-nonzero keeps {fingerprint.median_relative_size_after_crop:.0%} of the "
+        f"median image; z-scores are computed inside the nonzero mask when it removes "
+        f"≥ {MASK_NORM_SHRINK:.0%}"
+    )
+    explanations["device"] = (
+        f"planned for {options.device}: features {profile.base_features}·2^i capped at "
+        f"{profile.max_features_3d} (3D) / {profile.max_features_2d} (2D)"
+    )
+    if options.orientation:
+        explanations["orientation"] = f"every case is reoriented to {options.orientation} first"
+    return Plans(
+        plan_name=options.plan_name,
+        dataset=fingerprint.dataset,
+        voxseg_version=__version__,
+        device=options.device,
+        gpu_memory_gb=options.gpu_memory_gb,
+        orientation=options.orientation,
+        channel_names=dict(info.channel_names),
+        labels=dict(info.labels),
+        num_cases=len(cases),
+        original_median_spacing=[float(s) for s in np.median(spacings, axis=0)],
+        original_median_shape=[int(round(s)) for s in np.median(crop_shapes, axis=0)],
+        use_mask_for_norm=use_mask,
+        normalization=_normalization(fingerprint, info, use_mask),
+        configurations=configs,
+        explanations=explanations,
+    )
+
+
+def _normalization(
+    fingerprint: Fingerprint, info: DatasetInfo, use_mask: bool
+) -> list[ChannelNormalization]:
+    out = []
+    for c, name in enumerate(info.channel_list):
+        scheme = scheme_for_channel(name)
+        params: dict = {}
+        rule = f"channel name {name!r} selects {scheme!r}"
+        if scheme == "ct":
+            stats = fingerprint.channels[c]
+            if stats is None:
+                raise VoxsegError(
+                    f"{fingerprint.dataset}: channel {c} is CT but no case has foreground "
+                    "labels to compute intensity statistics from"
+                )
+            params = {
+                "mean": stats.mean,
+                "std": stats.std,
+                "lower": stats.percentile_00_5,
+                "upper": stats.percentile_99_5,
+            }
+            rule += ": clip to the foreground p0.5–p99.5, z-score with the foreground mean/std"
+        elif scheme in MASKABLE:
+            params = {"use_mask": use_mask}
+            rule += ": per-image z-score" + (" inside the nonzero mask" if use_mask else "")
+        out.append(
+            ChannelNormalization(
+                channel=c, channel_name=name, scheme=scheme, params=params, rule=rule
+            )
+        )
+    return out
+
+
+def _fit_patch(
+    spacing: list[float],
+    median_shape: list[float],
+    patch: list[int],
+    cost: Callable[[Topology, list[int]], float],
+    budget: float,
+    features: Callable[[int], list[int]],
+) -> tuple[rules.PoolingPlan, Topology, bool]:
+    """Shrink ``patch`` (nnU-Net's loop) until ``cost(topology, patch) <= budget``."""
+
+    def layout(p: list[int]) -> tuple[rules.PoolingPlan, Topology]:
+        pool = rules.pooling_plan(spacing, p)
+        n = len(pool.strides)
+        topo = Topology(
+            spatial_dims=len(spacing),
+            features_per_stage=features(n),
+            kernel_sizes=pool.kernel_sizes,
+            strides=pool.strides,
+            n_conv_per_stage=[2] * n,
+            n_conv_per_stage_decoder=[2] * (n - 1),
+        )
+        return pool, topo
+
+    pool, topo = layout(patch)
+    patch = list(pool.patch_size)
+    shrunk = False
+    while cost(topo, patch) > budget:
+        ratios = [p / m for p, m in zip(patch, median_shape, strict=True)]
+        order = list(np.argsort(ratios)[::-1])
+        axis = next((a for a in order if patch[a] - pool.divisible_by[a] >= 1), None)
+        if axis is None:
+            break
+        trial = list(patch)
+        trial[axis] -= pool.divisible_by[axis]
+        step = rules.pooling_plan(spacing, trial).divisible_by[axis]
+        patch[axis] = max(1, patch[axis] - step)
+        pool, topo = layout(patch)
+        patch = list(pool.patch_size)
+        shrunk = True
+    return pool, topo, shrunk
+
+
+def _configuration(
+    name: str,
+    dims: int,
+    spacing: list[float],
+    median_shape: list[float],
+    in_channels: int,
+    n_classes: int,
+    dataset_voxels: float,
+    profile: DeviceProfile,
+    options: PlannerOptions,
+    patch_override: list[int] | None,
+    spacing_rule: str,
+) -> ConfigurationPlan:
+    cap = profile.max_features_3d if dims == 3 else profile.max_features_2d
+    initial_voxels = profile.initial_voxels_3d if dims == 3 else profile.initial_voxels_2d
+
+    def features(n: int) -> list[int]:
+        return rules.features_per_stage(n, profile.base_features, cap)
+
+    ex: dict[str, str] = {}
+    if patch_override is not None:
+        initial = [int(p) for p in patch_override]
+        ex["patch_size"] = "user override (--patch-size), rounded up to the total downsampling"
+        budget = math.inf
+    else:
+        initial = rules.initial_patch_size(spacing, median_shape, initial_voxels)
+        budget = None
+    if options.device == "cuda":
+        gib = options.gpu_memory_gb * 1024**3
+
+        def cost(topo: Topology, p: list[int]) -> float:
+            return memory.gpu_training_bytes(topo, p, in_channels, n_classes, MIN_BATCH)
+
+        limit = gib if budget is None else budget
+        unit = f"estimated GPU memory at batch {MIN_BATCH} ≤ {options.gpu_memory_gb:g} GB"
+    else:
+
+        def cost(topo: Topology, p: list[int]) -> float:
+            return memory.training_flops(topo, p, in_channels, n_classes, MIN_BATCH)
+
+        limit = options.cpu_gflops_per_iteration * 1e9 if budget is None else budget
+        unit = (
+            f"training FLOPs per iteration at batch {MIN_BATCH} "
+            f"≤ {options.cpu_gflops_per_iteration:g} GFLOP"
+        )
+    pool, topo, shrunk = _fit_patch(spacing, median_shape, initial, cost, limit, features)
+    patch = list(pool.patch_size)
+    if patch_override is None:
+        side = "256³" if dims == 3 else "2048²"
+        ex["patch_size"] = (
+            f"aspect 1/spacing at {side} voxels, clipped to the median shape "
+            f"{[int(round(m)) for m in median_shape]}"
+            + (f", shrunk until {unit}" if shrunk else f"; fits ({unit})")
+            + f", rounded to a multiple of {pool.divisible_by}"
+        )
+    ex["spacing"] = spacing_rule if dims == 3 else spacing_rule + " (in-plane axes; z is kept)"
+    ex["topology"] = (
+        f"pool an axis while its spacing is within 2x of the finest and its feature map "
+        f"stays ≥ {rules.MIN_FEATURE_MAP_EDGE}: {len(pool.strides)} stages, pools per axis "
+        f"{pool.num_pool_per_axis}; kernel 3 once an axis is within 2x of the finest "
+        f"spacing, else 1; features {profile.base_features}·2^i capped at {cap}"
+    )
+    act_bytes = memory.gpu_training_bytes(topo, patch, in_channels, n_classes, 1)
+    if options.device == "cuda":
+        per_sample = memory.gpu_training_bytes(topo, patch, in_channels, n_classes, 2) - act_bytes
+        fixed = act_bytes - per_sample
+        fit = int((options.gpu_memory_gb * 1024**3 - fixed) // per_sample)
+        cover = int(round(MAX_DATASET_COVERED * dataset_voxels / math.prod(patch)))
+        batch = max(MIN_BATCH, min(fit, cover))
+        ex["batch_size"] = (
+            f"as many as fit the memory budget ({fit}), at most {MAX_DATASET_COVERED:.0%} of "
+            f"the dataset's voxels per batch ({cover}), at least {MIN_BATCH}"
+        )
+    else:
+        batch = MIN_BATCH
+        ex["batch_size"] = f"{MIN_BATCH} on the CPU (the compute budget is per iteration)"
+    return ConfigurationPlan(
+        name=name,
+        spatial_dims=dims,
+        spacing=[float(s) for s in spacing],
+        median_shape=[int(round(m)) for m in median_shape],
+        patch_size=patch,
+        batch_size=batch,
+        network=options.network,
+        topology=topo,
+        data_from=name,
+        estimated_gpu_memory_gb=round(
+            memory.gpu_training_bytes(topo, patch, in_channels, n_classes, batch) / 1024**3, 2
+        ),
+        estimated_training_gflops=round(
+            memory.training_flops(topo, patch, in_channels, n_classes, batch) / 1e9, 2
+        ),
+        explanations=ex,
+    )
+
+
+def _lowres(
+    full: ConfigurationPlan,
+    spacing: list[float],
+    median_shape: np.ndarray,
+    make: Callable[..., ConfigurationPlan],
+) -> ConfigurationPlan | None:
+    """nnU-Net's low-resolution stage: coarsen the spacing by 3% steps (the finer axes first
+    while any is > 2x finer than the coarsest) until the patch covers ≥ 25% of the median
+    image at that spacing."""
+    low_spacing = np.asarray(spacing, dtype=float)
+    full_spacing = np.asarray(spacing, dtype=float)
+    plan = full
+    coverage = math.prod(full.patch_size) / float(np.prod(median_shape))
+    for _ in range(200):
+        if coverage >= LOWRES_THRESHOLD:
+            break
+        coarsest = low_spacing.max()
+        finer = coarsest / low_spacing > 2
+        if finer.any():
+            low_spacing[finer] *= LOWRES_SPACING_STEP
+        else:
+            low_spacing *= LOWRES_SPACING_STEP
+        shape = full_spacing / low_spacing * median_shape
+        plan = make("3d_lowres", 3, [float(s) for s in low_spacing], list(shape))
+        coverage = math.prod(plan.patch_size) / float(np.prod(shape))
+    if plan is full:
+        return None
+    plan.explanations["spacing"] = (
+        f"3d_fullres spacing coarsened in {LOWRES_SPACING_STEP - 1:.0%} steps (axes > 2x finer "
+        f"than the coarsest first) until the patch covers ≥ {LOWRES_THRESHOLD:.0%} of the "
+        f"median image ({coverage:.0%})"
+    )
+    return plan.model_copy(update={"name": "3d_lowres", "data_from": "3d_lowres"})

@@ -1,0 +1,101 @@
+"""Fingerprint: per-case geometry and crop, label volumes, foreground intensity statistics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from voxseg.data.dataset import Dataset, write_dataset_json
+from voxseg.data.fingerprint import compute_fingerprint, load_or_compute_fingerprint
+from voxseg.io import Image, read_image, write_image
+
+
+def _dataset(root: Path, n: int = 3, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(n):
+        shape = (8 + i, 20, 18)
+        img = np.zeros(shape, np.float32)
+        img[1:-2, 3:15, 2 + i : 16] = rng.normal(50, 5, (shape[0] - 3, 12, 14 - i))
+        seg = np.zeros(shape, np.uint8)
+        seg[3:6, 5:9, 6:10] = 1
+        seg[2, 10, 10] = 2
+        img[seg > 0] += 100
+        spacing = (3.0, 0.7 + 0.1 * i, 0.7 + 0.1 * i)
+        write_image(Image(img, spacing), root / "imagesTr" / f"c{i}_0000.nii.gz")
+        write_image(Image(img * 2, spacing), root / "imagesTr" / f"c{i}_0001.nii.gz")
+        write_image(Image(seg, spacing), root / "labelsTr" / f"c{i}.nii.gz")
+    write_dataset_json(root, {0: "CT", 1: "MR"}, {"background": 0, "a": 1, "b": 2}, n)
+    return root
+
+
+def test_case_geometry_crop_and_label_volumes(tmp_path):
+    ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
+    fp = compute_fingerprint(ds, samples_total=1000, progress=False)
+    assert [c.case_id for c in fp.cases] == ["c0", "c1", "c2"]
+    for case in fp.cases:
+        img = read_image(ds.image_path(case.case_id, 0))
+        seg = read_image(ds.label_path(case.case_id)).array
+        nz = np.nonzero(img.array)
+        assert case.shape == list(img.shape)
+        assert np.allclose(case.spacing, img.spacing)
+        assert case.shape_after_crop == [int(a.max() - a.min() + 1) for a in nz]
+        values, counts = np.unique(seg, return_counts=True)
+        assert case.label_voxels == {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+        assert case.label_volumes_mm3["2"] == pytest.approx(np.prod(img.spacing))
+        itk = sitk.ReadImage(str(ds.image_path(case.case_id, 0)))
+        reference = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
+            itk.GetDirection()
+        )
+        assert case.orientation == reference
+
+
+def test_channel_stats_match_all_foreground_voxels(tmp_path):
+    ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
+    fp = compute_fingerprint(ds, samples_total=300_000, progress=False)
+    for c in range(2):
+        values = []
+        for case in ds.cases():
+            img, lab = ds.load_case(case)
+            values.append(img.array[c][lab.array > 0])
+        ref = np.concatenate(values).astype(np.float64)
+        stats = fp.channels[c]
+        assert stats.num_samples == 300_000
+        assert stats.mean == pytest.approx(ref.mean(), rel=0.01)
+        assert stats.std == pytest.approx(ref.std(), rel=0.05)
+        assert ref.min() <= stats.min and stats.max <= ref.max()
+        assert stats.percentile_00_5 == pytest.approx(np.percentile(ref, 0.5), rel=0.03)
+        assert stats.percentile_99_5 == pytest.approx(np.percentile(ref, 99.5), rel=0.03)
+
+
+def test_cache_reused_until_raw_data_changes(tmp_path):
+    root = _dataset(tmp_path / "Dataset001_F")
+    ds = Dataset(root)
+    out = tmp_path / "pre"
+    first = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False)
+    cache = out / "fingerprint.json"
+    stamp = cache.stat().st_mtime_ns
+    again = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False)
+    assert cache.stat().st_mtime_ns == stamp and again == first
+    label = root / "labelsTr" / "c1.nii.gz"
+    seg = read_image(label)
+    seg.array[0, 0, 0] = 2
+    write_image(seg, label)
+    os.utime(label, ns=(stamp + 10**9, stamp + 10**9))
+    changed = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False)
+    assert changed.cases[1].label_voxels["2"] == first.cases[1].label_voxels["2"] + 1
+    forced = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False, force=True)
+    assert forced.cases == changed.cases
+
+
+@pytest.mark.slow
+def test_parallel_equals_serial(tmp_path):
+    ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
+    serial = compute_fingerprint(ds, samples_total=3000, progress=False)
+    parallel = compute_fingerprint(ds, samples_total=3000, num_processes=2, progress=False)
+    assert serial == parallel

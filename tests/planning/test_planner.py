@@ -1,0 +1,203 @@
+"""Planning rules (nnU-Net v2) on synthetic fingerprints: no images needed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from voxseg.config import apply_overrides
+from voxseg.data.dataset import DatasetInfo
+from voxseg.data.fingerprint import CaseFingerprint, ChannelStats, Fingerprint
+from voxseg.planning import PlannerOptions, plan_dataset, read_plans, write_plans
+from voxseg.planning.memory import gpu_training_bytes, training_flops
+from voxseg.planning.rules import pooling_plan, target_spacing
+
+EYE = np.eye(3).tolist()
+
+
+def _fingerprint(shapes, spacings, channels=("CT",), crop_fraction=1.0, direction=EYE):
+    cases = [
+        CaseFingerprint(
+            case_id=f"c{i}",
+            shape=list(sh),
+            spacing=list(sp),
+            orientation="LPS",
+            direction=direction,
+            shape_after_crop=[max(1, int(round(s * crop_fraction ** (1 / 3)))) for s in sh]
+            if sh[0] > 1
+            else list(sh),
+        )
+        for i, (sh, sp) in enumerate(zip(shapes, spacings, strict=True))
+    ]
+    stats = ChannelStats(
+        mean=50, std=10, min=0, max=100, percentile_00_5=5, percentile_99_5=95, num_samples=10
+    )
+    return Fingerprint(
+        dataset="Dataset009_X",
+        num_channels=len(channels),
+        samples_total=10,
+        seed=0,
+        cases=cases,
+        channels=[stats] * len(channels),
+    )
+
+
+def _info(channels=("CT",), labels=None):
+    return DatasetInfo(
+        channel_names={str(i): c for i, c in enumerate(channels)},
+        labels=labels or {"background": 0, "liver": 1, "tumour": 2},
+        numTraining=5,
+    )
+
+
+def test_anisotropic_axis_takes_its_10th_percentile():
+    spacings = np.array([[5.0, 0.8, 0.8], [4.0, 0.7, 0.7], [6.0, 0.9, 0.9], [3.0, 0.8, 0.8]])
+    shapes = np.array([[30, 512, 512]] * 4)
+    spacing, rule = target_spacing(spacings, shapes)
+    assert spacing[0] == pytest.approx(np.percentile(spacings[:, 0], 10))
+    assert spacing[1:] == pytest.approx(np.median(spacings[:, 1:], axis=0))
+    assert "10th percentile" in rule
+
+
+def test_anisotropic_spacing_with_many_slices_keeps_the_median():
+    spacings = np.array([[5.0, 0.8, 0.8], [4.0, 0.7, 0.7], [6.0, 0.9, 0.9]])
+    shapes = np.array([[400, 100, 100]] * 3)  # many slices: not "thin"
+    spacing, _ = target_spacing(spacings, shapes)
+    assert spacing == pytest.approx(np.median(spacings, axis=0))
+
+
+def test_pooling_isotropic_128():
+    pool = pooling_plan([1.0, 1.0, 1.0], [128, 128, 128])
+    assert pool.num_pool_per_axis == [5, 5, 5]
+    assert len(pool.strides) == 6 and pool.strides[0] == [1, 1, 1]
+    assert all(k == [3, 3, 3] for k in pool.kernel_sizes)
+    assert pool.patch_size == [128, 128, 128]
+
+
+def test_pooling_anisotropic_follows_nnunet():
+    # worked by hand from nnU-Net's get_pool_and_conv_props (see the docstring)
+    pool = pooling_plan([3.0, 0.8, 0.8], [40, 224, 224])
+    assert pool.num_pool_per_axis == [3, 5, 5]
+    assert pool.strides == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
+    assert pool.kernel_sizes[0] == [1, 3, 3]
+    assert all(k == [3, 3, 3] for k in pool.kernel_sizes[1:])
+    assert pool.divisible_by == [8, 32, 32]
+    assert pooling_plan([3.0, 0.8, 0.8], [41, 220, 224]).patch_size == [48, 224, 224]
+
+
+def test_gpu_plan_ct_like_dataset_has_lowres_and_cascade():
+    fp = _fingerprint([(150, 512, 512)] * 4, [(2.5, 0.8, 0.8)] * 4)
+    plans = plan_dataset(fp, _info(), PlannerOptions(device="cuda"))
+    assert set(plans.configurations) == {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
+    full = plans.configurations["3d_fullres"]
+    assert full.spacing == pytest.approx([2.5, 0.8, 0.8])
+    assert all(
+        p % d == 0 for p, d in zip(full.patch_size, full.topology.total_downsampling, strict=True)
+    )
+    budget = 8 * 1024**3
+    assert gpu_training_bytes(full.topology, full.patch_size, 1, 3, full.batch_size) <= budget
+    assert full.batch_size >= 2
+    assert (
+        full.topology.features_per_stage[0] == 32 and max(full.topology.features_per_stage) == 320
+    )
+    low = plans.configurations["3d_lowres"]
+    assert all(a >= b for a, b in zip(low.spacing, full.spacing, strict=True))
+    assert math.prod(low.patch_size) / math.prod(low.median_shape) >= 0.25 - 0.02
+    cascade = plans.configurations["3d_cascade_fullres"]
+    assert cascade.previous_stage == "3d_lowres" and cascade.data_from == "3d_fullres"
+    assert low.next_stage == "3d_cascade_fullres"
+    assert plans.normalization[0].scheme == "ct"
+    assert (
+        plans.normalization[0].params["lower"] == 5 and plans.normalization[0].params["upper"] == 95
+    )
+    for c in plans.configurations.values():
+        assert {"spacing", "patch_size", "topology", "batch_size"} <= set(c.explanations)
+
+
+def test_small_dataset_has_no_lowres_and_patch_fits_median():
+    fp = _fingerprint([(60, 90, 80)] * 3, [(1.0, 1.0, 1.0)] * 3)
+    plans = plan_dataset(fp, _info(), PlannerOptions(device="cuda"))
+    assert "3d_lowres" not in plans.configurations
+    full = plans.configurations["3d_fullres"]
+    divisor = full.topology.total_downsampling
+    for p, m, d in zip(full.patch_size, full.median_shape, divisor, strict=True):
+        assert p <= math.ceil(m / d) * d
+
+
+def test_more_gpu_memory_gives_a_larger_patch_or_batch():
+    fp = _fingerprint([(300, 300, 300)] * 3, [(1.0, 1.0, 1.0)] * 3)
+    small = plan_dataset(fp, _info(), PlannerOptions(gpu_memory_gb=4)).configurations["3d_fullres"]
+    large = plan_dataset(fp, _info(), PlannerOptions(gpu_memory_gb=24)).configurations["3d_fullres"]
+    assert (
+        math.prod(large.patch_size) * large.batch_size
+        > math.prod(small.patch_size) * small.batch_size
+    )
+
+
+def test_cpu_plan_is_small_and_within_the_compute_budget():
+    fp = _fingerprint([(150, 512, 512)] * 3, [(2.5, 0.8, 0.8)] * 3)
+    gpu = plan_dataset(fp, _info(), PlannerOptions(device="cuda")).configurations["3d_fullres"]
+    cpu_plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu"))
+    cpu = cpu_plans.configurations["3d_fullres"]
+    assert cpu.topology.features_per_stage[0] == 8
+    assert max(cpu.topology.features_per_stage) <= 128
+    assert math.prod(cpu.patch_size) < math.prod(gpu.patch_size)
+    assert training_flops(cpu.topology, cpu.patch_size, 1, 3, cpu.batch_size) <= 5e9
+    assert training_flops(gpu.topology, gpu.patch_size, 1, 3, 2) > 500 * 5e9
+
+
+def test_pseudo_3d_dataset_plans_only_2d():
+    fp = _fingerprint([(1, 300, 400), (1, 280, 420), (1, 320, 380)], [(999.0, 0.5, 0.5)] * 3)
+    plans = plan_dataset(fp, _info(channels=("R", "G", "B")), PlannerOptions())
+    assert list(plans.configurations) == ["2d"]
+    c2 = plans.configurations["2d"]
+    assert c2.spatial_dims == 2 and c2.spacing == [0.5, 0.5]
+    assert c2.topology.spatial_dims == 2
+    assert all(
+        p <= math.ceil(m / 64) * 64 for p, m in zip(c2.patch_size, c2.median_shape, strict=True)
+    )
+    assert c2.batch_size >= 2
+    assert [n.scheme for n in plans.normalization] == ["zscore"] * 3
+
+
+def test_normalization_choice_and_mask_rule():
+    fp = _fingerprint(
+        [(60, 90, 80)] * 3,
+        [(1.0, 1.0, 1.0)] * 3,
+        channels=("MR", "noNorm", "rgb"),
+        crop_fraction=0.5,
+    )
+    plans = plan_dataset(fp, _info(channels=("MR", "noNorm", "rgb")), PlannerOptions())
+    assert [n.scheme for n in plans.normalization] == ["zscore", "none", "rgb_to_0_1"]
+    assert plans.use_mask_for_norm and plans.normalization[0].params == {"use_mask": True}
+    fp_full = _fingerprint([(60, 90, 80)] * 3, [(1.0, 1.0, 1.0)] * 3, channels=("MR",))
+    plans = plan_dataset(fp_full, _info(channels=("MR",)), PlannerOptions())
+    assert not plans.use_mask_for_norm
+
+
+def test_overrides_spacing_patch_and_set(tmp_path):
+    fp = _fingerprint([(60, 90, 80)] * 3, [(1.0, 1.0, 1.0)] * 3)
+    opts = PlannerOptions(plan_name="mine", spacing=[2.0, 1.5, 1.5], patch_size=[20, 40, 40])
+    plans = plan_dataset(fp, _info(), opts)
+    full = plans.configurations["3d_fullres"]
+    assert full.spacing == [2.0, 1.5, 1.5]
+    assert full.median_shape == [30, 60, 53]
+    assert all(p >= q for p, q in zip(full.patch_size, [20, 40, 40], strict=True))
+    changed = apply_overrides(plans, ["configurations.3d_fullres.batch_size=7"])
+    assert changed.configurations["3d_fullres"].batch_size == 7
+    write_plans(changed, tmp_path)
+    write_plans(plan_dataset(fp, _info()), tmp_path)
+    assert read_plans(tmp_path, "mine") == changed
+    assert read_plans(tmp_path, "default").plan_name == "default"
+
+
+def test_orientation_permutes_spacing():
+    # array axis z points to the patient's x (L), y to P, x to S: RAS puts z last
+    fp = _fingerprint([(40, 90, 120)] * 3, [(3.0, 1.0, 0.5)] * 3)
+    plans = plan_dataset(fp, _info(), PlannerOptions(orientation="LPS"))
+    full = plans.configurations["3d_fullres"]
+    assert sorted(full.spacing) == [0.5, 1.0, 3.0]
+    assert full.spacing[2] == pytest.approx(3.0)  # ITK x (L) is the last array axis
+    assert plans.orientation == "LPS"
