@@ -110,11 +110,38 @@ def oriented_cases(fingerprint: Fingerprint, code: str | None) -> list[CaseFinge
     return out
 
 
+def choose_orientation(
+    fingerprint: Fingerprint, requested: str | None
+) -> tuple[str | None, str]:
+    """The canonical orientation and its rule: the user's code; ``none`` keeps every case as
+    stored; by default, cases stored in several orientations are all reoriented to the most
+    common one, so each array axis means the same anatomy in every case (nnU-Net assumes
+    this silently; a permuted case then trains as if rotated)."""
+    if requested is not None and requested.lower() == "none":
+        return None, "cases are used in their stored orientation (--orientation none)"
+    if requested:
+        return requested, f"every case is reoriented to {requested} first (--orientation)"
+    codes = [c.orientation for c in fingerprint.cases]
+    counts = {c: codes.count(c) for c in sorted(set(codes))}
+    if len(counts) <= 1:
+        only = codes[0] if codes else "?"
+        return None, f"all cases share one orientation ({only}); kept as stored"
+    code = max(counts, key=lambda c: (counts[c], c))
+    listed = ", ".join(f"{c}: {n}" for c, n in counts.items())
+    return code, (
+        f"cases come in {len(counts)} orientations ({listed}); every case is reoriented "
+        f"to the most common, {code}, so each array axis means the same anatomy "
+        f"(--orientation CODE or none overrides)"
+    )
+
+
 def plan_dataset(
     fingerprint: Fingerprint, info: DatasetInfo, options: PlannerOptions | None = None
 ) -> Plans:
     """Plan every configuration for a dataset from its fingerprint."""
     options = options or PlannerOptions()
+    orientation, orientation_rule = choose_orientation(fingerprint, options.orientation)
+    options = options.model_copy(update={"orientation": orientation})
     cases = oriented_cases(fingerprint, options.orientation)
     spacings = np.array([c.spacing for c in cases], dtype=float)
     crop_shapes = np.array([c.shape_after_crop for c in cases], dtype=float)
@@ -189,8 +216,7 @@ def plan_dataset(
         f"planned for {options.device}: features {profile.base_features}·2^i capped at "
         f"{profile.max_features_3d} (3D) / {profile.max_features_2d} (2D)"
     )
-    if options.orientation:
-        explanations["orientation"] = f"every case is reoriented to {options.orientation} first"
+    explanations["orientation"] = orientation_rule
     return Plans(
         plan_name=options.plan_name,
         dataset=fingerprint.dataset,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from voxseg.augment import AugmentationConfig, augmentation_preset
+from voxseg.losses import LossConfig
 from voxseg.sampling import SamplingConfig
 
 
@@ -95,8 +97,11 @@ class ModelConfig(_Strict):
     configuration: str = "3d_fullres"
     model_name: str = "default"
     network: NetworkConfig = Field(default_factory=NetworkConfig)
-    loss: dict[str, Any] = Field(default_factory=lambda: {"name": "dice_ce"})
-    augmentation: str | dict[str, Any] = "nnunet"
+    loss: LossConfig = Field(default_factory=LossConfig)
+    augmentation: AugmentationConfig = Field(
+        default_factory=lambda: augmentation_preset("nnunet"),
+        description="a preset name (nnunet, ovseg) or every setting; stored resolved",
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -105,3 +110,8 @@ class ModelConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     prediction: dict[str, Any] = Field(default_factory=dict)
     postprocessing: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        return augmentation_preset(value) if isinstance(value, str) else value

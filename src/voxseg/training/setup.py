@@ -108,7 +108,10 @@ class TrainingSetup:
 
     @property
     def dummy_2d(self) -> bool:
-        return bool(getattr(self.plan_config, "dummy_2d", False))
+        """nnU-Net's rule: a 3D patch whose first axis is > 3× shorter than its longest is
+        augmented in-plane only ("dummy 2D")."""
+        patch = self.patch_size
+        return len(patch) == 3 and max(patch) / patch[0] > 3
 
     @property
     def in_channels(self) -> int:
