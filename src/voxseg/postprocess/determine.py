@@ -1,0 +1,200 @@
+"""Choose post-processing on cross-validation predictions (nnU-Net's rule).
+
+Candidates, each judged on the mean Dice over cases (NaN cases left out, as in evaluation):
+
+1. keep the largest component of all foreground taken as one region, applied to the raw
+   predictions;
+2. then, on top of what step 1 left, keep the largest component of each label separately
+   (one candidate per label; regions defined by lists of values get no per-label candidate).
+
+A candidate is kept only if the foreground mean Dice (the mean over labels of the per-label
+mean Dice) improves and no label's mean Dice gets worse. The per-label candidates touch
+disjoint voxels, so those kept are combined into one step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxseg.config import read_json, write_json
+from voxseg.errors import VoxsegError
+from voxseg.evaluation.evaluate import (
+    CasePair,
+    _find_dataset_json,
+    _map,
+    evaluate_case,
+    labels_found,
+    labels_from_dataset,
+    pair_cases,
+)
+from voxseg.io import read_image
+from voxseg.postprocess.steps import KeepLargestComponent
+
+#: A label's mean Dice may drop by at most this much and still count as "not worse".
+NOT_WORSE_TOLERANCE = 1e-9
+
+
+def _dice_per_label(pred, ref, labels, ignore_label) -> dict[str, float]:
+    metrics = evaluate_case(pred, ref, labels, ignore_label=ignore_label, surface=False)
+    return {name: m["dice"] for name, m in metrics.items()}
+
+
+def _case_candidates(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Dice per label of the raw prediction and of every candidate, for one case."""
+    try:
+        pred, ref = read_image(pair.prediction), read_image(pair.reference)
+        ignore = kwargs["ignore_label"]
+        labels = kwargs["labels"] or labels_found(ref.array, pred.array, ignore_label=ignore)
+        spacing = ref.spacing
+        out = {"raw": _dice_per_label(pred, ref, labels, ignore)}
+        largest_all = KeepLargestComponent(per_class=False)(pred.array, spacing)
+        out["all"] = _dice_per_label(pred.with_array(largest_all), ref, labels, ignore)
+        classes = kwargs["classes"]
+        if classes is None:
+            classes = [v for v in labels.values() if not isinstance(v, (list, tuple))]
+        for value in classes:
+            step = KeepLargestComponent(labels=(value,))
+            for base, arr in (("raw", pred.array), ("all", largest_all)):
+                out[f"{base}+{value}"] = _dice_per_label(
+                    pred.with_array(step(arr, spacing)), ref, labels, ignore
+                )
+        return out
+    except VoxsegError as exc:
+        raise VoxsegError(f"{pair.prediction}: {exc}") from None
+
+
+def _label_means(cases: list[dict], key: str, names: list[str], fallback: str) -> dict:
+    means = {}
+    for name in names:
+        values = [c.get(key, c[fallback]).get(name, np.nan) for c in cases]
+        arr = np.asarray(values, dtype=float)
+        means[name] = float(np.nanmean(arr)) if not np.isnan(arr).all() else float("nan")
+    return means
+
+
+def _foreground(means: Mapping[str, float]) -> float:
+    arr = np.asarray(list(means.values()), dtype=float)
+    return float(np.nanmean(arr)) if arr.size and not np.isnan(arr).all() else float("nan")
+
+
+def _judge(before: dict[str, float], after: dict[str, float]) -> tuple[bool, str]:
+    fg_before, fg_after = _foreground(before), _foreground(after)
+    worse = [
+        n
+        for n in before
+        if not np.isnan(before[n])
+        and (np.isnan(after[n]) or after[n] < before[n] - NOT_WORSE_TOLERANCE)
+    ]
+    if worse:
+        return False, "mean Dice of " + ", ".join(worse) + " gets worse"
+    if not fg_after > fg_before:
+        return False, f"foreground mean Dice does not improve ({fg_before:.6f} -> {fg_after:.6f})"
+    return True, f"foreground mean Dice improves ({fg_before:.6f} -> {fg_after:.6f})"
+
+
+def determine_postprocessing(
+    pred_dir: str | os.PathLike[str],
+    ref_dir: str | os.PathLike[str],
+    labels: Mapping[str, int | Sequence[int]] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    dataset: str | os.PathLike[str] | None = None,
+    ignore_label: int | None = None,
+    num_processes: int = 1,
+) -> list[dict[str, Any]]:
+    """Post-processing steps chosen on predictions vs references (see the module docstring).
+
+    Labels are resolved as in :func:`voxseg.evaluation.evaluate_folder`. With ``output_dir``
+    (the model folder), writes ``postprocessing.json`` (``{"steps": [...]}``, what
+    ``apply_postprocessing`` and ``voxseg postprocess apply`` read) and
+    ``postprocessing_report.json`` (every candidate, its Dice before and after, the decision).
+    """
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    pairs = pair_cases(pred_dir, ref_dir)
+    if labels is None:
+        ds = Path(dataset) if dataset is not None else _find_dataset_json(pred_dir, ref_dir)
+        if ds is not None:
+            labels, ds_ignore = labels_from_dataset(ds)
+            ignore_label = ds_ignore if ignore_label is None else ignore_label
+    classes = None
+    if labels is not None:
+        classes = sorted({int(v) for v in labels.values() if not isinstance(v, (list, tuple))})
+    kwargs = {
+        "labels": dict(labels) if labels is not None else None,
+        "ignore_label": ignore_label,
+        "classes": classes,
+    }
+    cases = _map(_case_candidates, pairs, kwargs, num_processes)
+    names = (
+        list(labels)
+        if labels is not None
+        else sorted({n for c in cases for n in c["raw"]}, key=int)
+    )
+    if classes is None:
+        classes = sorted({int(n) for n in names})
+
+    candidates = []
+    raw = _label_means(cases, "raw", names, "raw")
+    largest_all = _label_means(cases, "all", names, "raw")
+    accept_all, reason = _judge(raw, largest_all)
+    step_all = {"name": "keep_largest_component", "labels": None, "per_class": False}
+    candidates.append(_entry(step_all, "raw", raw, largest_all, accept_all, reason))
+    base = "all" if accept_all else "raw"
+    current = largest_all if accept_all else raw
+    kept_classes = []
+    for value in classes:
+        after = _label_means(cases, f"{base}+{value}", names, base)
+        ok, reason = _judge(current, after)
+        step = {"name": "keep_largest_component", "labels": [value], "per_class": True}
+        candidates.append(_entry(step, base, current, after, ok, reason))
+        if ok:
+            kept_classes.append(value)
+
+    steps: list[dict[str, Any]] = [step_all] if accept_all else []
+    if kept_classes:
+        steps.append({"name": "keep_largest_component", "labels": kept_classes, "per_class": True})
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        write_json(output_dir / "postprocessing.json", {"steps": steps})
+        write_json(
+            output_dir / "postprocessing_report.json",
+            {
+                "prediction": str(pred_dir),
+                "reference": str(ref_dir),
+                "num_cases": len(pairs),
+                "labels": names,
+                "rule": "keep a step if the foreground mean Dice improves and no label gets worse",
+                "foreground_dice_raw": _foreground(raw),
+                "candidates": candidates,
+                "steps": steps,
+            },
+        )
+    return steps
+
+
+def _entry(step, applied_on, before, after, accepted, reason) -> dict[str, Any]:
+    return {
+        "step": step,
+        "applied_on": "raw predictions" if applied_on == "raw" else "after step 1",
+        "foreground_dice_before": _foreground(before),
+        "foreground_dice_after": _foreground(after),
+        "dice_before": before,
+        "dice_after": after,
+        "accepted": accepted,
+        "reason": reason,
+    }
+
+
+def load_postprocessing(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The step configs in a ``postprocessing.json`` (``{"steps": [...]}`` or a bare list)."""
+    data = read_json(path)
+    steps = data.get("steps") if isinstance(data, dict) else data
+    if not isinstance(steps, list) or not all(isinstance(s, dict) and "name" in s for s in steps):
+        raise VoxsegError(
+            f"{path}: expected {{'steps': [{{'name': ..., ...}}, ...]}} or a list of steps"
+        )
+    return steps

@@ -1,0 +1,97 @@
+"""determine_postprocessing keeps a step only when mean Dice improves and no label gets worse."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from voxseg.cli import app
+from voxseg.io import Image, read_image, write_image
+from voxseg.postprocess import apply_postprocessing, determine_postprocessing, load_postprocessing
+
+SPACING = (2.0, 1.0, 1.0)
+runner = CliRunner()
+
+
+def _write(folder, name, arr):
+    write_image(Image(arr, spacing=SPACING), folder / f"{name}.nii.gz")
+
+
+def _reference(i: int, touching: bool) -> np.ndarray:
+    seg = np.zeros((10, 24, 24), np.uint8)
+    seg[2:7, 3 + i : 11 + i, 3:11] = 1
+    if touching:
+        seg[2:7, 3 + i : 11 + i, 11:15] = 2  # label 2 touches label 1 (organ + lesion)
+    else:
+        seg[3:6, 15:21, 14:20] = 2  # label 2 apart from label 1
+    return seg
+
+
+def _cases(tmp_path, touching: bool, spurious: bool, second_true: bool = False):
+    pred_dir, ref_dir = tmp_path / "cv", tmp_path / "ref"
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        ref = _reference(i, touching)
+        if second_true:
+            ref[7:9, 18:22, 2:6] = 1  # a true second component (e.g. the other kidney)
+        pred = ref.copy()
+        pred[2:7, 3 + i, 3:11] = 0  # imperfect but overlapping
+        if spurious:
+            z, y = int(rng.integers(0, 2)), int(rng.integers(18, 21))
+            pred[z, y : y + 2, 20:22] = 1  # false-positive specks far away
+            pred[9, 1:3, y - 2] = 2
+        _write(ref_dir, f"case_{i}", ref)
+        _write(pred_dir, f"case_{i}", pred)
+    return pred_dir, ref_dir
+
+
+def test_keeps_per_class_largest_for_spurious_blobs(tmp_path):
+    pred_dir, ref_dir = _cases(tmp_path, touching=False, spurious=True)
+    steps = determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2}, output_dir=tmp_path)
+    # all-foreground would delete the separate label 2: rejected; per label: kept for both
+    assert steps == [{"name": "keep_largest_component", "labels": [1, 2], "per_class": True}]
+    assert load_postprocessing(tmp_path / "postprocessing.json") == steps
+    report = json.loads((tmp_path / "postprocessing_report.json").read_text())
+    first = report["candidates"][0]
+    assert not first["accepted"] and "b" in first["reason"]
+    assert all(c["accepted"] for c in report["candidates"][1:])
+
+
+def test_keeps_all_foreground_when_labels_touch(tmp_path):
+    pred_dir, ref_dir = _cases(tmp_path, touching=True, spurious=True)
+    steps = determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2})
+    assert steps == [{"name": "keep_largest_component", "labels": None, "per_class": False}]
+    pred = read_image(pred_dir / "case_0.nii.gz")
+    ref = read_image(ref_dir / "case_0.nii.gz").array
+    out = apply_postprocessing(pred.array, pred.spacing, steps)
+    assert not (out.astype(bool) & ~ref.astype(bool)).any()  # every false positive removed
+
+
+def test_rejects_when_a_true_second_component_would_go(tmp_path):
+    pred_dir, ref_dir = _cases(tmp_path, touching=False, spurious=False, second_true=True)
+    assert determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2}) == []
+
+
+def test_cli_determine_then_apply(tmp_path):
+    pred_dir, ref_dir = _cases(tmp_path, touching=False, spurious=True)
+    model = tmp_path / "model"
+    result = runner.invoke(
+        app,
+        ["postprocess", "determine", "--pred", str(pred_dir), "--ref", str(ref_dir),
+         "-o", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "post"
+    result = runner.invoke(
+        app,
+        ["postprocess", "apply", str(pred_dir), str(out), "--config",
+         str(model / "postprocessing.json")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    done = read_image(out / "case_1.nii.gz")
+    original = read_image(pred_dir / "case_1.nii.gz")
+    assert done.geometry.is_close(original.geometry)
+    ref = read_image(ref_dir / "case_1.nii.gz").array
+    assert not (done.array.astype(bool) & ~ref.astype(bool)).any()
