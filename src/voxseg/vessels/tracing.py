@@ -1,0 +1,459 @@
+"""Sequential vessel tracing from seed points (SeqSeg; Sveinsson Cepero et al. 2024).
+
+Each step cuts a box of side ``box_scale``·r around the current point, asks a local
+segmenter for the vessel probability, keeps the piece at the centre, finds its open ends
+(caps), draws local centerlines from the entry cap to every other cap and takes the point
+``next_point_fraction`` along each as a candidate. The candidate most aligned with the
+current direction continues the branch, the others are queued as new branches. Local
+probabilities are merged into the global volume by a Gaussian-weighted running average.
+Every constant is a field of :class:`TracingConfig`; every step is a :class:`TraceStep`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxseg.config import read_json
+from voxseg.errors import VoxsegError
+from voxseg.io import Image
+from voxseg.vessels.centerline import Centerline, components_at, extract_centerline
+from voxseg.vessels.local import LocalResult, LocalSettings, analyse
+from voxseg.vessels.subvolume import Box, box_around, crop
+
+Segmenter = Callable[[Image], Image]
+
+
+class TracingConfig(BaseModel):
+    """Constants of the tracing loop (defaults: SeqSeg's, see ``reference.md``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    box_scale: float = Field(5.0, gt=0, description="box side in radii (SeqSeg: 5)")
+    min_box_voxels: int = Field(8, ge=3, description="fewest voxels per box side")
+    max_box_voxels: int = Field(160, ge=8, description="most voxels per box side")
+    threshold: float = Field(0.5, description="local probability → vessel")
+    centre_tolerance: float = Field(
+        1.0, ge=0, description="the local piece may start this many radii from the centre"
+    )
+    min_cap_voxels: int = Field(3, ge=1, description="smaller open ends are noise")
+    next_point_fraction: float = Field(
+        0.8, gt=0, le=1, description="next point this far along the local centerline (4/5)"
+    )
+    max_angle_deg: float = Field(
+        135.0, description="candidates turning more than this from the direction are rejected"
+    )
+    radius_shrink_weight: float = Field(
+        2 / 3, ge=0, le=1, description="a shrinking radius is blended: w·new + (1−w)·old"
+    )
+    max_radius_growth: float = Field(1.5, ge=1, description="radius grows at most ×this/step")
+    min_radius_mm: float = Field(0.46, ge=0, description="a branch stops below this radius")
+    max_steps_per_branch: int = Field(100, ge=1)
+    max_steps_inside: int = Field(
+        5, ge=1, description="a branch stops after this many steps inside other branches"
+    )
+    max_steps: int = Field(1000, ge=1, description="global step limit")
+    max_branches: int = Field(100, ge=1, description="global branch limit")
+    max_retries: int = Field(2, ge=0, description="retries with a larger, shifted box")
+    retry_enlarge: float = Field(0.5, ge=0, description="box grows by this share per retry")
+    retry_shift: float = Field(0.5, description="box moves forward by this many radii per retry")
+    duplicate_distance: float = Field(
+        1.0, ge=0, description="new branches closer than this many radii to traced ones are dropped"
+    )
+    assembly_sigma: float = Field(
+        0.25, gt=0, description="Gaussian weight sigma as a share of the box side"
+    )
+    global_threshold: float = Field(0.5, description="merged probability → segmentation")
+    path_penalty_scale: float = Field(1000.0, ge=0, description="TEASAR centring penalty")
+    path_penalty_exponent: float = Field(8.0, ge=1)
+    centerline: bool = Field(True, description="extract the global centerline at the end")
+
+    def local_settings(self) -> LocalSettings:
+        return LocalSettings(
+            threshold=self.threshold,
+            centre_tolerance=self.centre_tolerance,
+            min_cap_voxels=self.min_cap_voxels,
+            next_point_fraction=self.next_point_fraction,
+            max_angle_deg=self.max_angle_deg,
+            path_penalty_scale=self.path_penalty_scale,
+            path_penalty_exponent=self.path_penalty_exponent,
+        )
+
+
+@dataclass
+class Seed:
+    """A start point (LPS mm), optional direction and a radius (mm)."""
+
+    point: np.ndarray
+    radius: float
+    direction: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.point = np.asarray(self.point, dtype=float).reshape(3)
+        if self.direction is not None:
+            d = np.asarray(self.direction, dtype=float).reshape(3)
+            n = float(np.linalg.norm(d))
+            self.direction = d / n if n > 0 else None
+        if not self.radius > 0:
+            raise VoxsegError(f"seed radius must be > 0, got {self.radius}")
+
+
+def read_seeds(path: str | os.PathLike[str]) -> list[Seed]:
+    """Seeds from JSON: SeqSeg's ``[[[x, y, z], [dx, dy, dz], r], ...]``, or entries
+    ``[[x, y, z], r]`` or ``{"point": [...], "direction": [...], "radius": r}``."""
+    data = read_json(path)
+    if isinstance(data, dict) or (data and isinstance(data[0], (int, float))):
+        data = [data]
+    seeds = []
+    for i, entry in enumerate(data):
+        try:
+            if isinstance(entry, dict):
+                seeds.append(Seed(entry["point"], float(entry["radius"]), entry.get("direction")))
+            elif len(entry) == 3:
+                seeds.append(Seed(entry[0], float(entry[2]), entry[1]))
+            elif len(entry) == 2:
+                seeds.append(Seed(entry[0], float(entry[1])))
+            else:
+                raise ValueError("expected [point, direction, radius] or [point, radius]")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise VoxsegError(
+                f"{path}: seed {i} is not [[x, y, z], [dx, dy, dz], radius] ({exc})"
+            ) from exc
+    if not seeds:
+        raise VoxsegError(f"{path}: no seeds")
+    return seeds
+
+
+@dataclass
+class TraceStep:
+    """One step of the loop, as written to ``steps.json``."""
+
+    index: int
+    branch: int
+    step: int
+    point: list[float]
+    direction: list[float] | None
+    radius: float
+    box: list[list[int]] | None
+    status: str
+    reason: str = ""
+    caps: int = 0
+    candidates: int = 0
+    attempt: int = 0
+
+
+@dataclass
+class BranchStart:
+    """A queued branch: where it starts, and the branch and step it came from."""
+
+    point: np.ndarray
+    direction: np.ndarray | None
+    radius: float
+    parent: int = -1
+    from_step: int = -1
+
+
+@dataclass
+class TraceResult:
+    """Global segmentation and probability (the image's geometry), the step log and the
+    centerline of the result."""
+
+    segmentation: Image
+    probabilities: Image
+    steps: list[TraceStep]
+    seeds: list[Seed]
+    config: TracingConfig
+    centerline: Centerline | None = None
+    seconds: float = 0.0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def num_branches(self) -> int:
+        return len({s.branch for s in self.steps})
+
+    def steps_json(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "num_steps": len(self.steps),
+            "num_branches": self.num_branches,
+            "config": self.config.model_dump(mode="json"),
+            "seeds": [
+                {
+                    "point": s.point.tolist(),
+                    "direction": None if s.direction is None else s.direction.tolist(),
+                    "radius": s.radius,
+                }
+                for s in self.seeds
+            ],
+            "steps": [asdict(s) for s in self.steps],
+            "skipped_branches": self.skipped,
+        }
+
+    def write(
+        self, out: str | os.PathLike[str], file_ending: str = ".nii.gz", image: Image | None = None
+    ) -> Path:
+        """Write every output into the folder ``out`` (see :mod:`voxseg.vessels.outputs`);
+        ``image`` (the traced image) is the background of the overview picture."""
+        from voxseg.vessels.outputs import write_trace
+
+        return write_trace(self, out, file_ending, image)
+
+
+class _Assembly:
+    """Gaussian-weighted running average of local probabilities over the global grid."""
+
+    def __init__(self, shape: tuple[int, int, int], sigma_share: float) -> None:
+        self.sum = np.zeros(shape, dtype=np.float32)
+        self.weight = np.zeros(shape, dtype=np.float32)
+        self.sigma_share = sigma_share
+
+    def add(self, prob: np.ndarray, box: Box, centre_index: np.ndarray, spacing) -> None:
+        size = np.asarray(box.size)
+        sigma = self.sigma_share * size * np.asarray(spacing)
+        axes = [
+            np.exp(-(((np.arange(lo, hi) - c) * s) ** 2) / (2 * sg**2))
+            for lo, hi, c, s, sg in zip(box.lo, box.hi, centre_index, spacing, sigma, strict=True)
+        ]
+        w = (axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]).astype(
+            np.float32
+        )
+        self.sum[box.slices] += w * prob
+        self.weight[box.slices] += w
+
+    def probabilities(self) -> np.ndarray:
+        out = np.zeros_like(self.sum)
+        np.divide(self.sum, self.weight, out=out, where=self.weight > 0)
+        return out
+
+
+class _Tubes:
+    """Traced points with radii and branch ids, for the "inside traced vessel" rules."""
+
+    def __init__(self) -> None:
+        self.points: list[np.ndarray] = []
+        self.radii: list[float] = []
+        self.branch: list[int] = []
+
+    def add(self, point: np.ndarray, radius: float, branch: int) -> None:
+        self.points.append(point)
+        self.radii.append(radius)
+        self.branch.append(branch)
+
+    def inside(self, point: np.ndarray, exclude: Sequence[int] = (), scale: float = 1.0) -> bool:
+        if not self.points:
+            return False
+        pts = np.asarray(self.points)
+        keep = ~np.isin(np.asarray(self.branch), list(exclude))
+        d = np.linalg.norm(pts[keep] - point, axis=1)
+        return bool(np.any(d < scale * np.asarray(self.radii)[keep]))
+
+
+def trace(
+    image: Image,
+    seeds: Sequence[Seed],
+    segmenter: Segmenter,
+    config: TracingConfig | None = None,
+    progress: Callable[[TraceStep], None] | None = None,
+) -> TraceResult:
+    """Trace the vessel tree reachable from ``seeds`` in ``image`` (``[z, y, x]`` or
+    ``[c, z, y, x]``) with ``segmenter`` (``Image -> probability Image``)."""
+    cfg = config or TracingConfig()
+    settings = cfg.local_settings()
+    if not seeds:
+        raise VoxsegError("tracing needs at least one seed")
+    t0 = time.perf_counter()
+    geometry = image.geometry
+    spacing = np.asarray(geometry.spacing)
+    assembly = _Assembly(geometry.shape, cfg.assembly_sigma)
+    tubes = _Tubes()
+    steps: list[TraceStep] = []
+    skipped: list[dict[str, Any]] = []
+    queue: deque[BranchStart] = deque(
+        BranchStart(s.point, s.direction, float(s.radius)) for s in seeds
+    )
+    queued_points: list[tuple[np.ndarray, float]] = []
+    n_branches = 0
+
+    def log(**kw: Any) -> TraceStep:
+        step = TraceStep(index=len(steps), **kw)
+        steps.append(step)
+        if progress is not None:
+            progress(step)
+        return step
+
+    while queue and len(steps) < cfg.max_steps and n_branches < cfg.max_branches:
+        start = queue.popleft()
+        if start.parent >= 0 and tubes.inside(start.point, exclude=[start.parent]):
+            skipped.append({"point": start.point.tolist(), "reason": "inside a traced branch"})
+            continue
+        branch = n_branches
+        n_branches += 1
+        point, direction, radius = start.point, start.direction, start.radius
+        inside_count = 0
+        for k in range(cfg.max_steps_per_branch + 1):
+            base = {
+                "branch": branch,
+                "step": k,
+                "point": _round(point),
+                "direction": None if direction is None else _round(direction),
+                "radius": round(float(radius), 4),
+            }
+            stop = _stop_before_step(cfg, steps, k, radius)
+            if stop:
+                log(box=None, status="stopped", reason=stop, **base)
+                break
+            local, box, attempt = _local_step(
+                image, point, direction, radius, segmenter, cfg, settings
+            )
+            if box is None:
+                log(box=None, status="stopped", reason="point outside the image", **base)
+                break
+            if local.found_vessel:
+                centre = geometry.physical_to_index(point)
+                prob = np.where(local.component, local.probability, 0.0)
+                assembly.add(prob.astype(np.float32), box, centre, spacing)
+                tubes.add(point, radius, branch)
+            record = {
+                "box": box.to_list(),
+                "caps": len(local.caps),
+                "candidates": len(local.candidates),
+                "attempt": attempt,
+            }
+            if not local.candidates:
+                log(status="stopped", reason=local.reason or "no candidate", **record, **base)
+                break
+            first, others = local.candidates[0], local.candidates[1:]
+            for cand in others:
+                if n_branches + len(queue) >= cfg.max_branches:
+                    break
+                if cand.on_image_border or cand.radius < cfg.min_radius_mm:
+                    continue
+                near_queued = any(
+                    np.linalg.norm(cand.point - q) < cfg.duplicate_distance * max(r, cand.radius)
+                    for q, r in queued_points
+                )
+                if near_queued or tubes.inside(cand.point, scale=cfg.duplicate_distance):
+                    continue
+                new_r = _next_radius(radius, cand.radius, cfg)
+                queue.append(BranchStart(cand.point, cand.direction, new_r, branch, len(steps)))
+                queued_points.append((cand.point, new_r))
+            if first.on_image_border:
+                log(status="stopped", reason="reached the image border", **record, **base)
+                break
+            inside_count = inside_count + 1 if tubes.inside(first.point, [branch]) else 0
+            if inside_count >= cfg.max_steps_inside:
+                log(status="stopped", reason="inside an already traced branch", **record, **base)
+                break
+            log(status="ok", **record, **base)
+            point, direction = first.point, first.direction
+            radius = _next_radius(radius, first.radius, cfg)
+
+    prob = assembly.probabilities()
+    seg = prob >= cfg.global_threshold
+    seg = _keep_seeded(seg, geometry, seeds, tubes)
+    centerline = None
+    seg_image = Image.from_geometry(seg.astype(np.uint8), geometry)
+    if cfg.centerline and seg.any():
+        root = seeds[0].point
+        centerline = extract_centerline(seg_image, root=root)
+    return TraceResult(
+        segmentation=seg_image,
+        probabilities=Image.from_geometry(prob, geometry),
+        steps=steps,
+        seeds=list(seeds),
+        config=cfg,
+        centerline=centerline,
+        seconds=time.perf_counter() - t0,
+        skipped=skipped,
+    )
+
+
+def _stop_before_step(cfg: TracingConfig, steps: list[TraceStep], k: int, radius: float) -> str:
+    if len(steps) >= cfg.max_steps:
+        return "global step limit reached"
+    if k >= cfg.max_steps_per_branch:
+        return "step limit of the branch reached"
+    if radius < cfg.min_radius_mm:
+        return f"radius {radius:.3g} mm below the minimum {cfg.min_radius_mm} mm"
+    return ""
+
+
+def _local_step(
+    image: Image,
+    point: np.ndarray,
+    direction: np.ndarray | None,
+    radius: float,
+    segmenter: Segmenter,
+    cfg: TracingConfig,
+    settings: LocalSettings,
+) -> tuple[LocalResult, Box | None, int]:
+    """Segment and analyse the box at ``point``; on failure retry with a larger box moved
+    forward (``retry_enlarge``, ``retry_shift``)."""
+    geometry = image.geometry
+    local: LocalResult | None = None
+    box = None
+    for attempt in range(cfg.max_retries + 1):
+        centre = point
+        if attempt and direction is not None:
+            centre = point + cfg.retry_shift * attempt * radius * direction
+        side = cfg.box_scale * radius * (1.0 + cfg.retry_enlarge * attempt)
+        box = box_around(geometry, centre, side, cfg.min_box_voxels, cfg.max_box_voxels)
+        if box is None:
+            if attempt == 0:
+                return LocalResult(None, [], None, [], "point outside the image"), None, 0
+            continue
+        sub = crop(image, box)
+        prob = segmenter(sub)
+        local = analyse(prob, box, point, direction, radius, settings)
+        if local.candidates:
+            return local, box, attempt
+    assert local is not None and box is not None
+    return local, box, cfg.max_retries
+
+
+def _next_radius(old: float, new: float, cfg: TracingConfig) -> float:
+    """SeqSeg's radius update: blend when shrinking, bounded growth otherwise."""
+    if new < old:
+        return cfg.radius_shrink_weight * new + (1.0 - cfg.radius_shrink_weight) * old
+    return min(new, cfg.max_radius_growth * old)
+
+
+def _keep_seeded(seg: np.ndarray, geometry, seeds: Sequence[Seed], tubes: _Tubes) -> np.ndarray:
+    """Keep the components touching a seed (its ball), else those holding a traced point."""
+    if not seg.any():
+        return seg
+    keep = np.zeros_like(seg)
+    for s in seeds:
+        keep |= _ball(geometry, s.point, s.radius)
+    out = components_at(seg, keep)
+    if not out.any() and tubes.points:
+        idx = np.round(geometry.physical_to_index(np.asarray(tubes.points))).astype(int)
+        ok = np.all((idx >= 0) & (idx < np.asarray(seg.shape)), axis=1)
+        keep[tuple(idx[ok].T)] = True
+        out = components_at(seg, keep)
+    return out
+
+
+def _ball(geometry, centre: np.ndarray, radius: float) -> np.ndarray:
+    mask = np.zeros(geometry.shape, dtype=bool)
+    box = box_around(geometry, centre, 2 * radius, 1)
+    if box is None:
+        return mask
+    idx = np.argwhere(np.ones(box.size, dtype=bool)) + np.asarray(box.lo)
+    inside = np.linalg.norm(geometry.index_to_physical(idx) - centre, axis=1) <= max(
+        radius, float(np.max(geometry.spacing))
+    )
+    mask[tuple(idx[inside].T)] = True
+    return mask
+
+
+def _round(v: np.ndarray) -> list[float]:
+    return [round(float(x), 4) for x in v]
