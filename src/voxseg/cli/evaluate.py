@@ -48,6 +48,11 @@ def evaluate(
         None, "-o", "--output", help="Folder for summary.json and metrics.csv (default: PRED)."
     ),
     num_processes: int = typer.Option(1, "--num-processes", "-np", help="Cases in parallel."),
+    centerlines: Path | None = typer.Option(
+        None,
+        "--centerlines",
+        help="Folder of reference <case>.vtp: adds centerline overlap and distance (vessels).",
+    ),
 ) -> None:
     """Dice, IoU, precision, recall, HD95, ASSD, NSD and volumes per case and label."""
     from voxseg.evaluation import evaluate_folder, summary_table
@@ -61,8 +66,15 @@ def evaluate(
         nsd_tolerance_mm=nsd_tolerance_mm,
         ignore_label=ignore_label,
         num_processes=num_processes,
+        centerlines=centerlines,
     )
     console.print(summary_table(summary))
+    if "centerline_mean" in summary:
+        cl = summary["centerline_mean"]
+        console.print(
+            f"centerline overlap {cl['centerline_overlap']:.3f}, centerline distance "
+            f"{cl['centerline_distance_mm']:.2f} mm (mean over cases)"
+        )
     target = output if output is not None else (pred if pred.is_dir() else None)
     if target is not None:
         console.print(f"summary.json and metrics.csv written to {target}")

@@ -218,8 +218,14 @@ def evaluate_folder(
     ignore_label: int | None = None,
     num_processes: int = 1,
     surface: bool = True,
+    centerlines: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every prediction in ``pred_dir`` against the same-named file in ``ref_dir``.
+
+    With ``centerlines`` (a folder of reference ``<case>.vtp``), each case also gets the
+    vessel metrics of :func:`voxseg.vessels.metrics.centerline_metrics` (share of the true
+    centerline inside the prediction, mean distance) under ``"centerline"``, and the summary
+    their means under ``"centerline_mean"``.
 
     Labels: ``labels`` if given, else the ``dataset.json`` at ``dataset`` or beside the
     references (``ref_dir``, its parent, or ``pred_dir``), else every non-zero value found.
@@ -266,6 +272,8 @@ def evaluate_folder(
         **summarise(per_case, list(labels)),
         "metric_per_case": per_case,
     }
+    if centerlines is not None:
+        summary["centerline_mean"] = _centerline_metrics(per_case, Path(centerlines))
     if pred_dir.is_dir():
         refs = _label_files(ref_dir)
         summary["references_without_prediction"] = sorted(set(refs) - {p.case_id for p in pairs})
@@ -274,6 +282,24 @@ def evaluate_folder(
     if output_dir is not None:
         write_summary(summary, output_dir)
     return summary
+
+
+def _centerline_metrics(per_case: list[dict[str, Any]], folder: Path) -> dict[str, float]:
+    """Add centerline metrics to each case (in place); return their means."""
+    from voxseg.io.vtp import read_vtp
+    from voxseg.vessels.metrics import centerline_metrics
+
+    values: dict[str, list[float]] = {}
+    for case in per_case:
+        path = folder / f"{case['case']}.vtp"
+        if not path.is_file():
+            raise VoxsegError(f"{path}: no reference centerline for case {case['case']!r}")
+        pred = read_image(case["prediction"])
+        pred = pred.with_array(pred.array > 0)
+        case["centerline"] = centerline_metrics(pred, read_vtp(path))
+        for k, v in case["centerline"].items():
+            values.setdefault(k, []).append(float(v))
+    return {k: _stats(v)[0] for k, v in values.items()}
 
 
 def write_summary(summary: dict[str, Any], output_dir: str | os.PathLike[str]) -> Path:
