@@ -52,6 +52,6 @@ def test_ddp_on_cpu_keeps_ranks_in_sync(tiny_home, tmp_path):
     assert w0.keys() == w1.keys()
     for k in w0:
         torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0)
-    model = tiny_home / "models" / "Dataset001_Organs" / "default" / "default" / "fold_all"
+    model = tiny_home / "models" / "Dataset001_Organs" / "default" / "3d_fullres" / "fold_all"
     assert (model / "weights.safetensors").is_file()
     assert len((model / "training_log.csv").read_text().splitlines()) == 2

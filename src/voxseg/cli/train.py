@@ -22,7 +22,9 @@ def train(
     dataset: str = typer.Argument(..., help="Dataset name in the workspace or a path."),
     config: str = typer.Option("3d_fullres", "--config", "-c", help="Plan configuration."),
     plan: str = typer.Option("default", "--plan", "-p", help="Plan name."),
-    model: str = typer.Option("default", "--model", help="Model name (its folder)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model name (its folder; default: the configuration)."
+    ),
     fold: str = typer.Option("0", "--fold", "-f", help="Fold number, or 'all' (every case)."),
     folds: str | None = typer.Option(
         None, "--folds", help="Several folds, trained one after the other: --folds 0 1 2 3 4"

@@ -45,7 +45,7 @@ def _as_image(image: Image | np.ndarray | sitk.Image) -> Image:
 class Predictor:
     """Predicts with one model folder (one or several folds, ensembled by averaging logits).
 
-    >>> predictor = Predictor("voxseg_home/models/Organs/default/default", folds=["0"])
+    >>> predictor = Predictor("voxseg_home/models/Organs/default/3d_fullres", folds=["0"])
     >>> prediction = predictor.predict(read_image("case_0000.nii.gz"))
     """
 
@@ -108,6 +108,7 @@ class Predictor:
                 f"the model expects {expected} channel(s) "
                 f"({', '.join(self.model.info.channel_list)}), the image has {image.num_channels}"
             )
+        image, roi, restore = self.model.to_model_space(image, roi)
         data, roi_pre, meta = preprocess_case(
             image,
             self.model.plans,
@@ -116,7 +117,7 @@ class Predictor:
         )
         roi_mask = None if roi_pre is None else np.asarray(roi_pre).reshape(data.shape[1:]) > 0
         logits = self._logits(data, roi_mask, progress)
-        return self._export(logits, meta, probabilities)
+        return restore(self._export(logits, meta, probabilities))
 
     def _logits(self, data: np.ndarray, roi: np.ndarray | None, progress: Any) -> torch.Tensor:
         kwargs = dict(device=self.device, roi=roi, progress=progress)

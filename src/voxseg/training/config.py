@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from voxseg.augment import AugmentationConfig, augmentation_preset
 from voxseg.losses import LossConfig
@@ -95,7 +95,9 @@ class ModelConfig(_Strict):
     dataset: str
     plan: str = "default"
     configuration: str = "3d_fullres"
-    model_name: str = "default"
+    model_name: str | None = Field(
+        None, description="the model's folder name; default: the configuration's name"
+    )
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     augmentation: AugmentationConfig = Field(
@@ -110,6 +112,12 @@ class ModelConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     prediction: dict[str, Any] = Field(default_factory=dict)
     postprocessing: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_model_name(self) -> ModelConfig:
+        if self.model_name is None:
+            self.model_name = self.configuration
+        return self
 
     @field_validator("augmentation", mode="before")
     @classmethod

@@ -138,8 +138,12 @@ class Trainer:
         # read enough for the rotations; like nnU-Net, accept zero padding at the largest
         # zoom-outs instead of reading for them (1 / 0.85)
         self.input_size = tuple(
-            required_input_size(tuple(setup.patch_size), self.augment.config,
-                                dummy_2d=setup.dummy_2d, zoom_coverage=1 / 0.85)
+            required_input_size(
+                tuple(setup.patch_size),
+                self.augment.config,
+                dummy_2d=setup.dummy_2d,
+                zoom_coverage=1 / 0.85,
+            )
         )
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
