@@ -66,9 +66,10 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
 
 
 @dataclass
-class EpochResult:
-    train_loss: float
-    val_loss: float | None
+class ValidationResult:
+    """Loss and per-class Dice over the validation patches of one epoch."""
+
+    loss: float
     dice_per_class: list[float]
 
 
@@ -276,9 +277,9 @@ class Trainer:
                     group["lr"] = lr
                 train_loss = self._train_epoch(epoch, batches, progress, task)
                 val = self._validate(epoch)
-                row = self._record(epoch, lr, train_loss, val, time.perf_counter() - tic)
+                row, improved = self._record(epoch, lr, train_loss, val, time.perf_counter() - tic)
                 if self.dist.is_main:
-                    self._save(row)
+                    self._save(improved)
                     trackers.log(row, epoch)
                     progress.update(task, description=self._describe(row))
                 barrier(self.dist)
@@ -351,7 +352,7 @@ class Trainer:
         return float(loss.detach())
 
     @torch.no_grad()
-    def _validate(self, epoch: int) -> EpochResult | None:
+    def _validate(self, epoch: int) -> ValidationResult | None:
         n = self.tcfg.val_iterations
         ids = self.setup.val_ids
         if n == 0 or not ids:
@@ -391,7 +392,7 @@ class Trainer:
                 self._as_label_map(target0[None])[0].cpu().numpy(),
                 self._as_label_map(logits0[None].float(), logits=True)[0].cpu().numpy(),
             )
-        return EpochResult(float("nan"), float(np.mean(losses)), dice.cpu().tolist())
+        return ValidationResult(float(np.mean(losses)), dice.cpu().tolist())
 
     def _as_label_map(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
         if self.setup.regions is None:
@@ -423,13 +424,16 @@ class Trainer:
         fn = (~p & r).sum(dims)
         return torch.stack([tp, fp, fn]).double()
 
-    def _record(self, epoch, lr, train_loss, val: EpochResult | None, seconds) -> dict[str, Any]:
+    def _record(
+        self, epoch, lr, train_loss, val: ValidationResult | None, seconds
+    ) -> tuple[dict[str, Any], bool]:
+        """Append the epoch's log row, update the EMA and the best; return (row, improved)."""
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
         s = self.state
         if val is not None:
             finite = [d for d in val.dice_per_class if not math.isnan(d)]
             mean = float(np.mean(finite)) if finite else float("nan")
-            row["val_loss"] = val.val_loss
+            row["val_loss"] = val.loss
             row["val_dice"] = mean
             for name, d in zip(self.setup.class_names, val.dice_per_class, strict=True):
                 row[f"dice_{name}"] = d
@@ -448,13 +452,10 @@ class Trainer:
             s.epochs_since_best = 0
         else:
             s.epochs_since_best += 1
-        row["_improved"] = improved
-        return row
+        return row, improved
 
-    def _save(self, row: dict[str, Any]) -> None:
-        improved = row.pop("_improved")
+    def _save(self, improved: bool) -> None:
         s = self.state
-        s.history[-1] = row
         save_checkpoint(self.folder / CHECKPOINT_LAST, self.network, self.optimizer, s)
         if improved:
             save_checkpoint(self.folder / CHECKPOINT_BEST, self.network, None, s)
