@@ -1,0 +1,145 @@
+"""Accuracy on a CPU budget: train on ``voxseg synth organs`` for a fixed wall-clock budget,
+then predict the held-out phantoms and report per-class Dice (target: mean foreground Dice
+≥ 0.85 after 15 minutes on 2 CPU cores with ≥ 20 training cases).
+
+    python benchmarks/train_accuracy_organs.py [--minutes 15] [--num-train 24] [--num-test 6]
+
+Writes the learning curve (validation-patch Dice against time) and the held-out metrics to
+``benchmarks/_work/organs_accuracy/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / "_work" / "organs_accuracy"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
+    parser.add_argument("--num-train", type=int, default=24)
+    parser.add_argument("--num-test", type=int, default=6)
+    parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
+    parser.add_argument("--tta", action="store_true", help="flip TTA at prediction")
+    parser.add_argument("--work", type=Path, default=WORK)
+    args = parser.parse_args()
+
+    import torch
+
+    from voxseg.config import apply_overrides
+    from voxseg.data import Dataset
+    from voxseg.data.fingerprint import load_or_compute_fingerprint
+    from voxseg.evaluation import evaluate_folder, summary_table
+    from voxseg.inference import Predictor, predict_folder
+    from voxseg.planning import PlannerOptions, plan_dataset, write_plans
+    from voxseg.preprocessing.preprocessor import preprocess_dataset
+    from voxseg.synth import generate
+    from voxseg.training import ModelConfig, train_fold
+    from voxseg.workspace import Workspace
+
+    torch.set_num_threads(2)
+    ws = Workspace.from_env(args.work / "home").ensure()
+    raw = ws.raw / "Dataset001_Organs"
+    if not (raw / "dataset.json").is_file():
+        generate("organs", raw, num_train=args.num_train, num_test=args.num_test, seed=0)
+    ds = Dataset(raw)
+    pre = ws.plans_dir(ds.name)
+    plans = plan_dataset(
+        load_or_compute_fingerprint(ds, pre, progress=False), ds.info, PlannerOptions(device="cpu")
+    )
+    write_plans(plans, pre)
+    preprocess_dataset(
+        ds,
+        plans,
+        "3d_fullres",
+        ws.preprocessed_dir(ds.name, "default", "3d_fullres"),
+        progress=False,
+    )
+    base = [
+        f"training.iterations_per_epoch={args.iterations}",
+        "training.val_iterations=5",
+        "training.device=cpu",
+        "logging.snapshots=false",
+    ]
+
+    # measure seconds per iteration, then fit the number of epochs into the budget
+    probe = apply_overrides(
+        ModelConfig(dataset=ds.name, model_name="probe"),
+        [*base, "training.epochs=2", "training.val_iterations=0"],
+    )
+    train_fold(probe, "all", home=ws.root, force=True, quiet=True)
+    with open(ws.model_dir(ds.name, "default", "probe", "all") / "training_log.csv") as f:
+        seconds_per_epoch = float(list(csv.DictReader(f))[-1]["epoch_seconds"])
+    epochs = max(1, int(args.minutes * 60 / (seconds_per_epoch * 1.08)))
+    print(
+        f"{seconds_per_epoch / args.iterations:.2f} s per iteration → {epochs} epochs of "
+        f"{args.iterations} iterations in {args.minutes:g} minutes"
+    )
+
+    config = apply_overrides(ModelConfig(dataset=ds.name), [*base, f"training.epochs={epochs}"])
+    tic = time.perf_counter()
+    folder = train_fold(config, 0, home=ws.root, force=True)
+    train_minutes = (time.perf_counter() - tic) / 60
+    predictions = args.work / "predictions"
+    tic = time.perf_counter()
+    predictor = Predictor(folder.parent, folds=["0"], device="cpu", tta=args.tta)
+    predict_folder(predictor, raw / "imagesTs", predictions, overwrite=True, quiet=True)
+    predict_seconds = (time.perf_counter() - tic) / args.num_test
+    summary = evaluate_folder(predictions, raw / "labelsTs", dataset=raw)
+
+    from rich.console import Console
+
+    Console().print(summary_table(summary))
+    dice = {k: v["dice"] for k, v in summary["mean"].items()}
+    result = {
+        "machine": f"{torch.get_num_threads()} CPU threads",
+        "train_cases": len(ds.case_ids()),
+        "test_cases": args.num_test,
+        "budget_minutes": args.minutes,
+        "train_minutes_incl_validation": round(train_minutes, 1),
+        "epochs": epochs,
+        "iterations_per_epoch": args.iterations,
+        "seconds_per_iteration": round(seconds_per_epoch / args.iterations, 3),
+        "patch": plans.configuration("3d_fullres").patch_size,
+        "dice_per_class": dice,
+        "mean_foreground_dice": summary["foreground_mean"]["dice"],
+        "predict_seconds_per_case": round(predict_seconds, 1),
+        "tta": args.tta,
+    }
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "result.json").write_text(json.dumps(result, indent=2))
+    _plot_curve(folder / "training_log.csv", args.work / "curve.png")
+    print(json.dumps(result, indent=2))
+    met = result["mean_foreground_dice"] >= 0.85
+    print(f"target mean foreground Dice ≥ 0.85: {'met' if met else 'NOT met'}")
+
+
+def _plot_curve(log: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    t = [0.0]
+    for r in rows:
+        t.append(t[-1] + float(r["epoch_seconds"]) / 60)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(t[1:], [float(r["val_dice"]) for r in rows], ":", label="validation patches")
+    ax.plot(t[1:], [float(r["val_dice_ema"]) for r in rows], label="EMA")
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("mean foreground Dice")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+
+
+if __name__ == "__main__":
+    main()
