@@ -20,16 +20,11 @@ import json
 import multiprocessing as mp
 import os
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-VENV = HERE / ".venv-nnunet"
-TORCH_PIN = "torch==2.13.0"
+from _common import ensure_nnunet_venv  # benchmarks/_common.py (the script's folder)
 
 
 def make_batch(batch: int, size: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -126,24 +121,6 @@ def nnunet_initial_size(patch: tuple[int, ...]) -> tuple[int, ...]:
     rotation = (-30.0 / 360 * 2 * np.pi, 30.0 / 360 * 2 * np.pi)
     size = get_patch_size(patch, rotation, rotation, rotation, (0.85, 1.25))
     return tuple(int(s) for s in size)
-
-
-def ensure_nnunet_venv() -> Path:
-    """``benchmarks/.venv-nnunet`` with nnunetv2 and the project's torch version."""
-    python = VENV / "bin" / "python"
-    probe = [str(python), "-c", "import nnunetv2, batchgeneratorsv2"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    print(f"creating {VENV} with nnunetv2 (first run only) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    (VENV / ".gitignore").write_text("*\n")  # never committed, like Python 3.13's venvs
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:
-        pins.write(TORCH_PIN + "\n")
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + [TORCH_PIN], check=True)
-    subprocess.run(pip + ["-c", pins.name, "nnunetv2"], check=True)
-    os.unlink(pins.name)
-    return python
 
 
 def _nnunet_subprocess(args: argparse.Namespace, patch: tuple[int, ...]) -> dict:

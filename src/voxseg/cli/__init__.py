@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from voxseg.cli import doctor, pending  # noqa: F401  (registers the verbs)
+from voxseg.cli import (  # noqa: F401  (registers the verbs)
+    dataset,
+    demo,
+    doctor,
+    ensemble,
+    evaluate,
+    pending,
+    pipeline,
+    plan,
+    postprocess,
+    predict,
+    preprocess,
+    synth,
+    train,
+    vessels,
+)
 from voxseg.cli._app import app
 
 

@@ -11,14 +11,6 @@ from voxseg.cli._app import app, user_errors
 from voxseg.errors import NotBuiltYet
 
 PENDING = {
-    "synth": "phantom generators (voxseg.synth)",
-    "dataset": "dataset validation and importers (voxseg.data)",
-    "plan": "fingerprinting and planning (voxseg.planning)",
-    "preprocess": "preprocessing and chunked storage (voxseg.preprocessing)",
-    "train": "the training engine (voxseg.training)",
-    "predict": "the sliding-window predictor (voxseg.inference)",
-    "evaluate": "evaluation metrics (voxseg.evaluation)",
-    "demo": "the end-to-end flow (plan, preprocess, train, predict)",
 }
 
 

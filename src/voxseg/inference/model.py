@@ -39,9 +39,12 @@ class ModelFolder:
         folds: list[str] | None = None,
         checkpoint: str = "final",
     ) -> ModelFolder:
+        from voxseg.inference.nnunet import NnUNetModelFolder, is_nnunet_model_folder
         from voxseg.planning.plans import Plans
 
         folder = Path(folder)
+        if is_nnunet_model_folder(folder):
+            return NnUNetModelFolder.load(folder, folds=folds, checkpoint=checkpoint)
         if (folder / "config.json").is_file() and folder.name.startswith("fold_"):
             folds = folds or [folder.name[len("fold_") :]]
             folder = folder.parent
@@ -96,6 +99,11 @@ class ModelFolder:
     @property
     def in_channels(self) -> int:
         return self.info.num_channels + int(getattr(self.plan_config, "extra_channels", 0))
+
+    def to_model_space(self, image: Any, roi: Any) -> tuple[Any, Any, Any]:
+        """``(image, roi, restore)``: the input laid out as the network was trained (the same
+        for voxseg models) and the function taking a prediction back to the input's layout."""
+        return image, roi, lambda prediction: prediction
 
     def build_network(self) -> torch.nn.Module:
         from voxseg.nets import build_network

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from monai.networks.nets import UNETR, AttentionUnet, SegResNet, SwinUNETR
-from torch import nn
+from torch import nn  # MONAI is imported by each builder: `import monai` costs ~0.5 GB
 
 from voxseg.errors import VoxsegError
 from voxseg.nets._registry import NetworkInfo, register_network
@@ -32,6 +31,8 @@ def swin_unetr(
     Inputs are at least 64 per axis: at 32 the instance-normed bottleneck has one voxel.
     """
     kwargs.setdefault("feature_size", 48)
+    from monai.networks.nets import SwinUNETR
+
     return SwinUNETR(
         in_channels=in_channels,
         out_channels=num_classes,
@@ -51,6 +52,8 @@ def attention_unet(
     **kwargs: Any,
 ) -> nn.Module:
     """Attention U-Net (Oktay et al. 2018) with the topology's features and strides."""
+    from monai.networks.nets import AttentionUnet
+
     return AttentionUnet(
         spatial_dims=topology.spatial_dims,
         in_channels=in_channels,
@@ -86,6 +89,8 @@ def segresnet(
     kwargs.setdefault("blocks_down", (1, 2, 2, 4, 4, 4, 4, 4)[:n])
     kwargs.setdefault("blocks_up", (1,) * (n - 1))
     kwargs.setdefault("norm", ("GROUP", {"num_groups": 8 if init % 8 == 0 else 1}))
+    from monai.networks.nets import SegResNet
+
     return SegResNet(
         spatial_dims=topology.spatial_dims,
         init_filters=init,
@@ -107,6 +112,8 @@ def unetr(
 ) -> nn.Module:
     """UNETR (Hatamizadeh et al. 2022): a ViT on 16-voxel tokens; input = the patch size."""
     kwargs.setdefault("feature_size", 16)
+    from monai.networks.nets import UNETR
+
     return UNETR(
         in_channels=in_channels,
         out_channels=num_classes,

@@ -110,9 +110,7 @@ def oriented_cases(fingerprint: Fingerprint, code: str | None) -> list[CaseFinge
     return out
 
 
-def choose_orientation(
-    fingerprint: Fingerprint, requested: str | None
-) -> tuple[str | None, str]:
+def choose_orientation(fingerprint: Fingerprint, requested: str | None) -> tuple[str | None, str]:
     """The canonical orientation and its rule: the user's code; ``none`` keeps every case as
     stored; by default, cases stored in several orientations are all reoriented to the most
     common one, so each array axis means the same anatomy in every case (nnU-Net assumes
