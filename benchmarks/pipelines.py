@@ -1,0 +1,159 @@
+"""Two-stage pipelines vs a single full-image model with the same training budget.
+
+On ``voxseg synth cord`` (cord-lesion recipe) and ``voxseg synth spine`` (spine recipe):
+the pipeline trains each of its two stages for ``--epochs`` × ``--iterations``; the single
+model (one stage on the whole image, every label, the dataset's own plan) trains for the
+same total number of iterations (2 × epochs). Both are evaluated end to end on the held-out
+cases: Dice per label, lesion-wise sensitivity / precision (cord), seconds per case.
+
+    python benchmarks/pipelines.py --kind both --epochs 20 --iterations 50
+    python benchmarks/pipelines.py --kind cord --epochs 1 --iterations 2   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from voxseg.data import Dataset
+from voxseg.pipelines import (
+    FullInput,
+    PipelineSpec,
+    PlanSettings,
+    StageSpec,
+    evaluate_pipeline,
+    init_pipeline,
+    train_pipeline,
+    write_spec,
+)
+from voxseg.synth import generate
+
+
+def settings(epochs: int, iterations: int) -> list[str]:
+    return [
+        f"training.epochs={epochs}",
+        f"training.iterations_per_epoch={iterations}",
+        "training.val_iterations=0",
+        "training.num_workers=0",
+        "prediction.tta=false",
+        "logging.snapshots=false",
+    ]
+
+
+def single_model(ds: Dataset, out: Path, sets: list[str], lesions: list[str]) -> None:
+    """One full-image stage over every label (the baseline)."""
+    labels = {k: int(v) for k, v in ds.info.foreground_labels.items()}
+    spec = PipelineSpec(
+        name=f"{ds.name}-single",
+        recipe="single",
+        dataset=str(ds.root),
+        channel_names=dict(ds.info.channel_names),
+        labels={"background": 0, **labels},
+        lesion_labels=lesions,
+        stages=[
+            StageSpec(
+                name="single",
+                labels={k: [v] for k, v in labels.items()},
+                input=FullInput(),
+                plan=PlanSettings(device="cpu"),
+                settings=sets,
+                output={k: k_v for k, k_v in labels.items()},
+            )
+        ],
+    )
+    write_spec(spec, out)
+
+
+def run(kind: str, args: argparse.Namespace, work: Path) -> list[tuple[str, dict, float]]:
+    shape = {"cord": (16, 64, 64), "spine": (32, 96, 96)}[kind]
+    ds_root = generate(
+        kind,
+        work / f"Dataset_{kind}",
+        num_train=args.num_train,
+        num_test=args.num_test,
+        shape=tuple(args.shape or shape),
+        seed=args.seed,
+    )
+    ds = Dataset(ds_root)
+    rows = []
+    sets = settings(args.epochs, args.iterations)
+    pipe = work / f"{kind}_pipeline"
+    if kind == "cord":
+        init_pipeline("cord-lesion", ds_root, pipe, device="cpu", settings=sets)
+    else:
+        init_pipeline("spine", ds_root, pipe, device="cpu", settings=sets)
+    single = work / f"{kind}_single"
+    single_model(
+        ds, single, settings(2 * args.epochs, args.iterations), ["lesion"] * (kind == "cord")
+    )
+    for name, folder in (("pipeline", pipe), ("single model", single)):
+        tic = time.perf_counter()
+        train_pipeline(folder, ds_root, device="cpu", quiet=True)
+        train_s = time.perf_counter() - tic
+        report = evaluate_pipeline(
+            folder, ds_root, folder / "eval", device="cpu", tta=False, quiet=True
+        )
+        rows.append((name, report, train_s))
+    return rows
+
+
+def table(kind: str, rows: list[tuple[str, dict, float]]) -> Table:
+    labels = list(rows[0][1]["dice"])
+    t = Table(title=f"{kind}: pipeline vs single model (same training iterations)")
+    t.add_column("method")
+    for label in labels:
+        t.add_column(f"Dice {label}", justify="right")
+    lesion = "lesion" in rows[0][1]["lesions"]
+    if lesion:
+        t.add_column("lesion sens.", justify="right")
+        t.add_column("lesion prec.", justify="right")
+    t.add_column("s / case", justify="right")
+    t.add_column("train s", justify="right")
+    for name, report, train_s in rows:
+        cells = [_f(report["dice"][label]) for label in labels]
+        if lesion:
+            les = report["lesions"]["lesion"]
+            cells += [_f(les["sensitivity"]), _f(les["precision"])]
+        cells += [f"{report['seconds_per_case']:.2f}", f"{train_s:.0f}"]
+        t.add_row(name, *cells)
+    return t
+
+
+def _f(v: float) -> str:
+    return "–" if v != v else f"{v:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=["cord", "spine", "both"], default="both")
+    parser.add_argument("--num-train", type=int, default=12)
+    parser.add_argument("--num-test", type=int, default=4)
+    parser.add_argument("--shape", type=int, nargs=3, default=None)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="voxseg_pipelines_"))
+    work.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    try:
+        for kind in ("cord", "spine") if args.kind == "both" else (args.kind,):
+            console.print(table(kind, run(kind, args, work)))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

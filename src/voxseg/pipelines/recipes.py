@@ -1,0 +1,191 @@
+"""Ready-made pipelines: ``cord-lesion`` (SCT's deepseg lesion), ``spine`` (heatmap → crop →
+segment) and ``cascade`` (nnU-Net's ``3d_lowres`` → ``3d_cascade_fullres``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from voxseg.data import Dataset
+from voxseg.errors import VoxsegError
+from voxseg.pipelines.spec import (
+    BBoxCropInput,
+    CenterlineCropInput,
+    FullInput,
+    PipelineSpec,
+    PlanSettings,
+    PreviousPredictionInput,
+    StageSpec,
+    write_spec,
+)
+
+RECIPES = ("cord-lesion", "spine", "cascade")
+
+
+def _foreground(ds: Dataset) -> dict[str, int]:
+    if ds.info.has_regions:
+        raise VoxsegError(f"{ds.root}: region-based labels are not supported by the recipes")
+    return {k: int(v) for k, v in ds.info.foreground_labels.items()}
+
+
+def _label(labels: dict[str, int], name: str, ds: Dataset) -> int:
+    if name not in labels:
+        raise VoxsegError(
+            f"{ds.root / 'dataset.json'}: the recipe needs a label named {name!r}; labels: "
+            f"{', '.join(labels)} (for synthetic data: 'voxseg synth cord --target both')"
+        )
+    return labels[name]
+
+
+def cord_lesion(
+    ds: Dataset,
+    *,
+    spacing: float = 0.5,
+    window: int = 48,
+    device: str | None = None,
+    patch_size: list[int] | None = None,
+    cord_patch_size: list[int] | None = None,
+    settings: list[str] | None = None,
+) -> PipelineSpec:
+    """Cord (RPI, the plan's spacing) → centerline → 48×48 window at 0.5 mm along it → Nyúl
+    standardisation → lesions; both pasted back into the input geometry."""
+    labels = _foreground(ds)
+    cord, lesion = _label(labels, "cord", ds), _label(labels, "lesion", ds)
+    common = list(settings or [])
+    return PipelineSpec(
+        name=f"{ds.name}-cord-lesion",
+        recipe="cord-lesion",
+        dataset=str(ds.root),
+        channel_names=dict(ds.info.channel_names),
+        labels={"background": 0, "cord": cord, "lesion": lesion},
+        lesion_labels=["lesion"],
+        stages=[
+            StageSpec(
+                name="cord",
+                labels={"cord": [cord, lesion]},
+                input=FullInput(orientation="sct:RPI"),
+                plan=PlanSettings(device=device, patch_size=cord_patch_size),
+                settings=common,
+                output={"cord": cord},
+            ),
+            StageSpec(
+                name="lesion",
+                labels={"lesion": [lesion]},
+                input=CenterlineCropInput(
+                    source="cord", spacing=[spacing] * 3, window=[window, window]
+                ),
+                plan=PlanSettings(device=device, patch_size=patch_size, normalization="nyul"),
+                settings=common,
+                output={"lesion": lesion},
+            ),
+        ],
+    )
+
+
+def spine(
+    ds: Dataset,
+    *,
+    heatmap_shape: list[int] | None = None,
+    margin_mm: float = 10.0,
+    device: str | None = None,
+    patch_size: list[int] | None = None,
+    settings: list[str] | None = None,
+) -> PipelineSpec:
+    """Heatmap of the spine on the whole image resized to 128×64×64 (z, y, x) at LPS → its
+    box grown by ``margin_mm`` → vertebra segmentation inside the box."""
+    labels = _foreground(ds)
+    shape = list(heatmap_shape or [128, 64, 64])
+    common = list(settings or [])
+    return PipelineSpec(
+        name=f"{ds.name}-spine",
+        recipe="spine",
+        dataset=str(ds.root),
+        channel_names=dict(ds.info.channel_names),
+        labels={"background": 0, **labels},
+        stages=[
+            StageSpec(
+                name="locate",
+                model="heatmap",
+                labels={"spine": sorted(labels.values())},
+                input=FullInput(orientation="LPS", shape=shape),
+                plan=PlanSettings(device=device),
+                settings=common,
+            ),
+            StageSpec(
+                name="segment",
+                labels={k: [v] for k, v in labels.items()},
+                input=BBoxCropInput(source="locate", margin_mm=[margin_mm] * 3),
+                plan=PlanSettings(device=device, patch_size=patch_size),
+                settings=common,
+                output={k: v for k, v in labels.items()},
+            ),
+        ],
+    )
+
+
+def cascade(
+    ds: Dataset,
+    *,
+    num_folds: int = 5,
+    device: str | None = None,
+    patch_size: list[int] | None = None,
+    settings: list[str] | None = None,
+) -> PipelineSpec:
+    """``3d_lowres`` (k folds) → ``3d_cascade_fullres`` trained on the lower stage's
+    cross-validated predictions (one-hot channels, ovseg's mask augmentation)."""
+    labels = _foreground(ds)
+    folds = [str(k) for k in range(num_folds)]
+    common = list(settings or [])
+    stage_labels = {k: [v] for k, v in labels.items()}
+    return PipelineSpec(
+        name=f"{ds.name}-cascade",
+        recipe="cascade",
+        dataset=str(ds.root),
+        channel_names=dict(ds.info.channel_names),
+        labels={"background": 0, **labels},
+        stages=[
+            StageSpec(
+                name="lowres",
+                labels=stage_labels,
+                input=FullInput(),
+                plan=PlanSettings(
+                    configuration="3d_lowres",
+                    device=device,
+                    patch_size=patch_size,
+                    num_folds=num_folds,
+                ),
+                folds=folds,
+                settings=common,
+            ),
+            StageSpec(
+                name="fullres",
+                labels=stage_labels,
+                input=PreviousPredictionInput(source="lowres"),
+                plan=PlanSettings(device=device, patch_size=patch_size, num_folds=num_folds),
+                train_from="predictions",
+                mask_augmentation=True,
+                settings=common,
+                output={k: k_v for k, k_v in labels.items()},
+            ),
+        ],
+    )
+
+
+def init_pipeline(
+    recipe: str,
+    dataset: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    **options,
+) -> PipelineSpec:
+    """Write ``pipeline.json`` of ``recipe`` for ``dataset`` into the folder ``out``."""
+    builders = {"cord-lesion": cord_lesion, "spine": spine, "cascade": cascade}
+    if recipe not in builders:
+        raise VoxsegError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+    out = Path(out)
+    if (out / "pipeline.json").exists() and not force:
+        raise VoxsegError(f"{out / 'pipeline.json'} exists; use --force to replace it")
+    spec = builders[recipe](Dataset(dataset), **options)
+    write_spec(spec, out)
+    return spec

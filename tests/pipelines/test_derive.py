@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from voxseg.io import Image
+from voxseg.pipelines import (
+    BBoxCropInput,
+    CenterlineCropInput,
+    PipelineRunner,
+    PipelineSpec,
+    StageSpec,
+    crop_bbox,
+    crop_centerline,
+    derive,
+)
+from voxseg.pipelines.derive import slice_centers
+from voxseg.spatial import code_to_direction
+
+
+def _image(rng, shape=(10, 30, 34), spacing=(2.5, 0.8, 0.8), code="RAS"):
+    return Image(
+        rng.random(shape).astype(np.float32) + 1.0,
+        spacing,
+        (12.0, -40.0, 7.5),
+        code_to_direction(code),
+    )
+
+
+def test_crop_bbox_is_exact_and_restores_in_place(rng):
+    image = _image(rng)
+    mask = np.zeros(image.shape, bool)
+    mask[4:6, 10:14, 20:23] = True
+    d = crop_bbox(image, mask, [5.0, 2.0, 1.0])
+    # margins: ceil(5/2.5)=2, ceil(2/0.8)=3, ceil(1/0.8)=2 voxels
+    assert d.image.shape == (6, 10, 7)
+    np.testing.assert_array_equal(d.image.array[0], image.array[2:8, 7:17, 18:25])
+    corner = image.geometry.index_to_physical(np.array([2, 7, 18]))
+    np.testing.assert_allclose(d.image.geometry.index_to_physical(np.zeros(3)), corner)
+    pred = np.ones(d.image.shape, np.uint8)
+    back = d.restore(pred)
+    assert back.shape == image.shape and back.sum() == pred.sum()
+    assert back[2:8, 7:17, 18:25].all()
+
+
+def test_slice_centers_match_scipy_and_interpolate_gaps():
+    mask = np.zeros((6, 20, 20), bool)
+    mask[0, 2:5, 3:9] = True
+    mask[3, 10:15, 11:13] = True
+    got = slice_centers(mask, (0, 5))
+    c0 = ndimage.center_of_mass(mask[0])
+    c3 = ndimage.center_of_mass(mask[3])
+    np.testing.assert_allclose(got[0], c0)
+    np.testing.assert_allclose(got[3], c3)
+    np.testing.assert_allclose(got[1], np.array(c0) + (np.array(c3) - np.array(c0)) / 3)
+    np.testing.assert_allclose(got[4], c3)  # held beyond the last slice
+
+
+@pytest.mark.parametrize("code", ["RAS", "LPI", "PRI"])
+def test_centerline_crop_follows_the_cord_and_restores_the_label(rng, code):
+    image = _image(rng, code=code)
+    # a tube along array axis 0, which is superior–inferior in these orientations
+    label = np.zeros(image.shape, np.uint8)
+    yy, xx = np.indices(image.shape[1:])
+    for z in range(image.shape[0]):
+        cy, cx = 14 + 0.6 * z, 16 - 0.5 * z
+        label[z][(yy - cy) ** 2 + (xx - cx) ** 2 <= 9] = 1
+    spec = CenterlineCropInput(source="cord", spacing=[0.8, 0.8, 0.8], window=[16, 16])
+    d = crop_centerline(image, label > 0, spec, label)
+    assert d.image.shape[1:] == (16, 16)
+    assert d.image.spacing == pytest.approx((0.8, 0.8, 0.8), rel=0.02)
+    # the cord sits in the middle of every window
+    for k in range(d.label.shape[0]):
+        if d.label[k].any():
+            cy, cx = ndimage.center_of_mass(d.label[k])
+            assert abs(cy - 7.5) <= 1.0 and abs(cx - 7.5) <= 1.0
+    back = d.restore(d.label)
+    assert back.shape == image.shape
+    dice = 2 * np.sum(back & label) / (back.sum() + label.sum())
+    assert dice > 0.9
+
+
+def _spec():
+    return PipelineSpec(
+        name="t",
+        channel_names={"0": "T2w"},
+        labels={"background": 0, "cord": 1, "lesion": 2},
+        stages=[
+            StageSpec(name="cord", labels={"cord": [1, 2]}, output={"cord": 1}),
+            StageSpec(
+                name="lesion",
+                labels={"lesion": [2]},
+                input=CenterlineCropInput(source="cord", window=[8, 8]),
+                output={"lesion": 2},
+            ),
+        ],
+    )
+
+
+class _Fixed:
+    """A stand-in predictor returning a fixed label map on its input's grid."""
+
+    def __init__(self, fill: int) -> None:
+        self.fill = fill
+        self.calls = 0
+
+    def predict(self, image):
+        from voxseg.inference import Prediction
+
+        self.calls += 1
+        return Prediction(image.with_array(np.full(image.shape, self.fill, np.uint8)))
+
+
+def test_empty_first_stage_gives_a_message_and_an_empty_result(rng):
+    image = _image(rng)
+    runner = PipelineRunner("unused", spec=_spec())
+    lesion = _Fixed(1)
+    runner._predictors = {"cord": _Fixed(0), "lesion": lesion}
+    result = runner.predict(image, case_id="case_7")
+    assert lesion.calls == 0
+    assert result.messages and "case_7" in result.messages[0] and "'lesion'" in result.messages[0]
+    assert not result.segmentation.array.any()
+    assert result.segmentation.geometry.is_close(image.geometry, atol=1e-9)
+    assert derive(_spec().stages[1], image, {"cord": np.zeros(image.shape, np.uint8)}) is None
+
+
+def test_outputs_are_combined_on_the_input_grid(rng):
+    image = _image(rng)
+    runner = PipelineRunner("unused", spec=_spec())
+    runner._predictors = {"cord": _Fixed(1), "lesion": _Fixed(1)}
+    result = runner.predict(image)
+    seg = result.segmentation
+    assert seg.geometry.is_close(image.geometry, atol=1e-9)
+    assert set(np.unique(seg.array)) == {1, 2}  # lesion windows overwrite the cord
+    assert (result.stages["lesion"].array > 0).sum() == (seg.array == 2).sum()
+
+
+def test_spec_rejects_a_source_that_is_not_an_earlier_stage():
+    with pytest.raises(ValueError, match="not an earlier stage"):
+        PipelineSpec(
+            name="t",
+            channel_names={"0": "CT"},
+            labels={"background": 0, "a": 1},
+            stages=[StageSpec(name="a", labels={"a": [1]}, input=BBoxCropInput(source="b"))],
+        )
+    data = _spec().model_dump(mode="json")
+    assert PipelineSpec.model_validate(data) == _spec()

@@ -1,0 +1,244 @@
+"""Every recipe trained and run end to end on tiny generated data (a few iterations)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from voxseg.cli import app
+from voxseg.io import read_image
+from voxseg.pipelines import (
+    PipelineRunner,
+    evaluate_pipeline,
+    finetune_pipeline,
+    init_pipeline,
+    read_spec,
+    train_pipeline,
+)
+from voxseg.synth import generate
+
+FAST = [
+    "training.epochs=1",
+    "training.iterations_per_epoch=2",
+    "training.val_iterations=0",
+    "training.batch_size=2",
+    "training.num_workers=0",
+    "prediction.tta=false",
+    "logging.snapshots=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _same_grid(pred_path, image_path):
+    pred, image = read_image(pred_path), read_image(image_path)
+    assert pred.geometry.differences(image.geometry, atol=1e-6) == []
+
+
+@pytest.fixture(scope="module")
+def cord(tmp_path_factory):
+    """A cord-lesion pipeline made, trained, run and evaluated through the CLI."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cord")
+    ds = generate(
+        "cord",
+        root / "Dataset001_Cord",
+        num_train=4,
+        num_test=2,
+        shape=(8, 40, 40),
+        lesion_free_fraction=0.0,
+    )
+    pipe = root / "pipe"
+    cli = CliRunner()
+    sets = [a for s in FAST for a in ("--set", s)]
+    steps = [
+        [
+            "pipeline",
+            "init",
+            "cord-lesion",
+            str(ds),
+            str(pipe),
+            "--spacing",
+            "1.0",
+            "--window",
+            "16",
+            "--patch-size",
+            "16x16x16",
+            "--device",
+            "cpu",
+            *sets,
+        ],
+        ["pipeline", "train", str(pipe), str(ds), "--device", "cpu"],
+        [
+            "pipeline",
+            "predict",
+            str(pipe),
+            str(ds / "imagesTs"),
+            str(root / "out"),
+            "--device",
+            "cpu",
+            "--no-tta",
+            "--save-stages",
+        ],
+        [
+            "pipeline",
+            "evaluate",
+            str(pipe),
+            str(ds),
+            "--device",
+            "cpu",
+            "--no-tta",
+            "-o",
+            str(root / "eval"),
+        ],
+    ]
+    for args in steps:
+        result = cli.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    return ds, pipe, root
+
+
+def test_cord_lesion_outputs_lie_on_the_input_grid(cord):
+    ds, pipe, root = cord
+    for image in sorted((ds / "imagesTs").iterdir()):
+        case = image.name.replace("_0000.nii.gz", "")
+        _same_grid(root / "out" / f"{case}.nii.gz", image)
+        for stage in ("cord", "lesion"):
+            _same_grid(root / "out" / "stages" / stage / f"{case}.nii.gz", image)
+    plans = json.loads((pipe / "stages" / "lesion" / "plans.json").read_text())
+    assert plans["normalization"][0]["scheme"].endswith("nyul_normalization")
+    assert plans["configurations"]["3d_fullres"]["spacing"] == [1.0, 1.0, 1.0]
+    crop = read_image(next((pipe / "work" / "raw" / "lesion" / "imagesTr").iterdir()))
+    assert crop.shape[1:] == (16, 16)
+
+
+def test_cord_lesion_evaluation_reports_lesion_detection(cord):
+    _, _, root = cord
+    report = json.loads((root / "eval" / "pipeline_summary.json").read_text())
+    assert report["num_cases"] == 2 and set(report["dice"]) == {"cord", "lesion"}
+    lesion = report["lesions"]["lesion"]
+    assert lesion["n_ref"] >= 1
+    assert lesion["detected_ref"] == sum(c["detected_ref"] for c in lesion["per_case"].values())
+    assert report["seconds_per_case"] > 0
+
+
+def test_pipeline_folder_is_movable(cord, tmp_path):
+    import shutil
+
+    ds, pipe, _ = cord
+    moved = tmp_path / "moved"
+    shutil.copytree(pipe, moved, ignore=shutil.ignore_patterns("work"))
+    shutil.rmtree(moved / "stages" / "cord" / "fold_all" / "validation", ignore_errors=True)
+    image = read_image(next((ds / "imagesTs").iterdir()))
+    a = PipelineRunner(pipe, device="cpu", tta=False).predict(image).segmentation.array
+    b = PipelineRunner(moved, device="cpu", tta=False).predict(image).segmentation.array
+    np.testing.assert_array_equal(a, b)
+
+
+def test_spine_heatmap_then_crop(tmp_path):
+    ds = generate(
+        "spine", tmp_path / "Dataset002_Spine", num_train=4, num_test=1, shape=(16, 48, 48)
+    )
+    pipe = tmp_path / "pipe"
+    init_pipeline(
+        "spine",
+        ds,
+        pipe,
+        heatmap_shape=[32, 16, 16],
+        device="cpu",
+        patch_size=[16, 32, 32],
+        settings=FAST,
+    )
+    train_pipeline(pipe, ds, device="cpu", quiet=True)
+    config = json.loads((pipe / "stages" / "locate" / "config.json").read_text())
+    assert config["loss"]["name"].endswith("HeatmapMSELoss")
+    locate_plan = json.loads((pipe / "stages" / "locate" / "plans.json").read_text())
+    assert locate_plan["configurations"]["3d_fullres"]["patch_size"] == [32, 16, 16]
+    raw = tmp_path / "Dataset002_Spine" / "imagesTr"
+    for crop in (pipe / "work" / "raw" / "segment" / "imagesTr").iterdir():
+        whole = read_image(raw / crop.name)
+        assert np.prod(read_image(crop).shape) <= np.prod(whole.shape)
+    image_path = next((ds / "imagesTs").iterdir())
+    result = PipelineRunner(pipe, device="cpu", tta=False).predict(read_image(image_path))
+    assert result.segmentation.geometry.differences(read_image(image_path).geometry, 1e-6) == []
+    for img in result.stages.values():
+        assert img.shape == result.segmentation.shape
+
+
+def test_cascade_trains_on_cross_validated_predictions(tmp_path):
+    ds = generate(
+        "organs", tmp_path / "Dataset003_Organs", num_train=4, num_test=1, shape=(16, 32, 32)
+    )
+    pipe = tmp_path / "pipe"
+    init_pipeline(
+        "cascade", ds, pipe, num_folds=2, device="cpu", patch_size=[16, 16, 16], settings=FAST
+    )
+    train_pipeline(pipe, ds, device="cpu", quiet=True)
+    spec = read_spec(pipe)
+    n = len(spec.stage("lowres").labels)
+    splits = json.loads((ds / "splits.json").read_text())
+    for k, fold in enumerate(splits):
+        for case in fold["val"]:
+            label = read_image(ds / "labelsTr" / f"{case}.nii.gz").array
+            # the prediction the trainer's validation wrote for this held-out case
+            cv = read_image(
+                pipe / "stages" / "lowres" / f"fold_{k}" / "validation" / f"{case}.nii.gz"
+            ).array
+            channels = [
+                read_image(
+                    pipe / "work" / "raw" / "fullres" / "imagesTr" / f"{case}_{c:04d}.nii.gz"
+                ).array
+                for c in range(1, n + 1)
+            ]
+            for v, ch in enumerate(channels, start=1):
+                np.testing.assert_array_equal(ch, (cv == v).astype(np.float32))
+            assert any(not np.array_equal(ch, label == v) for v, ch in enumerate(channels, 1))
+    config = json.loads((pipe / "stages" / "fullres" / "config.json").read_text())
+    assert config["augmentation"]["intensity_order"][-1].endswith("previous_mask_augmentation")
+    image_path = next((ds / "imagesTs").iterdir())
+    result = PipelineRunner(pipe, device="cpu", tta=False).predict(read_image(image_path))
+    assert result.segmentation.geometry.differences(read_image(image_path).geometry, 1e-6) == []
+
+
+def test_finetune_one_stage_reports_before_and_after(cord, tmp_path):
+    _, pipe, _ = cord
+    new = generate(
+        "cord",
+        tmp_path / "Dataset004_NewCord",
+        num_train=4,
+        num_test=0,
+        shape=(8, 40, 40),
+        seed=5,
+        lesion_free_fraction=0.0,
+    )
+    out = tmp_path / "tuned"
+    report = finetune_pipeline(pipe, new, "lesion", out, device="cpu", tta=False, quiet=True)
+    assert report["held_out_split"] == "Tr" and len(report["held_out_cases"]) == 1
+    assert report["held_out_cases"][0] not in report["trained_on"]
+    assert set(report["before"]) == set(report["after"]) == {"dice", "lesions", "seconds_per_case"}
+    assert (out / "finetune_report.json").is_file()
+    old = load_file(pipe / "stages" / "lesion" / "fold_all" / "weights.safetensors")
+    tuned = load_file(out / "stages" / "lesion" / "fold_all" / "weights.safetensors")
+    assert any(not torch.equal(old[k], tuned[k]) for k in old)
+    same = load_file(out / "stages" / "cord" / "fold_all" / "weights.safetensors")
+    orig = load_file(pipe / "stages" / "cord" / "fold_all" / "weights.safetensors")
+    assert all(torch.equal(same[k], orig[k]) for k in orig)
+    evaluate_pipeline(
+        out,
+        new,
+        tmp_path / "e",
+        split="Tr",
+        cases=report["held_out_cases"],
+        device="cpu",
+        tta=False,
+        quiet=True,
+    )

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from voxseg.io.image import Geometry
+from voxseg.pipelines.heatmap import HeatmapMSELoss, heatmap_target, physical_box
+
+
+def test_heatmap_target_is_scipys_gaussian_scaled_to_one():
+    mask = np.zeros((12, 14, 16), np.float32)
+    mask[4:8, 5:9, 3:12] = 1
+    mask[0, 0, 0] = 1  # touches the border
+    got = heatmap_target(torch.from_numpy(mask)[None, None], sigma=1.5)[0, 0].numpy()
+    ref = ndimage.gaussian_filter(mask.astype(np.float64), 1.5, mode="mirror", truncate=4.0)
+    np.testing.assert_allclose(got, ref / ref.max(), atol=1e-5)
+    empty = heatmap_target(torch.zeros(1, 1, 6, 6, 6), 1.0)
+    assert float(empty.abs().max()) == 0.0
+
+
+def test_heatmap_loss_is_zero_for_the_target_and_positive_otherwise():
+    seg = torch.zeros(2, 1, 10, 10, 10, dtype=torch.long)
+    seg[:, :, 3:7, 3:7, 3:7] = 1
+    loss = HeatmapMSELoss(num_classes=2, sigma=1.0)
+    heat = heatmap_target(seg > 0, 1.0).clamp(1e-6, 1 - 1e-6)
+    logits = torch.cat([torch.zeros_like(heat), torch.logit(heat.double()).float()], 1)
+    assert float(loss(logits, seg)) == pytest.approx(0.0, abs=1e-9)
+    assert float(loss(torch.zeros(2, 2, 10, 10, 10), seg)) > 0.01
+    with pytest.raises(ValueError):
+        HeatmapMSELoss(num_classes=3)
+
+
+def test_physical_box_of_a_voxel_box():
+    direction = np.array([[0, 0, -1.0], [0, 1.0, 0], [1.0, 0, 0]])  # x axis flipped (R→L)
+    g = Geometry((10, 20, 30), (2.0, 1.0, 0.5), (5.0, -3.0, 7.0), direction)
+    lo, hi = physical_box([(2, 4), (0, 20), (10, 30)], g)
+    # index (z, y, x) → LPS: x_phys = 5 - 0.5 * x, y_phys = -3 + y, z_phys = 7 + 2 z
+    np.testing.assert_allclose(lo, [5 - 0.5 * 29.5, -3 - 0.5, 7 + 2 * 1.5])
+    np.testing.assert_allclose(hi, [5 - 0.5 * 9.5, -3 + 19.5, 7 + 2 * 3.5])
