@@ -98,7 +98,7 @@ class ModelFolder:
 
     @property
     def in_channels(self) -> int:
-        return self.info.num_channels + int(getattr(self.plan_config, "extra_channels", 0))
+        return self.info.num_channels
 
     def to_model_space(self, image: Any, roi: Any) -> tuple[Any, Any, Any]:
         """``(image, roi, restore)``: the input laid out as the network was trained (the same

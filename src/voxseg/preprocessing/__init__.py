@@ -1,5 +1,6 @@
 """Preprocessing: normalisation, resampling and the chunked preprocessed store."""
 
+from voxseg.preprocessing import nyul  # noqa: F401  (registers the "nyul" normalisation)
 from voxseg.preprocessing.inverse import restore_to_original
 from voxseg.preprocessing.normalization import NORMALIZATIONS, normalize, scheme_for_channel
 from voxseg.preprocessing.preprocessor import preprocess_case, preprocess_dataset

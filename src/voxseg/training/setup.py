@@ -115,7 +115,7 @@ class TrainingSetup:
 
     @property
     def in_channels(self) -> int:
-        return self.dataset.info.num_channels + int(getattr(self.plan_config, "extra_channels", 0))
+        return self.dataset.info.num_channels
 
     @property
     def ignore_label(self) -> int | None:
