@@ -42,6 +42,13 @@ def _as_image(image: Image | np.ndarray | sitk.Image) -> Image:
     return Image(arr)
 
 
+def _mirror_axes(plan_config: Any) -> tuple[int, ...]:
+    """The axes TTA may flip: the plan's list when it has one (an empty list: none, as an
+    nnU-Net model trained without mirroring), else every spatial axis."""
+    axes = getattr(plan_config, "mirror_axes", None)
+    return tuple(axes) if axes is not None else tuple(range(len(plan_config.patch_size)))
+
+
 class Predictor:
     """Predicts with one model folder (one or several folds, ensembled by averaging logits).
 
@@ -76,7 +83,7 @@ class Predictor:
             tta=tta,
             batch_windows=batch_windows,
             amp=amp_dtype(amp, self.device),
-            mirror_axes=tuple(getattr(pc, "mirror_axes", None) or range(len(pc.patch_size))),
+            mirror_axes=_mirror_axes(pc),
         )
         self.networks = networks or self.model.load_networks(self.device)
         self.postprocessing = self._postprocessing() if postprocess else []

@@ -9,7 +9,18 @@ from voxseg.io.image import (
     identity_direction,
     to_sitk,
 )
-from voxseg.io.vtp import PolyData, mask_to_surface, read_vtp, write_vtp
+
+_VTP_NAMES = ("PolyData", "mask_to_surface", "read_vtp", "write_vtp")
+
+
+def __getattr__(name: str):
+    """VTK takes seconds to import: load :mod:`voxseg.io.vtp` only when a mesh is used."""
+    if name in _VTP_NAMES:
+        from voxseg.io import vtp
+
+        return getattr(vtp, name)
+    raise AttributeError(f"module 'voxseg.io' has no attribute {name!r}")
+
 
 __all__ = [
     "PSEUDO_3D_SPACING",
