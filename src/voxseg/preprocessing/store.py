@@ -168,7 +168,9 @@ class PreprocessedStore:
                 np.save(f, array)
         else:
             chunks, blocks = blosc2_chunk_params(array.shape, patch, array.itemsize)
-            params = {"codec": blosc2.Codec.ZSTD, "clevel": 8}
+            # ZSTD level 3: the ratio of level 8 at ~1/10 of its time (a resampled CT case:
+            # 141 MB float32 -> 4.35x in 1.6 s vs 4.33x in 14.8 s at level 8, one thread)
+            params = {"codec": blosc2.Codec.ZSTD, "clevel": 3}
             params.update(cparams or {})
             extra = {"dparams": {"nthreads": 1}} if "nthreads" in params else {}
             nd = blosc2.asarray(
