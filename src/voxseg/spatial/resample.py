@@ -323,6 +323,50 @@ def _labels_present(seg: np.ndarray) -> np.ndarray:
     return np.unique(seg)
 
 
+def _class_boxes(seg: np.ndarray, classes: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """Bounding box ``[(start, stop)] * 3`` of every class, in one pass over the array."""
+    from scipy.ndimage import find_objects
+
+    lo = int(classes[0])
+    shifted = (
+        (seg.astype(np.int64, copy=False) - lo + 1) if seg.dtype != bool else seg.view(np.uint8) + 1
+    )
+    found = find_objects(shifted.astype(np.int32, copy=False))
+    return {int(v): [(sl.start, sl.stop) for sl in found[int(v) - lo]] for v in classes}
+
+
+def _box_size(box: list[tuple[int, int]]) -> int:
+    return int(np.prod([b - a for a, b in box]))
+
+
+def _box_scores(seg, value, box, mats, max_slab_voxels):
+    """Yield ``(output region, linear score)`` of one class's indicator, computed from its
+    bounding box only and in slabs along the first output axis."""
+    out_ranges = []
+    for (a, b), m in zip(box, mats, strict=True):
+        rows = torch.nonzero((m[:, a:b] != 0).any(1)).flatten()
+        if rows.numel() == 0:  # the class sits between the samples of a downsampling
+            return
+        out_ranges.append((int(rows[0]), int(rows[-1]) + 1))
+    (oz0, oz1), (oy0, oy1), (ox0, ox1) = out_ranges
+    (z0, z1), (y0, y1), (x0, x1) = box
+    mz, my, mx = mats
+    my_sub, mx_sub = my[oy0:oy1, y0:y1], mx[ox0:ox1, x0:x1]
+    step = max(1, max_slab_voxels // max(1, (oy1 - oy0) * (ox1 - ox0)))
+    dev = mz.device
+    for c0 in range(oz0, oz1, step):
+        c1 = min(c0 + step, oz1)
+        cols = torch.nonzero((mz[c0:c1, z0:z1] != 0).any(0)).flatten()
+        if cols.numel() == 0:
+            continue
+        a0, a1 = z0 + int(cols[0]), z0 + int(cols[-1]) + 1
+        x = torch.from_numpy((seg[a0:a1, y0:y1, x0:x1] == value).astype(np.float32)).to(dev)
+        t = x @ mx_sub.T
+        t = torch.einsum("yk,zkx->zyx", my_sub, t)
+        t = torch.einsum("zk,kyx->zyx", mz[c0:c1, a0:a1], t)
+        yield (slice(c0, c1), slice(oy0, oy1), slice(ox0, ox1)), t.cpu().numpy()
+
+
 def resample_labels(
     seg: np.ndarray,
     new_shape: Sequence[int],
@@ -359,33 +403,47 @@ def resample_labels(
         return seg.copy()
     orders = _orders(1, separate_z_axis, order_z)
     dev = _as_device(device)
-    plan = _Plan.build(seg.shape, new_shape, orders, dev, max_slab_voxels)
+    mats = [
+        torch.from_numpy(interpolation_matrix(n_in, n_out, o)).to(dev, torch.float32)
+        for n_in, n_out, o in zip(seg.shape, new_shape, orders, strict=True)
+    ]
     classes = _labels_present(seg)
-    out = np.full(new_shape, classes[0], dtype=seg.dtype)
-    best = np.full(new_shape, -1.0, dtype=np.float32)
+    boxes = _class_boxes(seg, classes)
+    # The class with the largest box (usually background) gets no pass of its own: the class
+    # indicators sum to 1 and every interpolation row sums to 1, so its score is 1 - the sum
+    # of the others. Every other class is interpolated only inside its bounding box.
+    rest = max(classes, key=lambda c: (_box_size(boxes[c.item()]), -c.item())).item()
+    out = np.full(new_shape, rest, dtype=seg.dtype)
+    best = np.zeros(new_shape, dtype=np.float32)
+    total = np.zeros(new_shape, dtype=np.float32)
     peak: dict[int, tuple[float, int]] = {}
-    plane = new_shape[1] * new_shape[2]
     for cls in classes:
         value = cls.item()
-
-        def rows(r0: int, r1: int, value: Any = value) -> torch.Tensor:
-            return torch.from_numpy((seg[r0:r1] == value).astype(np.float32)).to(dev)
-
-        def sink(o0: int, o1: int, block: torch.Tensor, value: Any = value) -> None:
-            score = block.cpu().numpy()
-            wins = score > best[o0:o1]
-            np.copyto(best[o0:o1], score, where=wins)
-            np.copyto(out[o0:o1], value, where=wins)
+        if value == rest:
+            continue
+        for region, score in _box_scores(seg, value, boxes[value], mats, max_slab_voxels):
+            wins = score > best[region]  # ascending classes: ties keep the lower label
+            np.copyto(best[region], score, where=wins)
+            np.copyto(out[region], value, where=wins)
+            total[region] += score
             i = int(np.argmax(score))
             if score.flat[i] > peak.get(value, (-1.0, 0))[0]:
-                peak[value] = (float(score.flat[i]), o0 * plane + i)
-
-        plan.run(rows, sink)
+                index = np.unravel_index(i, score.shape)
+                flat = np.ravel_multi_index(
+                    tuple(r.start + k for r, k in zip(region, index, strict=True)), new_shape
+                )
+                peak[value] = (float(score.flat[i]), int(flat))
+    rest_score = 1.0 - total
+    total = None
+    takes_rest = (rest_score > best) | ((rest_score == best) & (out > rest))
+    np.copyto(out, rest, where=takes_rest)
+    peak[rest] = (1.0, int(np.argmax(rest_score)))
+    rest_score = takes_rest = None
     best = None  # free the running maximum before the checks below
     missing = np.setdiff1d(classes, _labels_present(out))
     for cls in missing:
         value = cls.item()
-        score, flat = peak[value]
+        score, flat = peak.get(value, (0.0, 0))
         if score > 0:
             out.flat[flat] = value
         else:
