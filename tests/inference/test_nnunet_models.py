@@ -448,7 +448,7 @@ def test_preprocessing_matches_nnunet_preprocessor(nnunet_model):
     model = NnUNetModelFolder.load(model_dir)
     manager = PlansManager(str(model_dir / "plans.json"))
     dataset_json = json.loads((model_dir / "dataset.json").read_text())
-    for case in discover_inputs(images, 2):
+    for case in discover_inputs(images):
         ref, _, props = DefaultPreprocessor(verbose=False).run_case(
             [str(p) for p in case.paths], None, manager, manager.get_configuration(CONFIG),
             dataset_json,

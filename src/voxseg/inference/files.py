@@ -67,9 +67,10 @@ def _looks_like_dicom(path: Path) -> bool:
         return False
 
 
-def discover_inputs(path: str | os.PathLike[str], num_channels: int) -> list[CaseInput]:
+def discover_inputs(path: str | os.PathLike[str]) -> list[CaseInput]:
     """Cases in ``path``: a file, a DICOM series folder, a folder of DICOM series folders,
-    a folder in nnU-Net naming (``case_0000.nii.gz`` …) or one file per case."""
+    a folder in nnU-Net naming (``case_0000.nii.gz`` …) or one file per case. The number of
+    channels is checked when a case is read (one RGB file holds three)."""
     path = Path(path)
     if not path.exists():
         raise VoxsegError(f"{path}: input not found")
@@ -92,10 +93,10 @@ def discover_inputs(path: str | os.PathLike[str], num_channels: int) -> list[Cas
             singles.append(f)
     for case, channels in sorted(grouped.items()):
         expected = list(range(len(channels)))
-        if sorted(channels) != expected or (num_channels > 1 and len(channels) != num_channels):
+        if sorted(channels) != expected:
             raise VoxsegError(
-                f"{path}: case {case!r} has channel files {sorted(channels)}; the model "
-                f"expects {num_channels} (_0000 … _{num_channels - 1:04d})"
+                f"{path}: case {case!r} has channel files {sorted(channels)}; channels must be "
+                f"numbered _0000, _0001, … without gaps"
             )
         ordered = [channels[c] for c in expected]
         cases.append(CaseInput(case, ordered, file_ending(ordered[0])))
@@ -142,9 +143,7 @@ def predict_folder(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    cases = select_part(
-        discover_inputs(inputs, predictor.model.info.num_channels), num_parts, part_id
-    )
+    cases = select_part(discover_inputs(inputs), num_parts, part_id)
     report = PredictReport()
     with Progress(disable=quiet) as progress:
         task = progress.add_task("predicting", total=len(cases))

@@ -127,7 +127,7 @@ def predict_pipeline_folder(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"cases": {}, "messages": [], "skipped": []}
-    for case in discover_inputs(inputs, len(runner.spec.channel_names)):
+    for case in discover_inputs(inputs):
         target = out / f"{case.case_id}{case.ending}"
         if target.exists() and not overwrite:
             report["skipped"].append(case.case_id)
