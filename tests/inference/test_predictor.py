@@ -39,8 +39,9 @@ def raw_dir(tiny_model):
 )
 def test_output_has_the_input_geometry(tiny_model, raw_dir, direction):
     src = _test_image(raw_dir)
-    image = Image(src.array, spacing=(2.7, 0.8, 0.9), origin=(10.0, -20.5, 33.0),
-                  direction=direction)
+    image = Image(
+        src.array, spacing=(2.7, 0.8, 0.9), origin=(10.0, -20.5, 33.0), direction=direction
+    )
     pred = Predictor(tiny_model, device="cpu", tta=False).predict(image, probabilities=True)
     seg = pred.segmentation
     assert seg.array.shape == image.array.shape
@@ -65,8 +66,18 @@ def test_predicting_a_folder_in_parts_skips_finished_and_survives_bad_cases(
     (inputs / "broken_0000.nii.gz").write_bytes(b"not an image")
     out = tmp_path / "out"
     runner = CliRunner()
-    common = ["predict", "-i", str(inputs), "-o", str(out), "-m", str(tiny_model), "--no-tta",
-              "--device", "cpu"]
+    common = [
+        "predict",
+        "-i",
+        str(inputs),
+        "-o",
+        str(out),
+        "-m",
+        str(tiny_model),
+        "--no-tta",
+        "--device",
+        "cpu",
+    ]
     first = runner.invoke(app, [*common, "--num-parts", "2", "--part-id", "0"])
     done_first = sorted(p.name for p in out.iterdir() if p.name.endswith(".nii.gz"))
     second = runner.invoke(app, [*common, "--num-parts", "2", "--part-id", "1"])
@@ -89,11 +100,35 @@ def test_fold_ensemble_and_probabilities_file(tiny_model, raw_dir, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
-        ["predict", "-i", str(sorted((raw_dir / "imagesTs").iterdir())[0]), "-o", str(out),
-         "-m", str(tiny_model), "--folds", "all", "--save-probabilities", "--overlays",
-         "--device", "cpu"],
+        [
+            "predict",
+            "-i",
+            str(sorted((raw_dir / "imagesTs").iterdir())[0]),
+            "-o",
+            str(out),
+            "-m",
+            str(tiny_model),
+            "--folds",
+            "all",
+            "--save-probabilities",
+            "--overlays",
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 0, result.output
     npz = np.load(next(out.glob("*.npz")))
     assert npz["probabilities"].shape[0] == 4 and npz["probabilities"].dtype == np.float16
     assert len(list((out / "overlays").glob("*.png"))) == 1
+
+
+def test_tta_flips_only_axes_mirrored_in_training(tiny_model):
+    from voxseg.config import apply_overrides
+    from voxseg.inference import ModelFolder
+
+    model = ModelFolder.load(tiny_model)
+    assert Predictor(model, device="cpu").settings.mirror_axes == (0, 1, 2)
+    model.config = apply_overrides(model.config, ["augmentation.mirror.axes=[0, 1]"])
+    assert Predictor(model, device="cpu").settings.mirror_axes == (0, 1)
+    model.config = apply_overrides(model.config, ["augmentation.mirror.p_per_axis=0"])
+    assert Predictor(model, device="cpu").settings.mirror_axes == ()

@@ -42,11 +42,20 @@ def _as_image(image: Image | np.ndarray | sitk.Image) -> Image:
     return Image(arr)
 
 
-def _mirror_axes(plan_config: Any) -> tuple[int, ...]:
-    """The axes TTA may flip: the plan's list when it has one (an empty list: none, as an
-    nnU-Net model trained without mirroring), else every spatial axis."""
-    axes = getattr(plan_config, "mirror_axes", None)
-    return tuple(axes) if axes is not None else tuple(range(len(plan_config.patch_size)))
+def _mirror_axes(model: ModelFolder) -> tuple[int, ...]:
+    """The axes TTA may flip — only those the model was trained with mirrored: the plan's
+    list when it has one (nnU-Net models; empty: none), else the training augmentation's
+    mirroring (none when its probability is 0, its ``axes`` when set, else every axis). A
+    model trained without flips along an axis (e.g. to tell left from right) must not be
+    averaged over flips along it."""
+    pc = model.plan_config
+    axes = getattr(pc, "mirror_axes", None)
+    if axes is not None:
+        return tuple(axes)
+    mirror = model.config.augmentation.mirror
+    if mirror.p_per_axis == 0:
+        return ()
+    return tuple(mirror.axes) if mirror.axes is not None else tuple(range(len(pc.patch_size)))
 
 
 class Predictor:
@@ -83,7 +92,7 @@ class Predictor:
             tta=tta,
             batch_windows=batch_windows,
             amp=amp_dtype(amp, self.device),
-            mirror_axes=_mirror_axes(pc),
+            mirror_axes=_mirror_axes(self.model),
         )
         self.networks = networks or self.model.load_networks(self.device)
         self.postprocessing = self._postprocessing() if postprocess else []
