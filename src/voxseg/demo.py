@@ -15,7 +15,7 @@ class DemoSettings:
     num_train: int = 12
     num_test: int = 4
     shape: tuple[int, int, int] = (32, 64, 64)
-    epochs: int = 12
+    epochs: int = 30
     iterations: int = 25
     device: str = "auto"
     seed: int = 0

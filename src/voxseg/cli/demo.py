@@ -15,7 +15,7 @@ from voxseg.cli._app import app, console, user_errors
 def demo(
     output: Path = typer.Option(Path("demo_output"), "-o", "--output", help="Demo workspace."),
     num_train: int = typer.Option(12, help="Training cases to generate."),
-    epochs: int = typer.Option(12, help="Training epochs."),
+    epochs: int = typer.Option(30, help="Training epochs."),
     iterations: int = typer.Option(25, help="Iterations per epoch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
     seed: int = typer.Option(0, help="Phantom and training seed."),
