@@ -14,7 +14,3 @@ class DatasetError(VoxsegError):
         self.problems = list(problems or [])
         text = message if not self.problems else message + "\n" + "\n".join(self.problems)
         super().__init__(text)
-
-
-class NotBuiltYet(VoxsegError):
-    """A verb of the voxseg flow whose capability has not landed yet."""

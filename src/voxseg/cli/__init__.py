@@ -8,7 +8,6 @@ from voxseg.cli import (  # noqa: F401  (registers the verbs)
     doctor,
     ensemble,
     evaluate,
-    pending,
     pipeline,
     plan,
     postprocess,
