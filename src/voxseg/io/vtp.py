@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import vtk
@@ -36,6 +37,7 @@ from voxseg.io.image import Image
 
 CENTERLINE_RADIUS = "MaximumInscribedSphereRadius"
 CENTERLINE_ID = "CenterlineId"
+BRANCH_ID = "BranchIdTmp"
 BIFURCATION_ID = "BifurcationIdTmp"
 
 _VTK_LOCK = threading.Lock()
@@ -302,3 +304,69 @@ def _last_error(window: vtk.vtkStringOutputWindow) -> str:
         if line and not line.startswith("ERROR: In ") and "): " in line:
             return line.split("): ", 1)[1]
     return "VTK reported an error"
+
+
+def tree_polydata(branches: Sequence[Any]) -> PolyData:
+    """VMTK-style centerline of a branch tree: one polyline from the root to each outlet over
+    shared points (a child's first point is its parent's last), with the point arrays
+    ``MaximumInscribedSphereRadius``, ``CenterlineId`` (membership), ``BifurcationIdTmp``
+    (points within the radius of a branching point, else -1) and ``BranchIdTmp``.
+
+    ``branches`` are objects with ``id``, ``parent`` (-1 for a root), ``children``,
+    ``points`` (``(n, 3)`` LPS mm) and ``radii`` (``(n,)`` mm)."""
+    if not branches:
+        return PolyData(points=np.zeros((0, 3)))
+    by_id = {b.id: b for b in branches}
+    index_of: dict[int, np.ndarray] = {}
+    points, radii, branch_of = [], [], []
+    n = 0
+    order: list[Any] = []
+    queue = [b for b in branches if b.parent < 0]
+    while queue:
+        b = queue.pop(0)
+        order.append(b)
+        queue.extend(by_id[c] for c in b.children)
+    for b in order:
+        if b.parent < 0:
+            index_of[b.id] = np.arange(n, n + len(b.points))
+            pts, rad = b.points, b.radii
+        else:
+            index_of[b.id] = np.r_[index_of[b.parent][-1], np.arange(n, n + len(b.points) - 1)]
+            pts, rad = b.points[1:], b.radii[1:]
+        points.append(pts)
+        radii.append(rad)
+        branch_of.append(np.full(len(pts), b.id))
+        n += len(pts)
+    lines = []
+    for leaf in (b for b in order if not b.children):
+        parts, node = [], leaf
+        while True:
+            idx = index_of[node.id]
+            parts.insert(0, idx if not parts else idx[:-1])
+            if node.parent < 0:
+                break
+            node = by_id[node.parent]
+        lines.append(np.concatenate(parts))
+    all_points = np.concatenate(points)
+    membership = np.zeros((n, len(lines)), dtype=np.int32)
+    for j, line in enumerate(lines):
+        membership[line, j] = 1
+    bifurcation = np.full(n, -1, dtype=np.int32)
+    for j, b in enumerate(b for b in order if len(b.children) >= 2):
+        junction, r = b.points[-1], b.radii[-1]
+        for member in [b.id, *b.children]:
+            idx = index_of[member]
+            near = np.linalg.norm(all_points[idx] - junction, axis=1) <= r
+            bifurcation[idx[near]] = j
+    branch_ids = np.concatenate(branch_of).astype(np.int32)
+    branch_ids[bifurcation >= 0] = -1
+    return PolyData(
+        points=all_points,
+        lines=lines,
+        point_data={
+            CENTERLINE_RADIUS: np.concatenate(radii).astype(np.float64),
+            CENTERLINE_ID: membership,
+            BIFURCATION_ID: bifurcation,
+            BRANCH_ID: branch_ids,
+        },
+    )

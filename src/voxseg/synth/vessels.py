@@ -16,6 +16,7 @@ physical LPS mm, one polyline per path from the inlet to each outlet, point arra
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +25,7 @@ import numpy as np
 
 from voxseg.config import write_json
 from voxseg.io import Geometry, Image
-from voxseg.io.vtp import BIFURCATION_ID, CENTERLINE_ID, CENTERLINE_RADIUS, PolyData, write_vtp
+from voxseg.io.vtp import PolyData, tree_polydata, write_vtp
 from voxseg.synth._common import (
     SYNTH,
     Blob,
@@ -38,8 +39,6 @@ from voxseg.synth._common import (
     uniform,
     wobble,
 )
-
-BRANCH_ID = "BranchIdTmp"
 
 
 @dataclass
@@ -283,55 +282,9 @@ def _to_physical(points: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 
 def centerline_polydata(branches: list[Branch], geometry: Geometry) -> PolyData:
-    """VMTK-style centerline: one polyline per inlet→outlet path, shared points."""
-    index_of: dict[int, np.ndarray] = {}
-    points, radii, branch_of = [], [], []
-    n = 0
-    for b in branches:
-        if b.parent < 0:
-            new = np.arange(n, n + len(b.points))
-            index_of[b.id] = new
-            points.append(b.points)
-            radii.append(b.radii)
-            branch_of.append(np.full(len(b.points), b.id))
-        else:
-            new = np.arange(n, n + len(b.points) - 1)
-            index_of[b.id] = np.r_[index_of[b.parent][-1], new]
-            points.append(b.points[1:])
-            radii.append(b.radii[1:])
-            branch_of.append(np.full(len(b.points) - 1, b.id))
-        n += len(new)
-    pts_mm = np.concatenate(points)
-    lines = []
-    for leaf in (b for b in branches if not b.children):
-        path, node = [], leaf
-        while True:
-            path.insert(0, index_of[node.id] if not path else index_of[node.id][:-1])
-            if node.parent < 0:
-                break
-            node = branches[node.parent]
-        lines.append(np.concatenate(path))
-    membership = np.zeros((n, len(lines)), dtype=np.int32)
-    for j, line in enumerate(lines):
-        membership[line, j] = 1
-    bifurcation = np.full(n, -1, dtype=np.int32)
-    for j, b in enumerate(b for b in branches if len(b.children) >= 2):
-        junction, r = b.points[-1], b.radii[-1]
-        for member in [b.id, *b.children]:
-            idx = index_of[member]
-            near = np.linalg.norm(pts_mm[idx] - junction, axis=1) <= r
-            bifurcation[idx[near]] = j
-    branch_ids = np.concatenate(branch_of).astype(np.int32)
-    branch_ids[bifurcation >= 0] = -1
-    return PolyData(
-        points=_to_physical(pts_mm, geometry),
-        lines=lines,
-        point_data={
-            CENTERLINE_RADIUS: np.concatenate(radii).astype(np.float64),
-            CENTERLINE_ID: membership,
-            BIFURCATION_ID: bifurcation,
-            BRANCH_ID: branch_ids,
-        },
+    """VMTK-style centerline of the analytic tree, in physical LPS millimetres."""
+    return tree_polydata(
+        [dataclasses.replace(b, points=_to_physical(b.points, geometry)) for b in branches]
     )
 
 
