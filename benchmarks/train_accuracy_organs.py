@@ -26,6 +26,13 @@ def main() -> None:
     parser.add_argument("--num-test", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
     parser.add_argument("--tta", action="store_true", help="flip TTA at prediction")
+    parser.add_argument(
+        "--configuration", default="3d_fullres", help="planned configuration to train"
+    )
+    parser.add_argument(
+        "--cpu-gflops", type=float, default=5.0, help="CPU plan budget per iteration (GFLOP)"
+    )
+    parser.add_argument("--set", nargs="*", default=[], help="extra training overrides a.b=v")
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args()
 
@@ -50,14 +57,17 @@ def main() -> None:
     ds = Dataset(raw)
     pre = ws.plans_dir(ds.name)
     plans = plan_dataset(
-        load_or_compute_fingerprint(ds, pre, progress=False), ds.info, PlannerOptions(device="cpu")
+        load_or_compute_fingerprint(ds, pre, progress=False),
+        ds.info,
+        PlannerOptions(device="cpu", cpu_gflops_per_iteration=args.cpu_gflops),
     )
     write_plans(plans, pre)
+    cfg = plans.configuration(args.configuration)
     preprocess_dataset(
         ds,
         plans,
-        "3d_fullres",
-        ws.preprocessed_dir(ds.name, "default", "3d_fullres"),
+        args.configuration,
+        ws.preprocessed_dir(ds.name, "default", cfg.data_from),
         progress=False,
     )
     base = [
@@ -65,11 +75,12 @@ def main() -> None:
         "training.val_iterations=5",
         "training.device=cpu",
         "logging.snapshots=false",
+        *args.set,
     ]
 
     # measure seconds per iteration, then fit the number of epochs into the budget
     probe = apply_overrides(
-        ModelConfig(dataset=ds.name, model_name="probe"),
+        ModelConfig(dataset=ds.name, configuration=args.configuration, model_name="probe"),
         [*base, "training.epochs=2", "training.val_iterations=0"],
     )
     train_fold(probe, "all", home=ws.root, force=True, quiet=True)
@@ -81,7 +92,10 @@ def main() -> None:
         f"{args.iterations} iterations in {args.minutes:g} minutes"
     )
 
-    config = apply_overrides(ModelConfig(dataset=ds.name), [*base, f"training.epochs={epochs}"])
+    config = apply_overrides(
+        ModelConfig(dataset=ds.name, configuration=args.configuration),
+        [*base, f"training.epochs={epochs}"],
+    )
     tic = time.perf_counter()
     folder = train_fold(config, 0, home=ws.root, force=True)
     train_minutes = (time.perf_counter() - tic) / 60
@@ -105,7 +119,11 @@ def main() -> None:
         "epochs": epochs,
         "iterations_per_epoch": args.iterations,
         "seconds_per_iteration": round(seconds_per_epoch / args.iterations, 3),
-        "patch": plans.configuration("3d_fullres").patch_size,
+        "configuration": args.configuration,
+        "patch": cfg.patch_size,
+        "batch_size": cfg.batch_size,
+        "mirror_axes": cfg.mirror_axes,
+        "overrides": args.set,
         "dice_per_class": dice,
         "mean_foreground_dice": summary["foreground_mean"]["dice"],
         "predict_seconds_per_case": round(predict_seconds, 1),

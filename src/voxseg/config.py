@@ -102,11 +102,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Atomically write ``data`` (a dict or a pydantic model) as indented JSON."""
+def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> None:
+    """Atomically write ``data`` (a dict or a pydantic model) as JSON, indented unless
+    ``indent=None`` (compact, and ~30× faster for large lists: the C encoder)."""
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=False) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -99,3 +99,22 @@ def test_parallel_equals_serial(tmp_path):
     serial = compute_fingerprint(ds, samples_total=3000, progress=False)
     parallel = compute_fingerprint(ds, samples_total=3000, num_processes=2, progress=False)
     assert serial == parallel
+
+
+def test_label_centroids_match_scipy_center_of_mass():
+    from scipy import ndimage
+
+    from voxseg.data.fingerprint import label_counts_and_centroids
+
+    rng = np.random.default_rng(3)
+    seg = (rng.random((9, 13, 17)) < 0.05).astype(np.int16) * 2
+    seg[2:5, 3:9, 1:6] = 1
+    bbox = [(1, 9), (0, 13), (2, 16)]
+    counts, out = label_counts_and_centroids(seg, bbox)
+    values, n = np.unique(seg, return_counts=True)
+    assert counts == {str(v): int(c) for v, c in zip(values, n)}
+    assert set(out) == {"1", "2"}
+    for value in (1, 2):
+        com = ndimage.center_of_mass(seg == value)
+        ref = [(c - lo - (hi - lo - 1) / 2) / ((hi - lo - 1) / 2) for c, (lo, hi) in zip(com, bbox)]
+        np.testing.assert_allclose(out[str(value)], ref, atol=1e-12)

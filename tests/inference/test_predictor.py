@@ -127,7 +127,12 @@ def test_tta_flips_only_axes_mirrored_in_training(tiny_model):
     from voxseg.inference import ModelFolder
 
     model = ModelFolder.load(tiny_model)
+    plan = model.plan_config
+    plan.mirror_axes = None
     assert Predictor(model, device="cpu").settings.mirror_axes == (0, 1, 2)
+    # the plan's axes (labels that keep to one side) unless the training config names some
+    plan.mirror_axes = [1]
+    assert Predictor(model, device="cpu").settings.mirror_axes == (1,)
     model.config = apply_overrides(model.config, ["augmentation.mirror.axes=[0, 1]"])
     assert Predictor(model, device="cpu").settings.mirror_axes == (0, 1)
     model.config = apply_overrides(model.config, ["augmentation.mirror.p_per_axis=0"])

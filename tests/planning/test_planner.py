@@ -201,3 +201,52 @@ def test_orientation_permutes_spacing():
     assert sorted(full.spacing) == [0.5, 1.0, 3.0]
     assert full.spacing[2] == pytest.approx(3.0)  # ITK x (L) is the last array axis
     assert plans.orientation == "LPS"
+
+
+def _with_centroids(fp, centroids_per_case):
+    cases = [
+        c.model_copy(update={"label_centroids": cen})
+        for c, cen in zip(fp.cases, centroids_per_case, strict=True)
+    ]
+    return fp.model_copy(update={"cases": cases})
+
+
+def test_lateralised_label_removes_its_axis_from_mirroring():
+    # label 1 always on the low-x side, label 2 on both sides around the centre
+    fp = _fingerprint([(40, 90, 120)] * 4, [(3.0, 1.0, 1.0)] * 4)
+    cen = [
+        {"1": [0.05, -0.1, -0.5 - 0.05 * i], "2": [0.0, 0.1 * (-1) ** i, 0.3 * (-1) ** i]}
+        for i in range(4)
+    ]
+    plans = plan_dataset(_with_centroids(fp, cen), _info(), PlannerOptions(device="cpu"))
+    assert plans.configurations["3d_fullres"].mirror_axes == [0, 1]
+    assert plans.configurations["2d"].mirror_axes == [0]
+    assert "axis 2 (labels 1)" in plans.configurations["3d_fullres"].explanations["mirror_axes"]
+
+
+def test_centred_or_inconsistent_labels_keep_every_axis_mirrored():
+    fp = _fingerprint([(40, 90, 120)] * 4, [(3.0, 1.0, 1.0)] * 4)
+    # one case of four on the other side: 75% < the 90% agreement rule
+    cen = [{"1": [0.0, 0.1, 0.5 if i else -0.5]} for i in range(4)]
+    plans = plan_dataset(_with_centroids(fp, cen), _info(), PlannerOptions(device="cpu"))
+    assert plans.configurations["3d_fullres"].mirror_axes == [0, 1, 2]
+    assert plans.configurations["2d"].mirror_axes == [0, 1]
+
+
+def test_lateral_rule_is_applied_after_reorientation():
+    # two cases stored with array axis 2 reversed: their raw centroid along it is +0.5,
+    # which is -0.5 once reoriented like the others, so the label is lateralised
+    flipped = np.diag([1.0, 1.0, -1.0]).tolist()
+    fp = _fingerprint([(40, 90, 120)] * 4, [(3.0, 1.0, 1.0)] * 4)
+    cases = [
+        c.model_copy(
+            update={
+                "label_centroids": {"1": [0.0, 0.0, 0.5 if i < 2 else -0.5]},
+                **({"direction": flipped, "orientation": "LPI"} if i < 2 else {}),
+            }
+        )
+        for i, c in enumerate(fp.cases)
+    ]
+    fp = fp.model_copy(update={"cases": cases})
+    plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", orientation="RAS"))
+    assert len(plans.configurations["3d_fullres"].mirror_axes) == 2

@@ -126,10 +126,10 @@ def test_resume_after_a_crash(small_dataset, tmp_path, monkeypatch):
 
     real = store_module.write_json
 
-    def crash_on_c01(path, data):
+    def crash_on_c01(path, data, **kw):
         if path.name == "c01.json":
             raise RuntimeError("killed")
-        real(path, data)
+        real(path, data, **kw)
 
     monkeypatch.setattr(store_module, "write_json", crash_on_c01)
     with pytest.raises(VoxsegError, match="c01"):

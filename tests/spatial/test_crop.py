@@ -97,3 +97,21 @@ def test_bbox_of_mask():
     assert bbox_of_mask(mask, (0, 1, 20)) == [(4, 5), (4, 8), (0, 10)]
     with pytest.raises(ValueError, match="empty"):
         bbox_of_mask(np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nonzero_mask_and_crop_equal_whole_image_hole_filling(seed):
+    """Holes are filled inside the box only; the answer equals scipy on the whole image,
+    also when the nonzero region touches the image border."""
+    from scipy.ndimage import binary_fill_holes
+
+    rng = np.random.default_rng(seed)
+    data = (rng.random((1, 12, 14, 16)) < 0.55).astype(np.float32)
+    if seed % 2:
+        data[..., :2, :, :] = 0  # a box that does not reach the first slices
+    reference = binary_fill_holes(data[0] != 0)
+    np.testing.assert_array_equal(nonzero_mask(data), reference)
+    assert nonzero_bbox(data) == bbox_of_mask(reference)
+    cropped, seg, bbox = crop_to_nonzero(data)
+    inside = reference[tuple(slice(a, b) for a, b in bbox)]
+    np.testing.assert_array_equal(seg.reshape(inside.shape) == 0, inside)

@@ -9,6 +9,7 @@ over the whole range (ovseg).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,10 +58,22 @@ class ElasticConfig(_Section):
 
 
 class MirrorConfig(_Section):
-    """Flip each allowed spatial axis with ``p_per_axis`` (``axes=None``: all axes)."""
+    """Flip each allowed spatial axis with ``p_per_axis`` (``axes=None``: the plan's
+    ``mirror_axes``, and every axis when the plan has none)."""
 
     p_per_axis: float = 0.5
     axes: tuple[int, ...] | None = None
+
+    def resolved_axes(self, plan_axes: Sequence[int] | None, spatial_dims: int) -> tuple[int, ...]:
+        """The axes flipped in training and test-time augmentation: none when
+        ``p_per_axis`` is 0, else this config's ``axes``, else the plan's, else all."""
+        if self.p_per_axis == 0:
+            return ()
+        if self.axes is not None:
+            return tuple(self.axes)
+        if plan_axes is not None:
+            return tuple(int(a) for a in plan_axes)
+        return tuple(range(spatial_dims))
 
 
 class NoiseConfig(_Section):

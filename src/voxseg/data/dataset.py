@@ -179,8 +179,11 @@ class Dataset:
             a = ch.array
             arrays.extend(a if a.ndim == 4 else [a])
         first = chans[0]
+        stacked = np.empty((len(arrays), *arrays[0].shape), dtype=np.float32)
+        for i, a in enumerate(arrays):
+            stacked[i] = a  # one cast-and-copy per channel (no stacked copy to cast again)
         image = Image(
-            np.stack(arrays).astype(np.float32, copy=False),
+            stacked,
             first.spacing,
             first.origin,
             first.direction,

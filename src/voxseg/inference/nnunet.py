@@ -279,12 +279,6 @@ def _topology(arch: dict[str, Any], dims: int) -> Topology:
         )
 
 
-class NnUNetConfigurationPlan(ConfigurationPlan):
-    """A voxseg configuration converted from nnU-Net, with the checkpoint's TTA mirror axes."""
-
-    mirror_axes: list[int] | None = None
-
-
 def convert_plans(
     plans: dict[str, Any],
     dataset: dict[str, Any],
@@ -303,7 +297,7 @@ def convert_plans(
     channel_names = dataset.get("channel_names") or dataset.get("modality") or {}
     dims = len(config["patch_size"])
     arch = config["architecture"]
-    plan = NnUNetConfigurationPlan(
+    plan = ConfigurationPlan(
         name=configuration,
         spatial_dims=dims,
         spacing=[float(s) for s in config["spacing"]],

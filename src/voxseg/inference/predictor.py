@@ -43,19 +43,14 @@ def _as_image(image: Image | np.ndarray | sitk.Image) -> Image:
 
 
 def _mirror_axes(model: ModelFolder) -> tuple[int, ...]:
-    """The axes TTA may flip — only those the model was trained with mirrored: the plan's
-    list when it has one (nnU-Net models; empty: none), else the training augmentation's
-    mirroring (none when its probability is 0, its ``axes`` when set, else every axis). A
-    model trained without flips along an axis (e.g. to tell left from right) must not be
-    averaged over flips along it."""
+    """The axes TTA may flip — only those the model was trained with mirrored (see
+    :meth:`voxseg.augment.config.MirrorConfig.resolved_axes`: none when the training
+    mirroring probability is 0, else its ``axes``, else the plan's ``mirror_axes``, else
+    every axis). A model trained without flips along an axis (e.g. to tell left from right)
+    must not be averaged over flips along it."""
     pc = model.plan_config
-    axes = getattr(pc, "mirror_axes", None)
-    if axes is not None:
-        return tuple(axes)
     mirror = model.config.augmentation.mirror
-    if mirror.p_per_axis == 0:
-        return ()
-    return tuple(mirror.axes) if mirror.axes is not None else tuple(range(len(pc.patch_size)))
+    return mirror.resolved_axes(pc.mirror_axes, len(pc.patch_size))
 
 
 class Predictor:

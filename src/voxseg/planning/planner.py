@@ -41,6 +41,10 @@ MIN_BATCH = 2
 #: Crop-to-nonzero must shrink the median image by at least this share for the z-score to
 #: be computed inside the nonzero mask (nnU-Net: relative size < 3/4).
 MASK_NORM_SHRINK = 0.25
+#: Lateralised labels (see :func:`lateralised_axes`).
+LATERAL_OFFSET = 0.2
+LATERAL_AGREEMENT = 0.9
+LATERAL_MIN_CASES = 3
 
 
 class DeviceProfile(BaseModel):
@@ -97,6 +101,11 @@ def oriented_cases(fingerprint: Fingerprint, code: str | None) -> list[CaseFinge
         probe = Image(np.zeros((2, 3, 4), np.uint8), case.spacing, (0, 0, 0), case.direction)
         moved, reorientation = reorient(probe, code)
         perm = list(reorientation.transpose)
+        flip = list(reorientation.flip)
+        centroids = {
+            k: [-v[p] if f else v[p] for p, f in zip(perm, flip, strict=True)]
+            for k, v in case.label_centroids.items()
+        }
         out.append(
             case.model_copy(
                 update={
@@ -104,6 +113,7 @@ def oriented_cases(fingerprint: Fingerprint, code: str | None) -> list[CaseFinge
                     "shape_after_crop": [case.shape_after_crop[p] for p in perm],
                     "spacing": list(moved.spacing),
                     "orientation": code,
+                    "label_centroids": centroids,
                 }
             )
         )
@@ -130,6 +140,45 @@ def choose_orientation(fingerprint: Fingerprint, requested: str | None) -> tuple
         f"cases come in {len(counts)} orientations ({listed}); every case is reoriented "
         f"to the most common, {code}, so each array axis means the same anatomy "
         f"(--orientation CODE or none overrides)"
+    )
+
+
+def lateralised_axes(cases: list[CaseFingerprint]) -> tuple[list[int], str]:
+    """Array axes along which some label keeps to one side of the image, and the rule.
+
+    A label is lateralised along an axis when its centroid (scaled -1 … +1 across the
+    nonzero box) lies at least ``LATERAL_OFFSET`` from the centre on the same side in at
+    least ``LATERAL_AGREEMENT`` of the (≥ ``LATERAL_MIN_CASES``) cases that contain it —
+    a liver on one side, a spleen on the other. Mirroring along such an axis would train the
+    network on anatomy that never occurs (a spleen where the liver belongs), so it is left
+    out of training and test-time augmentation. nnU-Net mirrors every axis regardless.
+    """
+    found: dict[int, list[str]] = {}
+    for axis in range(3):
+        labels = sorted({k for c in cases for k in c.label_centroids}, key=int)
+        for label in labels:
+            pos = np.array(
+                [c.label_centroids[label][axis] for c in cases if label in c.label_centroids]
+            )
+            if pos.size < LATERAL_MIN_CASES:
+                continue
+            for sign in (1, -1):
+                if np.mean(sign * pos >= LATERAL_OFFSET) >= LATERAL_AGREEMENT:
+                    found.setdefault(axis, []).append(label)
+    if not any(c.label_centroids for c in cases):
+        return [], "no label centroids in the fingerprint: every axis is mirrored"
+    if not found:
+        return [], (
+            f"no label keeps to one side along any axis (centroid ≥ {LATERAL_OFFSET:g} "
+            f"from the centre on one side in ≥ {LATERAL_AGREEMENT:.0%} of cases): "
+            f"every axis is mirrored"
+        )
+    names = ", ".join(f"axis {a} (labels {', '.join(v)})" for a, v in sorted(found.items()))
+    return sorted(found), (
+        f"labels keep to one side along {names}: their centroid lies ≥ {LATERAL_OFFSET:g} "
+        f"(of the half-extent) from the centre on one side in ≥ {LATERAL_AGREEMENT:.0%} of "
+        f"cases, so mirroring there would show anatomy that never occurs; mirrored axes: "
+        f"the others (override: --set augmentation.mirror.axes=[...] when training)"
     )
 
 
@@ -204,6 +253,17 @@ def plan_dataset(
                 f"not planned: the 3d_fullres patch covers {coverage:.0%} of the median "
                 f"image (≥ {LOWRES_THRESHOLD:.0%})"
             )
+    lateral, lateral_rule = lateralised_axes(cases)
+    for name, cfg in configs.items():
+        axes = [a for a in range(3) if a not in lateral]
+        if cfg.spatial_dims == 2:
+            axes = [a - 1 for a in axes if a > 0]
+        configs[name] = cfg.model_copy(
+            update={
+                "mirror_axes": axes,
+                "explanations": {**cfg.explanations, "mirror_axes": lateral_rule},
+            }
+        )
     use_mask = 1.0 - fingerprint.median_relative_size_after_crop >= MASK_NORM_SHRINK
     explanations["use_mask_for_norm"] = (
         f"crop-to-nonzero keeps {fingerprint.median_relative_size_after_crop:.0%} of the "
@@ -383,8 +443,17 @@ def _configuration(
             f"the dataset's voxels per batch ({cover}), at least {MIN_BATCH}"
         )
     else:
-        batch = MIN_BATCH
-        ex["batch_size"] = f"{MIN_BATCH} on the CPU (the compute budget is per iteration)"
+        per_sample = memory.training_flops(topo, patch, in_channels, n_classes, 1)
+        limit_flops = options.cpu_gflops_per_iteration * 1e9
+        fit = int(limit_flops // per_sample) if per_sample > 0 else MIN_BATCH
+        cover = int(round(MAX_DATASET_COVERED * dataset_voxels / math.prod(patch)))
+        batch = max(MIN_BATCH, min(fit, cover))
+        ex["batch_size"] = (
+            f"as many as fit the per-iteration budget of {options.cpu_gflops_per_iteration:g} "
+            f"GFLOP ({fit}; a patch clipped to the image leaves room), at most "
+            f"{MAX_DATASET_COVERED:.0%} of the dataset's voxels per batch ({cover}), "
+            f"at least {MIN_BATCH}"
+        )
     return ConfigurationPlan(
         name=name,
         spatial_dims=dims,

@@ -54,6 +54,11 @@ class ConfigurationPlan(BaseModel):
     next_stage: str | None = None
     estimated_gpu_memory_gb: float | None = None
     estimated_training_gflops: float | None = None
+    mirror_axes: list[int] | None = Field(
+        None,
+        description="patch axes mirroring may flip, in training and test-time augmentation "
+        "(None: every axis; []: none)",
+    )
     explanations: dict[str, str] = Field(default_factory=dict)
 
     @property

@@ -54,8 +54,11 @@ def ct_normalization(mean: float, std: float, lower: float, upper: float) -> Nor
     """Clip to the dataset's foreground [p0.5, p99.5], then z-score with its mean and std."""
 
     def apply(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        out = np.clip(image.astype(np.float32, copy=False), lower, upper)
-        return ((out - mean) / max(std, _EPS)).astype(np.float32, copy=False)
+        out = np.empty(image.shape, dtype=np.float32)
+        np.clip(image, lower, upper, out=out, casting="unsafe")
+        out -= np.float32(mean)
+        out *= np.float32(1.0 / max(std, _EPS))  # in place: no full-size temporaries
+        return out
 
     return apply
 
@@ -115,7 +118,10 @@ def normalize(
     """Normalise ``data [c, z, y, x]`` channel by channel with ``(scheme, params)`` pairs."""
     if len(schemes) != data.shape[0]:
         raise ValueError(f"{len(schemes)} normalisation schemes for {data.shape[0]} channels")
-    out = np.empty(data.shape, dtype=np.float32)
-    for c, (name, params) in enumerate(schemes):
-        out[c] = NORMALIZATIONS.build(name, **params)(data[c], mask)
-    return out
+    channels = [
+        NORMALIZATIONS.build(name, **params)(data[c], mask)
+        for c, (name, params) in enumerate(schemes)
+    ]
+    if len(channels) == 1:  # no stacked copy of a single channel
+        return np.ascontiguousarray(channels[0], dtype=np.float32)[None]
+    return np.stack(channels).astype(np.float32, copy=False)

@@ -33,8 +33,7 @@ def bbox_of_mask(mask: np.ndarray, margin_voxels: int | Sequence[int] = 0) -> BB
     return box
 
 
-def nonzero_mask(data: np.ndarray) -> np.ndarray:
-    """nnU-Net's ``create_nonzero_mask`` of ``[c, z, y, x]``: any channel != 0, holes filled."""
+def _any_nonzero(data: np.ndarray) -> np.ndarray:
     if data.ndim == 3:
         data = data[None]
     if data.ndim != 4:
@@ -42,12 +41,35 @@ def nonzero_mask(data: np.ndarray) -> np.ndarray:
     mask = data[0] != 0
     for c in range(1, data.shape[0]):
         mask |= data[c] != 0
-    return binary_fill_holes(mask)
+    return mask
+
+
+def _fill_holes_in_box(mask: np.ndarray, bbox: BBox) -> np.ndarray:
+    """``binary_fill_holes(mask)``, computed inside ``bbox`` only (in place).
+
+    Outside the box everything is background, so a background voxel inside the box that
+    reaches the box's faces reaches the outside (or the image border): filling inside the
+    box alone gives the same result. A mask with no background in the box is already full.
+    """
+    sl = _slices(bbox)
+    inner = mask[sl]
+    if not inner.all():
+        mask[sl] = binary_fill_holes(inner)
+    return mask
+
+
+def nonzero_mask(data: np.ndarray) -> np.ndarray:
+    """nnU-Net's ``create_nonzero_mask`` of ``[c, z, y, x]``: any channel != 0, holes filled."""
+    mask = _any_nonzero(data)
+    if not mask.any():
+        return mask
+    return _fill_holes_in_box(mask, bbox_of_mask(mask))
 
 
 def nonzero_bbox(data: np.ndarray) -> BBox:
-    """Box of :func:`nonzero_mask`; the full extent when everything is zero (as nnU-Net)."""
-    mask = nonzero_mask(data)
+    """Box of :func:`nonzero_mask`; the full extent when everything is zero (as nnU-Net).
+    Filling holes never grows the box, so it is skipped here."""
+    mask = _any_nonzero(data)
     if not mask.any():
         return [(0, n) for n in mask.shape]
     return bbox_of_mask(mask)
@@ -64,11 +86,13 @@ def crop_to_nonzero(
     the mask is returned in its place. ``nonzero_label=None`` leaves ``seg`` untouched (and
     returns None for a missing one). ``seg`` is ``[z, y, x]`` or ``[1, z, y, x]``.
     """
-    mask = nonzero_mask(data)
+    mask = _any_nonzero(data)
     bbox = [(0, n) for n in mask.shape] if not mask.any() else bbox_of_mask(mask)
     sl = _slices(bbox)
     data = data[sl]
     mask = mask[sl]
+    if not mask.all():
+        mask = binary_fill_holes(mask)
     if seg is not None:
         seg = seg[sl].copy()
         if nonzero_label is not None:

@@ -312,27 +312,36 @@ def resample_data(
     return out[0] if squeeze else out
 
 
-def _labels_present(seg: np.ndarray) -> np.ndarray:
-    """Sorted unique labels, by counting when the range is small (much faster than unique)."""
+def _as_unsigned(seg: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(labels - lo as an unsigned array, lo)`` without copying when already ≥ 0."""
     if seg.dtype == bool:
-        return np.flatnonzero([(~seg).any(), seg.any()]).astype(bool)
-    lo, hi = int(seg.min()), int(seg.max())
-    if hi - lo < 1 << 20:
-        counts = np.bincount((seg.ravel() - lo).astype(np.intp, copy=False), minlength=hi - lo + 1)
-        return (np.flatnonzero(counts) + lo).astype(seg.dtype)
+        return np.ascontiguousarray(seg).view(np.uint8), 0
+    lo = min(0, int(seg.min()))
+    if lo == 0 and seg.dtype.kind == "u":
+        return np.ascontiguousarray(seg), 0
+    if lo == 0:
+        return np.ascontiguousarray(seg).view(seg.dtype.str.replace("i", "u")), 0
+    shifted = seg.astype(np.int64) - lo
+    return shifted.astype(np.min_scalar_type(int(shifted.max()))), lo
+
+
+def _labels_present(seg: np.ndarray) -> np.ndarray:
+    """Sorted unique labels (numpy's hash-based ``unique``: no sort, no int64 copy)."""
     return np.unique(seg)
 
 
-def _class_boxes(seg: np.ndarray, classes: np.ndarray) -> dict[int, list[tuple[int, int]]]:
-    """Bounding box ``[(start, stop)] * 3`` of every class, in one pass over the array."""
-    from scipy.ndimage import find_objects
+def _class_boxes(seg: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """Bounding box ``[(start, stop)] * 3`` of every label present, in one C pass
+    (``cc3d.statistics``, which counts and boxes every value of a label image)."""
+    import cc3d
 
-    lo = int(classes[0])
-    shifted = (
-        (seg.astype(np.int64, copy=False) - lo + 1) if seg.dtype != bool else seg.view(np.uint8) + 1
-    )
-    found = find_objects(shifted.astype(np.int32, copy=False))
-    return {int(v): [(sl.start, sl.stop) for sl in found[int(v) - lo]] for v in classes}
+    u, lo = _as_unsigned(seg)
+    stats = cc3d.statistics(u)
+    counts = stats["voxel_counts"]
+    return {
+        int(i) + lo: [(sl.start, sl.stop) for sl in stats["bounding_boxes"][i]]
+        for i in np.flatnonzero(counts)
+    }
 
 
 def _box_size(box: list[tuple[int, int]]) -> int:
@@ -407,8 +416,8 @@ def resample_labels(
         torch.from_numpy(interpolation_matrix(n_in, n_out, o)).to(dev, torch.float32)
         for n_in, n_out, o in zip(seg.shape, new_shape, orders, strict=True)
     ]
-    classes = _labels_present(seg)
-    boxes = _class_boxes(seg, classes)
+    boxes = _class_boxes(seg)
+    classes = np.array(sorted(boxes), dtype=seg.dtype)
     # The class with the largest box (usually background) gets no pass of its own: the class
     # indicators sum to 1 and every interpolation row sums to 1, so its score is 1 - the sum
     # of the others. Every other class is interpolated only inside its bounding box.

@@ -130,8 +130,13 @@ class Trainer:
             ignore_label=setup.ignore_label,
             deep_supervision_weights=self._ds_weights(),
         ).to(self.device)
+        aug = self.cfg.augmentation
+        mirror_axes = aug.mirror.resolved_axes(
+            getattr(setup.plan_config, "mirror_axes", None), len(setup.patch_size)
+        )
+        aug = aug.model_copy(update={"mirror": aug.mirror.model_copy(update={"axes": mirror_axes})})
         self.augment = build_augmentation(
-            self.cfg.augmentation,
+            aug,
             spatial_dims=len(setup.patch_size),
             patch_size=tuple(setup.patch_size),
             dummy_2d=setup.dummy_2d,
