@@ -112,9 +112,12 @@ def test_label_centroids_match_scipy_center_of_mass():
     bbox = [(1, 9), (0, 13), (2, 16)]
     counts, out = label_counts_and_centroids(seg, bbox)
     values, n = np.unique(seg, return_counts=True)
-    assert counts == {str(v): int(c) for v, c in zip(values, n)}
+    assert counts == {str(v): int(c) for v, c in zip(values, n, strict=True)}
     assert set(out) == {"1", "2"}
     for value in (1, 2):
         com = ndimage.center_of_mass(seg == value)
-        ref = [(c - lo - (hi - lo - 1) / 2) / ((hi - lo - 1) / 2) for c, (lo, hi) in zip(com, bbox)]
+        ref = [
+            (c - lo - (hi - lo - 1) / 2) / ((hi - lo - 1) / 2)
+            for c, (lo, hi) in zip(com, bbox, strict=True)
+        ]
         np.testing.assert_allclose(out[str(value)], ref, atol=1e-12)
