@@ -32,6 +32,13 @@ def main() -> None:
     parser.add_argument(
         "--cpu-gflops", type=float, default=5.0, help="CPU plan budget per iteration (GFLOP)"
     )
+    parser.add_argument("--base-features", type=int, default=None, help="plan override")
+    parser.add_argument(
+        "--patch-size", type=int, nargs="+", default=None, help="plan override (3 or 2 values)"
+    )
+    parser.add_argument(
+        "--no-postprocessing", action="store_true", help="skip `postprocess determine`"
+    )
     parser.add_argument("--set", nargs="*", default=[], help="extra training overrides a.b=v")
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args()
@@ -44,6 +51,7 @@ def main() -> None:
     from voxseg.evaluation import evaluate_folder, summary_table
     from voxseg.inference import Predictor, predict_folder
     from voxseg.planning import PlannerOptions, plan_dataset, write_plans
+    from voxseg.postprocess import determine_postprocessing
     from voxseg.preprocessing.preprocessor import preprocess_dataset
     from voxseg.synth import generate
     from voxseg.training import ModelConfig, train_fold
@@ -59,7 +67,12 @@ def main() -> None:
     plans = plan_dataset(
         load_or_compute_fingerprint(ds, pre, progress=False),
         ds.info,
-        PlannerOptions(device="cpu", cpu_gflops_per_iteration=args.cpu_gflops),
+        PlannerOptions(
+            device="cpu",
+            cpu_gflops_per_iteration=args.cpu_gflops,
+            base_features=args.base_features,
+            patch_size=args.patch_size,
+        ),
     )
     write_plans(plans, pre)
     cfg = plans.configuration(args.configuration)
@@ -99,6 +112,15 @@ def main() -> None:
     tic = time.perf_counter()
     folder = train_fold(config, 0, home=ws.root, force=True)
     train_minutes = (time.perf_counter() - tic) / 60
+    # nnU-Net's last step: post-processing chosen on the fold's validation cases (the
+    # full-case predictions training wrote), saved in the model folder, applied by predict
+    steps = []
+    if args.no_postprocessing:
+        (folder.parent / "postprocessing.json").unlink(missing_ok=True)
+    else:
+        steps = determine_postprocessing(
+            folder / "validation", raw / "labelsTr", dataset=raw, output_dir=folder.parent
+        )
     predictions = args.work / "predictions"
     tic = time.perf_counter()
     predictor = Predictor(folder.parent, folds=["0"], device="cpu", tta=args.tta)
@@ -124,6 +146,7 @@ def main() -> None:
         "batch_size": cfg.batch_size,
         "mirror_axes": cfg.mirror_axes,
         "overrides": args.set,
+        "postprocessing": steps,
         "dice_per_class": dice,
         "mean_foreground_dice": summary["foreground_mean"]["dice"],
         "predict_seconds_per_case": round(predict_seconds, 1),

@@ -148,6 +148,24 @@ def test_cpu_plan_is_small_and_within_the_compute_budget():
     assert training_flops(gpu.topology, gpu.patch_size, 1, 3, 2) > 500 * 5e9
 
 
+def test_cpu_batch_fills_the_budget_when_the_patch_is_clipped_to_the_image():
+    fp = _fingerprint([(40, 64, 64)] * 6, [(3.0, 1.0, 1.0)] * 6)
+    plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu"))
+    two_d = plans.configurations["2d"]
+    assert two_d.patch_size == [64, 64]  # the whole slice
+    per_sample = training_flops(two_d.topology, two_d.patch_size, 1, 3, 1)
+    cover = round(0.05 * 6 * 40 * 64 * 64 / (64 * 64))  # ≤ 5% of the dataset per batch
+    assert two_d.batch_size == min(int(5e9 // per_sample), cover) > 2
+    full = plans.configurations["3d_fullres"]
+    assert training_flops(full.topology, full.patch_size, 1, 3, full.batch_size) <= 5e9
+
+
+def test_base_features_override():
+    fp = _fingerprint([(40, 64, 64)] * 3, [(3.0, 1.0, 1.0)] * 3)
+    plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", base_features=4))
+    assert plans.configurations["3d_fullres"].topology.features_per_stage[0] == 4
+
+
 def test_pseudo_3d_dataset_plans_only_2d():
     fp = _fingerprint([(1, 300, 400), (1, 280, 420), (1, 320, 380)], [(999.0, 0.5, 0.5)] * 3)
     plans = plan_dataset(fp, _info(channels=("R", "G", "B")), PlannerOptions())

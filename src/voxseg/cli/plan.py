@@ -42,6 +42,9 @@ def plan(
     cpu_gflops: float = typer.Option(
         5.0, "--cpu-gflops", help="CPU plans: GFLOPs per training iteration (≈ 1 s at 5)."
     ),
+    base_features: int | None = typer.Option(
+        None, "--base-features", help="First-stage features (default: 32 GPU, 8 CPU)."
+    ),
     spacing: tuple[float, float, float] | None = typer.Option(
         None, "--spacing", help="Target spacing Z Y X in mm (overrides the rule)."
     ),
@@ -73,6 +76,7 @@ def plan(
         device=device or default_device(),
         gpu_memory_gb=gpu_memory_gb,
         cpu_gflops_per_iteration=cpu_gflops,
+        base_features=base_features,
         orientation=orientation,
         spacing=list(spacing) if spacing else None,
         patch_size=parse_ints(patch_size, "--patch-size"),

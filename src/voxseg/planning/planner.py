@@ -74,6 +74,9 @@ class PlannerOptions(BaseModel):
     spacing: list[float] | None = Field(None, description="override of the 3D target spacing")
     patch_size: list[int] | None = Field(None, description="override: 3 values 3D, 2 values 2D")
     network: str = "unet"
+    base_features: int | None = Field(
+        None, ge=1, description="override of the device's first-stage feature count"
+    )
 
 
 def default_device() -> Literal["cuda", "cpu"]:
@@ -204,6 +207,8 @@ def plan_dataset(
     n_in = fingerprint.num_channels
     k = num_classes(info)
     profile = PROFILES[options.device]
+    if options.base_features is not None:
+        profile = profile.model_copy(update={"base_features": options.base_features})
     n_voxels = float(np.prod(median_shape)) * len(cases)
     is_2d = all(c.shape[0] == 1 for c in cases)
     configs: dict[str, ConfigurationPlan] = {}
