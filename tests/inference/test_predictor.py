@@ -137,3 +137,19 @@ def test_tta_flips_only_axes_mirrored_in_training(tiny_model):
     assert Predictor(model, device="cpu").settings.mirror_axes == (0, 1)
     model.config = apply_overrides(model.config, ["augmentation.mirror.p_per_axis=0"])
     assert Predictor(model, device="cpu").settings.mirror_axes == ()
+
+
+def test_default_windows_per_pass_follow_the_device():
+    import torch
+
+    from voxseg.inference.predictor import default_batch_windows
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert default_batch_windows(torch.device("cpu")) == 2
+        torch.set_num_threads(16)
+        assert default_batch_windows(torch.device("cpu")) == 4
+    finally:
+        torch.set_num_threads(threads)
+    assert default_batch_windows(torch.device("cuda")) == 4

@@ -57,3 +57,14 @@ def test_regions_painted_in_order(rng):
 def test_probabilities_sum_to_one(rng):
     probs = probabilities_from_logits(_logits(rng), (9, 12, 14))
     np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1, atol=3e-3)
+
+
+def test_argmax_channels_equals_argmax_with_ties_to_the_lowest_channel():
+    from voxseg.inference.export import argmax_channels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (5, 7, 9), generator=g).float()  # many ties
+    assert torch.equal(argmax_channels(x).long(), x.argmax(0))
+    y = torch.randn(3, 6, 8, generator=g)
+    assert argmax_channels(y).dtype == torch.uint8
+    assert torch.equal(argmax_channels(y).long(), y.argmax(0))

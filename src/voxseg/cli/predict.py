@@ -25,7 +25,9 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Flip test-time augmentation."),
     step: float = typer.Option(0.5, help="Window step as a fraction of the patch."),
-    batch_windows: int = typer.Option(4, help="Windows per forward pass."),
+    batch_windows: int | None = typer.Option(
+        None, help="Windows per forward pass (default: 4 on a GPU, torch's threads ≤ 4 on a CPU)."
+    ),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write per-class probabilities (.npz)."
     ),
