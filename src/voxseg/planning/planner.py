@@ -156,9 +156,11 @@ def lateralised_axes(cases: list[CaseFingerprint]) -> tuple[list[int], str]:
     network on anatomy that never occurs (a spleen where the liver belongs), so it is left
     out of training and test-time augmentation. nnU-Net mirrors every axis regardless.
     """
+    labels = sorted({k for c in cases for k in c.label_centroids}, key=int)
+    if not labels:
+        return [], "no label centroids in the fingerprint: every axis is mirrored"
     found: dict[int, list[str]] = {}
     for axis in range(3):
-        labels = sorted({k for c in cases for k in c.label_centroids}, key=int)
         for label in labels:
             pos = np.array(
                 [c.label_centroids[label][axis] for c in cases if label in c.label_centroids]
@@ -168,8 +170,6 @@ def lateralised_axes(cases: list[CaseFingerprint]) -> tuple[list[int], str]:
             for sign in (1, -1):
                 if np.mean(sign * pos >= LATERAL_OFFSET) >= LATERAL_AGREEMENT:
                     found.setdefault(axis, []).append(label)
-    if not any(c.label_centroids for c in cases):
-        return [], "no label centroids in the fingerprint: every axis is mirrored"
     if not found:
         return [], (
             f"no label keeps to one side along any axis (centroid ≥ {LATERAL_OFFSET:g} "

@@ -90,9 +90,7 @@ def crop_to_nonzero(
     bbox = [(0, n) for n in mask.shape] if not mask.any() else bbox_of_mask(mask)
     sl = _slices(bbox)
     data = data[sl]
-    mask = mask[sl]
-    if not mask.all():
-        mask = binary_fill_holes(mask)
+    mask = _fill_holes_in_box(mask, bbox)[sl]
     if seg is not None:
         seg = seg[sl].copy()
         if nonzero_label is not None:

@@ -325,11 +325,6 @@ def _as_unsigned(seg: np.ndarray) -> tuple[np.ndarray, int]:
     return shifted.astype(np.min_scalar_type(int(shifted.max()))), lo
 
 
-def _labels_present(seg: np.ndarray) -> np.ndarray:
-    """Sorted unique labels (numpy's hash-based ``unique``: no sort, no int64 copy)."""
-    return np.unique(seg)
-
-
 def _class_boxes(seg: np.ndarray) -> dict[int, list[tuple[int, int]]]:
     """Bounding box ``[(start, stop)] * 3`` of every label present, in one C pass
     (``cc3d.statistics``, which counts and boxes every value of a label image)."""
@@ -449,7 +444,7 @@ def resample_labels(
     peak[rest] = (1.0, int(np.argmax(rest_score)))
     rest_score = takes_rest = None
     best = None  # free the running maximum before the checks below
-    missing = np.setdiff1d(classes, _labels_present(out))
+    missing = np.setdiff1d(classes, np.unique(out))
     for cls in missing:
         value = cls.item()
         score, flat = peak.get(value, (0.0, 0))
