@@ -79,7 +79,8 @@ class TrainingConfig(_Strict):
     batch_size: int | None = Field(None, ge=1, description="per process; default: the plan's")
     grad_clip: float | None = 12.0
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
-        "auto", description="auto: bf16 (fp16 if unsupported) on CUDA, off on CPU/MPS"
+        "auto",
+        description="auto: bf16 on CUDA (fp16 if unsupported) and on CPUs with AMX, else off",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     seed: int = 0
