@@ -286,6 +286,12 @@ def main() -> None:
     parser.add_argument("--features", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--patch", type=int, nargs=3, default=[48, 96, 96])
     parser.add_argument("--tta", choices=["off", "on", "both"], default="both")
+    parser.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "bf16", "off"],
+        help="voxseg's network precision (auto: bf16 on CPUs with AMX); nnU-Net: float32",
+    )
     parser.add_argument("--workdir", type=Path, default=HERE / "_work" / "predict_vs_nnunet")
     args = parser.parse_args()
     stride = 2 ** (len(args.features) - 1)
@@ -309,16 +315,23 @@ def main() -> None:
                 cmd = [nn_python, __file__, "_run", tool, str(stats), *argv]
             else:
                 argv = ["predict", "-i", str(images), "-o", str(out), "-m", str(model)]
-                argv += ["--device", "cpu", "--tta" if tta else "--no-tta"]
+                argv += ["--device", "cpu", "--tta" if tta else "--no-tta", "--amp", args.amp]
                 cmd = [sys.executable, __file__, "_run", tool, str(stats), *argv]
             print(f"running {tool} (TTA {'on' if tta else 'off'}) ...", flush=True)
             result = measure(cmd, env if tool == "nnunet" else dict(os.environ), stats)
             rows.append((tool, tta, result))
             outs[tool] = out / "ct_000.nii.gz"
         print(f"  TTA {'on' if tta else 'off'}: {agreement(outs['nnunet'], outs['voxseg'])}")
+    import torch
+
+    from voxseg.devices import amp_dtype
+
+    precision = amp_dtype(args.amp, torch.device("cpu")) or torch.float32
     print(
         f"\nvolume {tuple(args.shape)} at {TEST_SPACING} mm, network PlainConvUNet "
-        f"{args.features}, patch {tuple(args.patch)}, CPU threads {os.cpu_count()}\n"
+        f"{args.features}, patch {tuple(args.patch)}, CPU threads {os.cpu_count()}; "
+        f"voxseg network precision {str(precision).removeprefix('torch.')} "
+        f"(--amp {args.amp}), nnU-Net float32\n"
     )
     head = f"{'tool':<8}{'TTA':<5}{'total s':>9}{'forward s':>11}{'overhead s':>12}"
     head += f"{'overhead %':>12}{'peak RSS GB':>13}{'forwards':>10}"

@@ -30,9 +30,15 @@ def main() -> None:
         "--configuration", default="3d_fullres", help="planned configuration to train"
     )
     parser.add_argument(
-        "--cpu-gflops", type=float, default=5.0, help="CPU plan budget per iteration (GFLOP)"
+        "--cpu-gflops",
+        type=float,
+        default=5.0,
+        help="CPU plan budget per iteration (GFLOP)",
     )
     parser.add_argument("--base-features", type=int, default=None, help="plan override")
+    parser.add_argument(
+        "--spacing", type=float, nargs=3, default=None, help="plan override of the 3D spacing"
+    )
     parser.add_argument(
         "--patch-size", type=int, nargs="+", default=None, help="plan override (3 or 2 values)"
     )
@@ -72,6 +78,7 @@ def main() -> None:
             cpu_gflops_per_iteration=args.cpu_gflops,
             base_features=args.base_features,
             patch_size=args.patch_size,
+            spacing=args.spacing,
         ),
     )
     write_plans(plans, pre)
@@ -143,6 +150,8 @@ def main() -> None:
         "seconds_per_iteration": round(seconds_per_epoch / args.iterations, 3),
         "configuration": args.configuration,
         "patch": cfg.patch_size,
+        "spacing": [round(s, 3) for s in cfg.spacing],
+        "features": cfg.topology.features_per_stage,
         "batch_size": cfg.batch_size,
         "mirror_axes": cfg.mirror_axes,
         "overrides": args.set,

@@ -12,7 +12,7 @@ from voxseg.data.dataset import DatasetInfo
 from voxseg.data.fingerprint import CaseFingerprint, ChannelStats, Fingerprint
 from voxseg.planning import PlannerOptions, plan_dataset, read_plans, write_plans
 from voxseg.planning.memory import gpu_training_bytes, training_flops
-from voxseg.planning.rules import pooling_plan, target_spacing
+from voxseg.planning.rules import features_per_stage, pooling_plan, target_spacing
 
 EYE = np.eye(3).tolist()
 
@@ -139,7 +139,7 @@ def test_more_gpu_memory_gives_a_larger_patch_or_batch():
 def test_cpu_plan_is_small_and_within_the_compute_budget():
     fp = _fingerprint([(150, 512, 512)] * 3, [(2.5, 0.8, 0.8)] * 3)
     gpu = plan_dataset(fp, _info(), PlannerOptions(device="cuda")).configurations["3d_fullres"]
-    cpu_plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu"))
+    cpu_plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", cpu_gflops_per_iteration=5))
     cpu = cpu_plans.configurations["3d_fullres"]
     assert cpu.topology.features_per_stage[0] == 8
     assert max(cpu.topology.features_per_stage) <= 128
@@ -150,7 +150,7 @@ def test_cpu_plan_is_small_and_within_the_compute_budget():
 
 def test_cpu_batch_fills_the_budget_when_the_patch_is_clipped_to_the_image():
     fp = _fingerprint([(40, 64, 64)] * 6, [(3.0, 1.0, 1.0)] * 6)
-    plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu"))
+    plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", cpu_gflops_per_iteration=5))
     two_d = plans.configurations["2d"]
     assert two_d.patch_size == [64, 64]  # the whole slice
     per_sample = training_flops(two_d.topology, two_d.patch_size, 1, 3, 1)
@@ -158,6 +158,26 @@ def test_cpu_batch_fills_the_budget_when_the_patch_is_clipped_to_the_image():
     assert two_d.batch_size == min(int(5e9 // per_sample), cover) > 2
     full = plans.configurations["3d_fullres"]
     assert training_flops(full.topology, full.patch_size, 1, 3, full.batch_size) <= 5e9
+
+
+def test_cpu_plan_with_a_fixed_patch_narrows_the_network_to_the_budget():
+    fp = _fingerprint([(128, 64, 64)] * 3, [(1.0, 1.0, 1.0)] * 3)
+    opts = PlannerOptions(device="cpu", patch_size=[128, 64, 64], cpu_gflops_per_iteration=5)
+    full = plan_dataset(fp, _info(), opts).configurations["3d_fullres"]
+    assert full.patch_size == [128, 64, 64]  # the user's patch is kept
+    assert full.topology.features_per_stage[0] < 8
+    flops = training_flops(full.topology, full.patch_size, 1, 3, 2)
+    n = len(full.topology.features_per_stage)
+    base = full.topology.features_per_stage[0]
+    wider = full.topology.model_copy(
+        update={"features_per_stage": features_per_stage(n, 2 * base, 128)}
+    )
+    # the narrowest width at or above 4 that meets the budget, or 4 when none does
+    assert flops <= 5e9 or full.topology.features_per_stage[0] == 4
+    assert training_flops(wider, full.patch_size, 1, 3, 2) > 5e9
+    assert "narrowed" in full.explanations["patch_size"]
+    user = plan_dataset(fp, _info(), opts.model_copy(update={"base_features": 8}))
+    assert user.configurations["3d_fullres"].topology.features_per_stage[0] == 8
 
 
 def test_base_features_override():

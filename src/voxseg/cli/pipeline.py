@@ -36,7 +36,10 @@ def init(
     out: Path = typer.Argument(..., help="Pipeline folder to create."),
     spacing: float = typer.Option(0.5, help="cord-lesion: isotropic spacing of the crop (mm)."),
     window: int = typer.Option(48, help="cord-lesion: in-plane window (voxels) along the cord."),
-    heatmap_shape: str = typer.Option("128x64x64", help="spine: heatmap input shape ZxYxX."),
+    heatmap_shape: str | None = typer.Option(
+        None,
+        help="spine: heatmap input shape ZxYxX (default 128x64x64 on a GPU, 64x32x32 on a CPU).",
+    ),
     margin_mm: float = typer.Option(10.0, help="spine: margin around the located box (mm)."),
     num_folds: int = typer.Option(5, "--folds", help="cascade: folds of the lower stage."),
     patch_size: str | None = typer.Option(None, help="Patch size ZxYxX of the last stage."),

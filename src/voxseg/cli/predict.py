@@ -39,6 +39,11 @@ def predict(
     overwrite: bool = typer.Option(False, help="Predict cases whose output exists again."),
     overlays: bool = typer.Option(False, "--overlays", help="Write an overlay PNG per case."),
     postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess"),
+    amp: str = typer.Option(
+        "auto",
+        help="Network precision: auto (bf16 on CUDA and on CPUs with AMX, else float32), "
+        "bf16, fp16 or off (float32).",
+    ),
 ) -> None:
     """Predict every case in INPUT and write label maps in the input geometry to OUTPUT."""
     from voxseg.inference import Predictor, predict_folder
@@ -53,6 +58,7 @@ def predict(
         batch_windows=batch_windows,
         checkpoint=checkpoint,
         postprocess=postprocess,
+        amp=amp,
     )
     report = predict_folder(
         predictor,

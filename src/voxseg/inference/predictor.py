@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from voxseg.devices import amp_dtype, pick_device
 from voxseg.errors import VoxsegError
 from voxseg.inference.export import (
     labels_from_logits,
@@ -20,7 +21,6 @@ from voxseg.inference.export import (
 from voxseg.inference.model import ModelFolder
 from voxseg.inference.sliding_window import WindowSettings, predict_logits
 from voxseg.io import Image, from_sitk
-from voxseg.training.trainer import amp_dtype, pick_device
 
 
 @dataclass

@@ -137,13 +137,13 @@ def predict_logits(
                 if dims:
                     out = torch.flip(out, dims)
                 summed = out if summed is None else summed + out
-        summed = (summed / (len(networks) * len(flips))).to(acc_device)
+        summed = summed.div_(len(networks) * len(flips)).to(acc_device)
         for w, pred in zip(chunk, summed, strict=True):
             if two_d:
-                logits[w[0], :, w[1], w[2]] += pred * gauss
+                logits[w[0], :, w[1], w[2]].addcmul_(pred, gauss)
                 weight[w[0], w[1], w[2]] += gauss
             else:
-                logits[(slice(None), *w)] += pred * gauss
+                logits[(slice(None), *w)].addcmul_(pred, gauss)
                 weight[w] += gauss
         if progress is not None:
             progress(len(chunk))

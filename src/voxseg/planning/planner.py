@@ -38,6 +38,14 @@ LOWRES_THRESHOLD = 0.25
 LOWRES_SPACING_STEP = 1.03
 MAX_DATASET_COVERED = 0.05
 MIN_BATCH = 2
+#: CPU per-iteration budget (GFLOP at batch 2). On a CPU with AMX, where training runs
+#: under bf16 autocast, 2.5× this budget trains as fast per iteration (organs phantoms:
+#: 11.6 GFLOP at patch 28×48×48 in 0.16 s vs 4.3 GFLOP at 20×40×32 in 0.167 s in float32),
+#: but that larger patch reached a lower held-out Dice in 15 minutes (0.51 vs 0.69): the
+#: budget stays and AMX buys more iterations instead.
+CPU_GFLOPS = 5.0
+#: A CPU plan with a fixed patch narrows its network to meet the budget, down to this width.
+MIN_CPU_BASE_FEATURES = 4
 #: Crop-to-nonzero must shrink the median image by at least this share for the z-score to
 #: be computed inside the nonzero mask (nnU-Net: relative size < 3/4).
 MASK_NORM_SHRINK = 0.25
@@ -69,7 +77,9 @@ class PlannerOptions(BaseModel):
     plan_name: str = "default"
     device: Literal["cuda", "cpu"] = "cuda"
     gpu_memory_gb: float = Field(8.0, gt=0)
-    cpu_gflops_per_iteration: float = Field(5.0, gt=0)
+    cpu_gflops_per_iteration: float = Field(
+        CPU_GFLOPS, gt=0, description="CPU plans: training GFLOPs per iteration at batch 2"
+    )
     orientation: str | None = None
     spacing: list[float] | None = Field(None, description="override of the 3D target spacing")
     patch_size: list[int] | None = Field(None, description="override: 3 values 3D, 2 values 2D")
@@ -279,6 +289,11 @@ def plan_dataset(
         f"planned for {options.device}: features {profile.base_features}·2^i capped at "
         f"{profile.max_features_3d} (3D) / {profile.max_features_2d} (2D)"
     )
+    if options.device == "cpu":
+        explanations["device"] += (
+            f"; {options.cpu_gflops_per_iteration:g} GFLOP per training iteration at batch "
+            f"{MIN_BATCH}"
+        )
     explanations["orientation"] = orientation_rule
     return Plans(
         plan_name=options.plan_name,
@@ -421,6 +436,26 @@ def _configuration(
         )
     pool, topo, shrunk = _fit_patch(spacing, median_shape, initial, cost, limit, features)
     patch = list(pool.patch_size)
+    base = profile.base_features
+    if options.device == "cpu" and patch_override is not None and options.base_features is None:
+        # The user fixed the patch (e.g. a whole resized image): fit the width to the budget.
+        cpu_limit = options.cpu_gflops_per_iteration * 1e9
+        while cost(topo, patch) > cpu_limit and base // 2 >= MIN_CPU_BASE_FEATURES:
+            base //= 2
+            pool, topo, _ = _fit_patch(
+                spacing,
+                median_shape,
+                patch,
+                cost,
+                math.inf,
+                lambda n, b=base: rules.features_per_stage(n, b, cap),
+            )
+        if base != profile.base_features:
+            ex["patch_size"] += (
+                f"; features narrowed to {base}·2^i for the CPU budget of "
+                f"{options.cpu_gflops_per_iteration:g} GFLOP per iteration at batch {MIN_BATCH} "
+                f"({cost(topo, patch) / 1e9:.1f} GFLOP, at least {MIN_CPU_BASE_FEATURES}·2^i)"
+            )
     if patch_override is None:
         side = "256³" if dims == 3 else "2048²"
         ex["patch_size"] = (
@@ -434,7 +469,7 @@ def _configuration(
         f"pool an axis while its spacing is within 2x of the finest and its feature map "
         f"stays ≥ {rules.MIN_FEATURE_MAP_EDGE}: {len(pool.strides)} stages, pools per axis "
         f"{pool.num_pool_per_axis}; kernel 3 once an axis is within 2x of the finest "
-        f"spacing, else 1; features {profile.base_features}·2^i capped at {cap}"
+        f"spacing, else 1; features {base}·2^i capped at {cap}"
     )
     act_bytes = memory.gpu_training_bytes(topo, patch, in_channels, n_classes, 1)
     if options.device == "cuda":

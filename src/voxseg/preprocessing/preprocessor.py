@@ -80,6 +80,19 @@ def sample_foreground_locations(
     return out
 
 
+#: Schemes whose result never depends on the nonzero mask (``zscore`` only with
+#: ``use_mask`` false); any other scheme, a user's included, gets the mask.
+MASK_FREE_SCHEMES = frozenset({"ct", "none", "rescale_to_0_1", "rgb_to_0_1"})
+
+
+def uses_nonzero_mask(schemes: list[tuple[str, dict]]) -> bool:
+    """Whether normalising with ``schemes`` needs nnU-Net's hole-filled nonzero mask."""
+    return not all(
+        name in MASK_FREE_SCHEMES or (name == "zscore" and not params.get("use_mask", False))
+        for name, params in schemes
+    )
+
+
 def preprocess_case(
     image: Image,
     plans: Plans,
@@ -92,7 +105,7 @@ def preprocess_case(
 ) -> tuple[np.ndarray, np.ndarray | None, CaseMeta]:
     """Preprocess one in-memory case: ``(data [c, z, y, x] float32, seg [1, z, y, x] or None,
     meta)``. Used by :func:`preprocess_dataset` and by the predictor on new images."""
-    from voxseg.spatial.crop import crop_to_nonzero
+    from voxseg.spatial.crop import crop, crop_to_nonzero, nonzero_bbox
     from voxseg.spatial.orientation import reorient
     from voxseg.spatial.resample import (
         compute_new_shape,
@@ -124,12 +137,17 @@ def preprocess_case(
         if seg is not None:
             seg = reorientation.apply(seg)
     shape_before_crop = list(image.shape)
-    data, crop_seg, bbox = crop_to_nonzero(image.array, seg, nonzero_label=-1)
-    mask = crop_seg >= 0
     schemes = [(n.scheme, n.params) for n in plans.normalization]
-    data = normalize(data, schemes, mask)
-    if seg is not None:
-        seg = np.where(crop_seg < 0, 0, crop_seg).astype(seg.dtype, copy=False)
+    if uses_nonzero_mask(schemes):
+        data, crop_seg, bbox = crop_to_nonzero(image.array, seg, nonzero_label=-1)
+        data = normalize(data, schemes, crop_seg >= 0)
+        if seg is not None:
+            seg = np.where(crop_seg < 0, 0, crop_seg).astype(seg.dtype, copy=False)
+    else:  # the same box; the hole-filled mask is only needed for masked statistics
+        bbox = nonzero_bbox(image.array)
+        data = normalize(crop(image.array, bbox), schemes)
+        if seg is not None:
+            seg = crop(seg, bbox)
     spacing_before = list(image.spacing)
     spacing_after = target_spacing_for(cfg, image.spacing)
     cropped_shape = list(data.shape[1:])

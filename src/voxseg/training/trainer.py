@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch.utils.data import DataLoader
 
 from voxseg.config import write_json
+from voxseg.devices import amp_dtype, pick_device
 from voxseg.errors import VoxsegError
 from voxseg.sampling import PatchBatches, build_sampler
 from voxseg.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
@@ -43,46 +44,6 @@ def config_hash(config: ModelConfig) -> str:
     """Hash of the settings that change the result (not logging or worker counts)."""
     data = config.model_dump(mode="json", exclude={"logging": True, "training": {"num_workers"}})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bf16 in hardware (Intel AMX tiles).
-
-    Measured on 2 cores of such a CPU (PlainConvUNet 8–128 features, 2×1×32×64×64): a
-    training step 0.58 s in float32, 0.22 s under bf16 autocast; inference at 2×1×48×96×96
-    0.80 s vs 0.30 s. Without AMX, bf16 convolutions are emulated and slower than float32.
-    """
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe is not None and probe())
-
-
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``setting`` on ``device``; ``None`` runs in float32.
-
-    ``auto``: bf16 on CUDA (fp16 where bf16 is unsupported) and on CPUs with AMX; float32
-    elsewhere (other CPUs, MPS).
-    """
-    if setting == "off":
-        return None
-    if setting == "fp16":
-        return torch.float16
-    if setting == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return None
 
 
 @dataclass
