@@ -33,10 +33,12 @@ from voxseg.pipelines import (
     train_pipeline,
     write_spec,
 )
+from voxseg.pipelines.recipes import LESION_SETTINGS
 from voxseg.synth import generate
 
 
 def settings(epochs: int, iterations: int) -> list[str]:
+    """Training settings of every stage of both methods."""
     return [
         f"training.epochs={epochs}",
         f"training.iterations_per_epoch={iterations}",
@@ -90,9 +92,10 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> list[tuple[str, dict
     else:
         init_pipeline("spine", ds_root, pipe, device="cpu", settings=sets)
     single = work / f"{kind}_single"
-    single_model(
-        ds, single, settings(2 * args.epochs, args.iterations), ["lesion"] * (kind == "cord")
-    )
+    single_sets = settings(2 * args.epochs, args.iterations)
+    if kind == "cord":  # the lesion stage's oversampling, so the baseline gets it too
+        single_sets += list(LESION_SETTINGS)
+    single_model(ds, single, single_sets, ["lesion"] * (kind == "cord"))
     for name, folder in (("pipeline", pipe), ("single model", single)):
         tic = time.perf_counter()
         train_pipeline(folder, ds_root, device="cpu", quiet=True)
