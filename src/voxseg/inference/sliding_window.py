@@ -147,12 +147,13 @@ def predict_logits(
                 weight[w] += gauss
         if progress is not None:
             progress(len(chunk))
-    covered = weight > 0
+    # Uncovered voxels hold 0 in both sums, so they stay 0 (in place: no full-size copies).
+    weight.clamp_(min=1e-12)
     if two_d:
-        logits = torch.where(covered[:, None], logits / weight.clamp(min=1e-12)[:, None], 0.0)
+        logits.div_(weight[:, None])
         logits = logits[:, :, region[0], region[1]].permute(1, 0, 2, 3)
     else:
-        logits = torch.where(covered[None], logits / weight.clamp(min=1e-12)[None], 0.0)
+        logits.div_(weight[None])
         logits = logits[(slice(None), *region)]
     assert tuple(logits.shape[1:]) == full_shape
     return logits
