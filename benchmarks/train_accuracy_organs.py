@@ -30,10 +30,7 @@ def main() -> None:
         "--configuration", default="3d_fullres", help="planned configuration to train"
     )
     parser.add_argument(
-        "--cpu-gflops",
-        type=float,
-        default=5.0,
-        help="CPU plan budget per iteration (GFLOP)",
+        "--cpu-gflops", type=float, default=5.0, help="CPU plan budget per iteration (GFLOP)"
     )
     parser.add_argument("--base-features", type=int, default=None, help="plan override")
     parser.add_argument(

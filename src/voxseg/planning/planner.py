@@ -442,13 +442,9 @@ def _configuration(
         cpu_limit = options.cpu_gflops_per_iteration * 1e9
         while cost(topo, patch) > cpu_limit and base // 2 >= MIN_CPU_BASE_FEATURES:
             base //= 2
-            pool, topo, _ = _fit_patch(
-                spacing,
-                median_shape,
-                patch,
-                cost,
-                math.inf,
-                lambda n, b=base: rules.features_per_stage(n, b, cap),
+            n = len(topo.features_per_stage)  # same patch, same pooling: only the width changes
+            topo = topo.model_copy(
+                update={"features_per_stage": rules.features_per_stage(n, base, cap)}
             )
         if base != profile.base_features:
             ex["patch_size"] += (
