@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -292,6 +293,9 @@ def main() -> None:
         choices=["auto", "bf16", "off"],
         help="voxseg's network precision (auto: bf16 on CPUs with AMX); nnU-Net: float32",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per tool (alternating); medians reported"
+    )
     parser.add_argument("--workdir", type=Path, default=HERE / "_work" / "predict_vs_nnunet")
     args = parser.parse_args()
     stride = 2 ** (len(args.features) - 1)
@@ -302,7 +306,12 @@ def main() -> None:
     nn_python = str(VENV / "bin" / "python")
     env = _nnunet_env(work)
     rows = []
-    for tta in {"off": [False], "on": [True], "both": [False, True]}[args.tta]:
+    runs = [
+        (tta, rep)
+        for tta in {"off": [False], "on": [True], "both": [False, True]}[args.tta]
+        for rep in range(args.repeat)
+    ]
+    for tta, rep in runs:  # the tools alternate, so a slow spell of the machine hits both
         outs = {}
         for tool in ("nnunet", "voxseg"):
             out = work / "outputs" / f"{tool}_{'tta' if tta else 'notta'}"
@@ -317,9 +326,9 @@ def main() -> None:
                 argv = ["predict", "-i", str(images), "-o", str(out), "-m", str(model)]
                 argv += ["--device", "cpu", "--tta" if tta else "--no-tta", "--amp", args.amp]
                 cmd = [sys.executable, __file__, "_run", tool, str(stats), *argv]
-            print(f"running {tool} (TTA {'on' if tta else 'off'}) ...", flush=True)
+            print(f"running {tool} (TTA {'on' if tta else 'off'}, run {rep + 1}) ...", flush=True)
             result = measure(cmd, env if tool == "nnunet" else dict(os.environ), stats)
-            rows.append((tool, tta, result))
+            rows.append((tool, tta, rep, result))
             outs[tool] = out / "ct_000.nii.gz"
         print(f"  TTA {'on' if tta else 'off'}: {agreement(outs['nnunet'], outs['voxseg'])}")
     import torch
@@ -333,27 +342,34 @@ def main() -> None:
         f"voxseg network precision {str(precision).removeprefix('torch.')} "
         f"(--amp {args.amp}), nnU-Net float32\n"
     )
-    head = f"{'tool':<8}{'TTA':<5}{'total s':>9}{'forward s':>11}{'overhead s':>12}"
+    head = f"{'tool':<8}{'TTA':<5}{'run':>4}{'total s':>9}{'forward s':>11}{'overhead s':>12}"
     head += f"{'overhead %':>12}{'peak RSS GB':>13}{'forwards':>10}"
     print(head)
-    by_key = {}
-    for tool, tta, r in rows:
-        over = r["total_s"] - r["forward_s"]
-        by_key[(tool, tta)] = r
+    by_key: dict[tuple[str, bool], list[dict]] = {}
+    for tool, tta, rep, r in rows:
+        r["overhead_s"] = r["total_s"] - r["forward_s"]
+        r["overhead_frac"] = r["overhead_s"] / r["total_s"]
+        by_key.setdefault((tool, tta), []).append(r)
         print(
-            f"{tool:<8}{'on' if tta else 'off':<5}{r['total_s']:>9.1f}{r['forward_s']:>11.1f}"
-            f"{over:>12.1f}{100 * over / r['total_s']:>11.1f}%{r['peak_rss_gb']:>13.2f}"
-            f"{r['forward_calls']:>10}"
+            f"{tool:<8}{'on' if tta else 'off':<5}{rep + 1:>4}{r['total_s']:>9.1f}"
+            f"{r['forward_s']:>11.1f}{r['overhead_s']:>12.1f}{100 * r['overhead_frac']:>11.1f}%"
+            f"{r['peak_rss_gb']:>13.2f}{r['forward_calls']:>10}"
         )
     print()
     for tta in (False, True):
         if ("nnunet", tta) in by_key and ("voxseg", tta) in by_key:
             n, v = by_key[("nnunet", tta)], by_key[("voxseg", tta)]
-            v_over, n_over = v["total_s"] - v["forward_s"], n["total_s"] - n["forward_s"]
+            pairs = list(zip(n, v, strict=True))
+
+            def med(key, pairs=pairs):
+                return statistics.median(b[key] / a[key] for a, b in pairs)
+
+            over = [100 * r["overhead_frac"] for r in v]
             print(
-                f"TTA {'on ' if tta else 'off'}: voxseg/nnU-Net time "
-                f"{v['total_s'] / n['total_s']:.2f}, peak RSS "
-                f"{v['peak_rss_gb'] / n['peak_rss_gb']:.2f}, overhead {v_over / n_over:.2f}"
+                f"TTA {'on ' if tta else 'off'} (median of {len(pairs)} run pairs): "
+                f"voxseg/nnU-Net time {med('total_s'):.2f}, peak RSS {med('peak_rss_gb'):.2f}, "
+                f"overhead {med('overhead_s'):.2f}; voxseg overhead share "
+                f"{statistics.median(over):.1f}% (runs: {', '.join(f'{o:.1f}' for o in over)})"
             )
 
 

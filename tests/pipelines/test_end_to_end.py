@@ -160,7 +160,8 @@ def test_spine_heatmap_then_crop(tmp_path):
     )
     train_pipeline(pipe, ds, device="cpu", quiet=True)
     config = json.loads((pipe / "stages" / "locate" / "config.json").read_text())
-    assert config["loss"]["name"].endswith("HeatmapMSELoss")
+    assert config["loss"]["name"].endswith("HeatmapLoss")
+    assert config["loss"]["kind"] == "bce_dice"
     locate_plan = json.loads((pipe / "stages" / "locate" / "plans.json").read_text())
     assert locate_plan["configurations"]["3d_fullres"]["patch_size"] == [32, 16, 16]
     raw = tmp_path / "Dataset002_Spine" / "imagesTr"

@@ -4,7 +4,12 @@ import torch
 from scipy import ndimage
 
 from voxseg.io.image import Geometry
-from voxseg.pipelines.heatmap import HeatmapMSELoss, heatmap_target, physical_box
+from voxseg.pipelines.heatmap import (
+    HeatmapLoss,
+    HeatmapMSELoss,
+    heatmap_target,
+    physical_box,
+)
 
 
 def test_heatmap_target_is_scipys_gaussian_scaled_to_one():
@@ -28,6 +33,50 @@ def test_heatmap_loss_is_zero_for_the_target_and_positive_otherwise():
     assert float(loss(torch.zeros(2, 2, 10, 10, 10), seg)) > 0.01
     with pytest.raises(ValueError):
         HeatmapMSELoss(num_classes=3)
+
+
+def _cube_labels(n=2, size=16, lo=6, hi=9):
+    seg = torch.zeros(n, 1, size, size, size, dtype=torch.long)
+    seg[:, :, lo:hi, lo:hi, lo:hi] = 1
+    return seg
+
+
+def test_bce_dice_heatmap_loss_matches_its_formula():
+    seg = _cube_labels()
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 16, 16, 16)
+    got = float(HeatmapLoss(num_classes=2, sigma=1.0)(logits, seg))
+    # independent reference in float64 numpy: BCE of p1 = softmax(logits)[1] vs the target,
+    # plus 1 - soft Dice per sample (smooth 1), averaged
+    heat = ndimage.gaussian_filter(
+        (seg.numpy() > 0).astype(np.float64)[:, 0], (0, 1, 1, 1), mode="mirror", truncate=4.0
+    )
+    heat /= heat.reshape(2, -1).max(1)[:, None, None, None]
+    ex = np.exp(logits.double().numpy())
+    p = ex[:, 1] / ex.sum(1)
+    bce = -(heat * np.log(p) + (1 - heat) * np.log(1 - p)).mean()
+    inter = (p * heat).reshape(2, -1).sum(1)
+    dice = (2 * inter + 1) / (p.reshape(2, -1).sum(1) + heat.reshape(2, -1).sum(1) + 1)
+    assert got == pytest.approx(bce + (1 - dice).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="kind"):
+        HeatmapLoss(num_classes=2, kind="l1")
+
+
+def test_bce_dice_keeps_pulling_a_collapsed_heatmap_where_mse_does_not():
+    """An all-background prediction (p ≈ 1e-4) of a small structure: the spine-phantom
+    failure. MSE's gradient there is ~p(1-p) smaller; BCE + Dice still pushes the foreground up.
+    """
+    seg = _cube_labels(n=1, size=24, lo=10, hi=13)
+    grads = {}
+    for kind in ("mse", "bce_dice"):
+        logits = torch.zeros(1, 2, 24, 24, 24)
+        logits[:, 0] = 9.2  # p1 = sigmoid(-9.2) ≈ 1e-4
+        logits.requires_grad_(True)
+        HeatmapLoss(num_classes=2, sigma=1.0, kind=kind)(logits, seg).backward()
+        fg = seg[:, 0] > 0
+        grads[kind] = float(-logits.grad[:, 1][fg].mean())  # descent raises the fg logit
+    assert grads["bce_dice"] > 0 and grads["mse"] > 0
+    assert grads["bce_dice"] > 100 * grads["mse"]
 
 
 def test_physical_box_of_a_voxel_box():

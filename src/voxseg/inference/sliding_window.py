@@ -113,40 +113,19 @@ def predict_logits(
     nd = len(patch)
     axes = settings.mirror_axes if settings.mirror_axes is not None else tuple(range(nd))
     flips = mirror_combinations(axes) if settings.tta else [()]
+    # One autocast context for the whole loop: leaving it clears the cache of low-precision
+    # weight copies, so a context per forward would recast every weight every time.
+    # The accumulation ops (flip, add_, addcmul_) are not in any autocast cast list.
     ctx = (
         torch.autocast(device.type, dtype=settings.amp)
         if settings.amp is not None
         else nullcontext()
     )
-    for chunk in _batched(windows, max(1, settings.batch_windows)):
-        if two_d:
-            batch = torch.stack([x[w[0], :, w[1], w[2]] for w in chunk])
-        else:
-            batch = torch.stack([x[(slice(None), *w)] for w in chunk])
-        batch = batch.to(device, non_blocking=True)
-        summed = None
-        for net in networks:
-            for flip in flips:
-                dims = [d + 2 for d in flip]
-                inp = torch.flip(batch, dims) if dims else batch
-                with ctx:
-                    out = net(inp)
-                if isinstance(out, (list, tuple)):
-                    out = out[0]
-                out = out.float()
-                if dims:
-                    out = torch.flip(out, dims)
-                summed = out if summed is None else summed + out
-        summed = summed.div_(len(networks) * len(flips)).to(acc_device)
-        for w, pred in zip(chunk, summed, strict=True):
-            if two_d:
-                logits[w[0], :, w[1], w[2]].addcmul_(pred, gauss)
-                weight[w[0], w[1], w[2]] += gauss
-            else:
-                logits[(slice(None), *w)].addcmul_(pred, gauss)
-                weight[w] += gauss
-        if progress is not None:
-            progress(len(chunk))
+    with ctx:
+        for chunk in _batched(windows, max(1, settings.batch_windows)):
+            _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d)
+            if progress is not None:
+                progress(len(chunk))
     # Uncovered voxels hold 0 in both sums, so they stay 0 (in place: no full-size copies).
     weight.clamp_(min=1e-12)
     if two_d:
@@ -157,6 +136,44 @@ def predict_logits(
         logits = logits[(slice(None), *region)]
     assert tuple(logits.shape[1:]) == full_shape
     return logits
+
+
+def _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d) -> None:
+    """Add the Gaussian-weighted logits of one batch of windows, averaged over networks and
+    flips, into ``logits`` and the weights into ``weight`` (both in place)."""
+    acc_device = logits.device
+    n_passes = len(networks) * len(flips)
+    if two_d:
+        batch = torch.stack([x[w[0], :, w[1], w[2]] for w in chunk])
+    else:
+        batch = torch.stack([x[(slice(None), *w)] for w in chunk])
+    batch = batch.to(device, non_blocking=True)
+    summed = None
+    for net in networks:
+        for flip in flips:
+            dims = [d + 2 for d in flip]
+            inp = torch.flip(batch, dims) if dims else batch
+            out = net(inp)
+            if isinstance(out, (list, tuple)):
+                out = out[0]
+            if dims:
+                out = torch.flip(out, dims)
+            if n_passes == 1:
+                summed = out  # bf16/fp16 stays so: addcmul_ below accumulates in float32
+            elif summed is None:
+                summed = out.float()
+            else:
+                summed.add_(out)
+    if n_passes > 1:
+        summed.div_(n_passes)
+    summed = summed.to(acc_device)
+    for w, pred in zip(chunk, summed, strict=True):
+        if two_d:
+            logits[w[0], :, w[1], w[2]].addcmul_(pred, gauss)
+            weight[w[0], w[1], w[2]] += gauss
+        else:
+            logits[(slice(None), *w)].addcmul_(pred, gauss)
+            weight[w] += gauss
 
 
 def count_windows(shape: Sequence[int], settings: WindowSettings) -> int:

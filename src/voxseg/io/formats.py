@@ -29,11 +29,8 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-import tifffile
-from PIL import Image as PILImage
 
 from voxseg.errors import VoxsegError
 from voxseg.io.image import PSEUDO_3D_SPACING, Image, from_sitk, to_sitk
@@ -259,6 +256,8 @@ def _read_pillow(path: Path, is_label: bool) -> Image:
     In-plane spacing is 1.0 whatever the DPI field says (a print resolution, not a voxel
     size), as in nnU-Net's natural-image reader.
     """
+    from PIL import Image as PILImage  # only natural images need Pillow
+
     try:
         with PILImage.open(path) as pil:
             pil.load()
@@ -284,6 +283,8 @@ def _read_pillow(path: Path, is_label: bool) -> Image:
 
 def _write_pillow(plane: np.ndarray, path: Path, ending: str) -> None:
     """Save a ``[y, x]`` or ``[3, y, x]`` plane (spacing is not stored, see _read_pillow)."""
+    from PIL import Image as PILImage
+
     pil = PILImage.fromarray(np.moveaxis(plane, 0, -1) if plane.ndim == 3 else plane)
     fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[ending]
     extra = {"quality": 95} if fmt == "JPEG" else {}
@@ -385,12 +386,15 @@ def _check_nifti_complete(path: Path) -> None:
     disagrees (truncation, or a multi-member gzip) is the stream decompressed to count.
     """
     try:
-        proxy = nib.load(str(path)).dataobj  # reads the header only
-        expected = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * int(
-            proxy.dtype.itemsize
-        )
-    except Exception as exc:  # nibabel raises many types for a broken header
-        raise VoxsegError(f"{path}: {_DAMAGED} (NIfTI header: {exc})") from exc
+        reader = sitk.ImageFileReader()  # reads the header only
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        header = {k: reader.GetMetaData(k) for k in ("dim[0]", "bitpix", "vox_offset")}
+        ndim = int(header["dim[0]"])
+        voxels = np.prod([int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, ndim + 1)])
+        expected = int(float(header["vox_offset"])) + int(voxels) * int(header["bitpix"]) // 8
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise VoxsegError(f"{path}: {_DAMAGED} (NIfTI header: {_first_line(exc)})") from exc
     if file_ending(path) == ".nii":
         actual = path.stat().st_size
     else:
@@ -421,6 +425,8 @@ def _gunzipped_size(path: Path) -> int:
 
 def _check_tiff_complete(path: Path, num_slices: int) -> None:
     """Raise when a TIFF lost pages or pixel data (libtiff only warns, ITK returns zeros)."""
+    import tifffile
+
     size = path.stat().st_size
     warnings = _LogCapture()
     log = logging.getLogger("tifffile")

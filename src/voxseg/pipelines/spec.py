@@ -112,6 +112,9 @@ class StageSpec(_Strict):
         False, description="ovseg's morphology augmentation of previous-prediction channels"
     )
     heatmap_sigma: float = Field(2.0, gt=0, description="heatmap Gaussian sigma in voxels")
+    heatmap_loss: Literal["bce_dice", "mse"] = Field(
+        "bce_dice", description="heatmap loss: BCE + soft Dice, or the spine repo's MSE"
+    )
     output: dict[str, int] = Field(
         default_factory=dict, description="stage label name → value in the final label map"
     )

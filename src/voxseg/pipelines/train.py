@@ -271,7 +271,7 @@ def stage_model_config(stage: StageSpec, dataset: Dataset, device: str | None = 
     if stage.model == "heatmap":
         if len(stage.labels) != 1:
             raise VoxsegError(f"heatmap stage {stage.name!r} needs exactly one label")
-        loss = {"name": HEATMAP_LOSS, "sigma": stage.heatmap_sigma}
+        loss = {"name": HEATMAP_LOSS, "sigma": stage.heatmap_sigma, "kind": stage.heatmap_loss}
         cfg = ModelConfig.model_validate({**cfg.model_dump(mode="json"), "loss": loss})
         overrides.append("network.deep_supervision=false")
     if stage.mask_augmentation and isinstance(stage.input, PreviousPredictionInput):

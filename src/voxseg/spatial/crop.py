@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import binary_fill_holes
 
 BBox = list[tuple[int, int]]
 
@@ -51,6 +50,8 @@ def _fill_holes_in_box(mask: np.ndarray, bbox: BBox) -> np.ndarray:
     reaches the box's faces reaches the outside (or the image border): filling inside the
     box alone gives the same result. A mask with no background in the box is already full.
     """
+    from scipy.ndimage import binary_fill_holes  # import ~0.25 s, needed only here
+
     sl = _slices(bbox)
     inner = mask[sl]
     if not inner.all():
