@@ -119,6 +119,13 @@ def test_cord_lesion_outputs_lie_on_the_input_grid(cord):
     assert plans["configurations"]["3d_fullres"]["spacing"] == [1.0, 1.0, 1.0]
     crop = read_image(next((pipe / "work" / "raw" / "lesion" / "imagesTr").iterdir()))
     assert crop.shape[1:] == (16, 16)
+    # the cord stage: the plan's spacing coarsened to 1 mm (--cord-spacing default): synth
+    # cord pixels are 0.5-0.9 mm (→ 1.0), slices 1.5-3 mm apart (kept)
+    cord_spacing = json.loads((pipe / "stages" / "cord" / "plans.json").read_text())[
+        "configurations"
+    ]["3d_fullres"]["spacing"]
+    assert cord_spacing[1:] == [1.0, 1.0]
+    assert 1.5 <= cord_spacing[0] <= 3.0
 
 
 def test_cord_lesion_evaluation_reports_lesion_detection(cord):

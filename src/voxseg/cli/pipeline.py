@@ -36,6 +36,10 @@ def init(
     out: Path = typer.Argument(..., help="Pipeline folder to create."),
     spacing: float = typer.Option(0.5, help="cord-lesion: isotropic spacing of the crop (mm)."),
     window: int = typer.Option(48, help="cord-lesion: in-plane window (voxels) along the cord."),
+    cord_spacing: float = typer.Option(
+        1.0,
+        help="cord-lesion: the cord stage's grid is at least this coarse (mm); 0: the plan's.",
+    ),
     heatmap_shape: str | None = typer.Option(
         None,
         help="spine: heatmap input shape ZxYxX (default 128x64x64 on a GPU, 64x32x32 on a CPU).",
@@ -57,7 +61,7 @@ def init(
         "settings": settings,
     }
     if recipe == "cord-lesion":
-        options.update(spacing=spacing, window=window)
+        options.update(spacing=spacing, window=window, cord_spacing=cord_spacing or None)
     elif recipe == "spine":
         options.update(heatmap_shape=_ints(heatmap_shape, "--heatmap-shape"), margin_mm=margin_mm)
     elif recipe == "cascade":

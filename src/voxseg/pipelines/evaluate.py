@@ -72,7 +72,7 @@ def evaluate_pipeline(
     from voxseg.evaluation import evaluate_folder
 
     spec = read_spec(pipeline_dir) if runner is None else runner.spec
-    runner = runner or PipelineRunner(pipeline_dir, device=device, tta=tta, spec=spec)
+    runner = (runner or PipelineRunner(pipeline_dir, device=device, tta=tta, spec=spec)).load()
     ds = Dataset(dataset)
     chosen = [c for c in ds.cases(split) if c.label is not None]
     if cases is not None:

@@ -76,6 +76,15 @@ class PipelineRunner:
             )
         return self._predictors[stage.name]
 
+    def load(self, until: str | None = None) -> PipelineRunner:
+        """Load every stage's networks now (up to ``until``), so that a case's
+        :attr:`PipelineResult.seconds` is prediction only, not model loading."""
+        for stage in self.spec.stages:
+            self.predictor(stage)
+            if stage.name == until:
+                break
+        return self
+
     def predict(
         self, image: Image, *, case_id: str = "case", until: str | None = None
     ) -> PipelineResult:
@@ -123,7 +132,7 @@ def predict_pipeline_folder(
     ``output_dir``; returns ``{"cases": {id: seconds}, "messages": [...], "skipped": [...]}``."""
     from voxseg.inference.files import discover_inputs
 
-    runner = PipelineRunner(pipeline_dir, device=device, tta=tta)
+    runner = PipelineRunner(pipeline_dir, device=device, tta=tta).load()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"cases": {}, "messages": [], "skipped": []}

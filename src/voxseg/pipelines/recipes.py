@@ -24,6 +24,8 @@ RECIPES = ("cord-lesion", "spine", "cascade")
 #: < 1 % of the cord window, and on ``voxseg synth cord`` the stage learned nothing in
 #: 1 000 iterations at 1/3, while at 3/4 its validation Dice left 0 after ≈ 1 300.
 LESION_SETTINGS = ("sampling.foreground_fraction=0.75",)
+#: The cord-lesion recipe's cord (localisation) stage: its grid is at least this coarse (mm).
+CORD_INPLANE_SPACING = 1.0
 #: The spine recipe's whole-image heatmap grid (z, y, x) per device.
 HEATMAP_SHAPE_GPU = (128, 64, 64)
 HEATMAP_SHAPE_CPU = (64, 32, 32)
@@ -49,13 +51,21 @@ def cord_lesion(
     *,
     spacing: float = 0.5,
     window: int = 48,
+    cord_spacing: float | None = CORD_INPLANE_SPACING,
     device: str | None = None,
     patch_size: list[int] | None = None,
     cord_patch_size: list[int] | None = None,
     settings: list[str] | None = None,
 ) -> PipelineSpec:
-    """Cord (RPI, the plan's spacing) → centerline → 48×48 window at 0.5 mm along it → Nyúl
-    standardisation → lesions; both pasted back into the input geometry."""
+    """Cord (RPI, the plan's spacing coarsened to at least ``cord_spacing`` mm) → centerline
+    → 48×48 window at 0.5 mm along it → Nyúl standardisation → lesions; both pasted back into
+    the input geometry.
+
+    The cord stage only has to place the window (24 mm wide at 0.5 mm around a cord about
+    10 mm across), so it runs on a coarse grid: at 1 mm, a quarter of the in-plane voxels of
+    a 0.5 mm acquisition; thick slices keep their spacing. ``cord_spacing=None`` keeps the
+    plan's spacing.
+    """
     labels = _foreground(ds)
     cord, lesion = _label(labels, "cord", ds), _label(labels, "lesion", ds)
     common = list(settings or [])
@@ -70,7 +80,10 @@ def cord_lesion(
             StageSpec(
                 name="cord",
                 labels={"cord": [cord, lesion]},
-                input=FullInput(orientation="sct:RPI"),
+                input=FullInput(
+                    orientation="sct:RPI",
+                    min_spacing=None if cord_spacing is None else [cord_spacing] * 3,
+                ),
                 plan=PlanSettings(device=device, patch_size=cord_patch_size),
                 settings=common,
                 output={"cord": cord},

@@ -37,6 +37,11 @@ class FullInput(_Strict):
     kind: Literal["full"] = "full"
     orientation: str | None = None
     spacing: list[float] | None = Field(None, description="target spacing (z, y, x) in mm")
+    min_spacing: list[float] | None = Field(
+        None,
+        description="coarsen the plan's own spacing to at least this (z, y, x) in mm; "
+        "an axis that is already coarser keeps its spacing",
+    )
     shape: list[int] | None = Field(None, description="resize the median case to this shape")
 
 

@@ -218,6 +218,15 @@ def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path, quiet: bool
         spacing=spacing,
         patch_size=patch,
     )
+    floor = stage.input.min_spacing if isinstance(stage.input, FullInput) else None
+    if spacing is None and floor is not None:  # the plan's spacing, coarsened to the floor
+        own = plan_dataset(fingerprint, dataset.info, options).configurations["3d_fullres"]
+        if len(floor) != len(own.spacing):
+            raise VoxsegError(
+                f"stage {stage.name!r}: min_spacing {floor} needs {len(own.spacing)} values"
+            )
+        coarse = [max(float(o), float(f)) for o, f in zip(own.spacing, floor, strict=True)]
+        options = options.model_copy(update={"spacing": coarse})
     plans = plan_dataset(fingerprint, dataset.info, options)
     if ps.configuration not in plans.configurations:
         if ps.configuration != "3d_lowres" or "3d_fullres" not in plans.configurations:
