@@ -389,10 +389,10 @@ def _check_nifti_complete(path: Path) -> None:
         reader = sitk.ImageFileReader()  # reads the header only
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        header = {k: reader.GetMetaData(k) for k in ("dim[0]", "bitpix", "vox_offset")}
-        ndim = int(header["dim[0]"])
-        voxels = np.prod([int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, ndim + 1)])
-        expected = int(float(header["vox_offset"])) + int(voxels) * int(header["bitpix"]) // 8
+        meta = reader.GetMetaData  # NIfTI header fields as text
+        dims = [int(meta(f"dim[{i}]")) for i in range(1, int(meta("dim[0]")) + 1)]
+        voxels = int(np.prod(dims, dtype=np.int64))
+        expected = int(float(meta("vox_offset"))) + voxels * int(meta("bitpix")) // 8
     except (RuntimeError, KeyError, ValueError) as exc:
         raise VoxsegError(f"{path}: {_DAMAGED} (NIfTI header: {_first_line(exc)})") from exc
     if file_ending(path) == ".nii":

@@ -76,13 +76,11 @@ class PipelineRunner:
             )
         return self._predictors[stage.name]
 
-    def load(self, until: str | None = None) -> PipelineRunner:
-        """Load every stage's networks now (up to ``until``), so that a case's
-        :attr:`PipelineResult.seconds` is prediction only, not model loading."""
+    def load(self) -> PipelineRunner:
+        """Load every stage's networks now, so that a case's :attr:`PipelineResult.seconds`
+        is prediction only, not model loading."""
         for stage in self.spec.stages:
             self.predictor(stage)
-            if stage.name == until:
-                break
         return self
 
     def predict(
