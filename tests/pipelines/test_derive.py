@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -13,8 +15,8 @@ from voxseg.pipelines import (
     crop_centerline,
     derive,
 )
-from voxseg.pipelines.derive import slice_centers
-from voxseg.spatial import code_to_direction
+from voxseg.pipelines.derive import centerline_box, slice_centers
+from voxseg.spatial import code_to_direction, reorient
 
 
 def _image(rng, shape=(10, 30, 34), spacing=(2.5, 0.8, 0.8), code="RAS"):
@@ -77,6 +79,32 @@ def test_centerline_crop_follows_the_cord_and_restores_the_label(rng, code):
     assert back.shape == image.shape
     dice = 2 * np.sum(back & label) / (back.sum() + label.sum())
     assert dice > 0.9
+
+
+@pytest.mark.parametrize("code", ["RAS", "PRI"])
+def test_centerline_crop_resamples_only_near_the_cord_at_the_right_place(rng, code):
+    """Known answer: on an image that is a linear function of the in-plane physical
+    coordinates, every window voxel holds that function at its own physical position."""
+    image = _image(rng, shape=(10, 60, 64), code=code)
+    idx = np.indices(image.shape).reshape(3, -1).T.astype(float)
+    phys = image.geometry.index_to_physical(idx)
+    ramp = 100.0 + phys[:, 0] + 2.0 * phys[:, 1]  # x and y (LPS); constant along the cord
+    image = image.with_array(ramp.reshape(image.shape).astype(np.float32))
+    label = np.zeros(image.shape, np.uint8)
+    label[:, 28:33, 30:35] = 1
+    spec = CenterlineCropInput(source="cord", spacing=[0.5, 0.5, 0.5], window=[16, 16])
+    d = crop_centerline(image, label > 0, spec, label)
+    out = d.image.array[0]
+    at = np.indices(out.shape).reshape(3, -1).T.astype(float)
+    where = d.image.geometry.index_to_physical(at)
+    expected = (100.0 + where[:, 0] + 2.0 * where[:, 1]).reshape(out.shape)
+    np.testing.assert_allclose(out, expected, atol=0.05)
+    # only the cord's neighbourhood is resampled: window half-width + 1 at 0.5 mm, + 2 voxels
+    oriented, r = reorient(image, "sct:RPI")
+    box = centerline_box(r.apply(label) > 0, np.asarray(oriented.spacing), spec)
+    assert [b - a for a, b in box][1:] == [5 + 2 * (math.ceil(9 * 0.5 / 0.8) + 2)] * 2
+    back = d.restore(d.label)
+    np.testing.assert_array_equal(back, label)
 
 
 def _spec():

@@ -180,6 +180,63 @@ def test_cpu_plan_with_a_fixed_patch_narrows_the_network_to_the_budget():
     assert user.configurations["3d_fullres"].topology.features_per_stage[0] == 8
 
 
+def test_cpu_lowres_holds_the_whole_median_image_within_its_budget(monkeypatch):
+    import voxseg.devices
+
+    fp = _fingerprint([(48, 96, 96)] * 4, [(2.5, 0.8, 0.8)] * 4)
+    for amx, budget in ((False, 5e9), (True, 20e9)):
+        monkeypatch.setattr(voxseg.devices, "cpu_has_fast_bf16", lambda amx=amx: amx)
+        plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", cpu_gflops_per_iteration=5))
+        full, low = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
+        assert math.prod(full.patch_size) / math.prod(full.median_shape) < 0.25
+        # the whole image in one patch (nnU-Net's lowres stops at a quarter)
+        assert all(p >= m for p, m in zip(low.patch_size, low.median_shape, strict=True))
+        flops = training_flops(low.topology, low.patch_size, 1, 3, 2)
+        assert budget / 2 < flops <= budget  # the budget is used, not exceeded
+        assert low.topology.features_per_stage[0] == 8
+        assert all(a > b for a, b in zip(low.spacing, full.spacing, strict=True))
+        # full resolution keeps the base budget
+        assert training_flops(full.topology, full.patch_size, 1, 3, 2) <= 5e9
+        assert "whole median image" in plans.explanations["3d_lowres"]
+        if amx:
+            wide = low
+        else:
+            narrow = low
+    assert math.prod(wide.median_shape) > 2 * math.prod(narrow.median_shape)  # finer spacing
+    opts = PlannerOptions(device="cpu", cpu_lowres_gflops_per_iteration=10)
+    low = plan_dataset(fp, _info(), opts).configurations["3d_lowres"]
+    assert training_flops(low.topology, low.patch_size, 1, 3, 2) <= 10e9
+    # a GPU plan keeps nnU-Net's quarter
+    gpu = plan_dataset(
+        _fingerprint([(150, 512, 512)] * 4, [(2.5, 0.8, 0.8)] * 4), _info(), PlannerOptions()
+    ).configurations["3d_lowres"]
+    assert 0.23 < math.prod(gpu.patch_size) / math.prod(gpu.median_shape) < 0.5
+
+
+def test_batch_dice_follows_nnunet_and_reaches_the_loss(tmp_path):
+    from voxseg.training import ModelConfig
+    from voxseg.training.setup import _with_plan_batch_dice
+
+    with_low = plan_dataset(
+        _fingerprint([(150, 512, 512)] * 4, [(2.5, 0.8, 0.8)] * 4), _info(), PlannerOptions()
+    ).configurations
+    assert {n: c.batch_dice for n, c in with_low.items()} == {
+        "2d": True,
+        "3d_fullres": True,
+        "3d_lowres": False,
+        "3d_cascade_fullres": True,
+    }
+    small = plan_dataset(_fingerprint([(60, 90, 80)] * 3, [(1.0,) * 3] * 3), _info()).configurations
+    assert small["3d_fullres"].batch_dice is False and small["2d"].batch_dice is True
+    cfg = ModelConfig(dataset="X")
+    assert _with_plan_batch_dice(cfg, True).loss.batch_dice is True
+    assert _with_plan_batch_dice(cfg, None).loss.batch_dice is None
+    user = apply_overrides(cfg, ["loss.batch_dice=false"])
+    assert _with_plan_batch_dice(user, True).loss.batch_dice is False  # the user's choice wins
+    ce = apply_overrides(cfg, ["loss.name=ce"])
+    assert _with_plan_batch_dice(ce, True).loss.batch_dice is None  # CE takes no batch_dice
+
+
 def test_base_features_override():
     fp = _fingerprint([(40, 64, 64)] * 3, [(3.0, 1.0, 1.0)] * 3)
     plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", base_features=4))

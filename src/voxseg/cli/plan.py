@@ -44,6 +44,12 @@ def plan(
         "--cpu-gflops",
         help="CPU plans: GFLOPs per training iteration at batch 2 (≈ 0.17 s on 2 cores).",
     ),
+    cpu_lowres_gflops: float | None = typer.Option(
+        None,
+        "--cpu-lowres-gflops",
+        help="CPU plans: the budget of the whole-image 3d_lowres (default: 4× --cpu-gflops "
+        "on a CPU with hardware bf16 (AMX), else --cpu-gflops).",
+    ),
     base_features: int | None = typer.Option(
         None, "--base-features", help="First-stage features (default: 32 GPU, 8 CPU)."
     ),
@@ -78,6 +84,7 @@ def plan(
         device=device or default_device(),
         gpu_memory_gb=gpu_memory_gb,
         cpu_gflops_per_iteration=cpu_gflops,
+        cpu_lowres_gflops_per_iteration=cpu_lowres_gflops,
         base_features=base_features,
         orientation=orientation,
         spacing=list(spacing) if spacing else None,

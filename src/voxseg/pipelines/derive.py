@@ -131,22 +131,55 @@ def slice_centers(mask: np.ndarray, z_range: tuple[int, int]) -> np.ndarray:
     return np.stack([np.interp(wanted, zs, centers[:, i]) for i in range(2)], axis=1)
 
 
+def centerline_box(
+    mask: np.ndarray, spacing: np.ndarray, spec: CenterlineCropInput
+) -> list[tuple[int, int]]:
+    """The part of the (reoriented) grid that :func:`crop_centerline`'s windows can reach:
+    the mask's box grown by half a window in-plane and ``margin_slices`` along z (in
+    ``spec.spacing`` units, converted to this grid), plus two voxels of interpolation
+    support, clipped to the image."""
+    target = np.asarray(spec.spacing, float)
+    reach = np.array(
+        [
+            spec.margin_slices * target[0],
+            (spec.window[0] / 2 + 1) * target[1],
+            (spec.window[1] / 2 + 1) * target[2],
+        ]
+    )
+    margins = [int(math.ceil(m / s)) + 2 for m, s in zip(reach, spacing, strict=True)]
+    return bbox_of_mask(mask, margins)
+
+
 def crop_centerline(
     image: Image, mask: np.ndarray, spec: CenterlineCropInput, label: np.ndarray | None = None
 ) -> Derived:
-    """SCT's crop around the cord centerline (see :class:`CenterlineCropInput`)."""
+    """SCT's crop around the cord centerline (see :class:`CenterlineCropInput`).
+
+    Only the region the windows can reach (:func:`centerline_box`) is resampled to
+    ``spec.spacing`` and back, not the whole field of view: on a 16×160×160 scan at 0.7 mm
+    that is a few percent of the voxels of the 0.5 mm isotropic volume.
+    """
     image = _channels(image)
     oriented, r = reorient(image, spec.orientation)
     old_spacing = np.asarray(oriented.spacing)
-    new_shape = compute_new_shape(oriented.shape, old_spacing, spec.spacing)
+    oriented_mask = r.apply(mask.astype(np.uint8))
+    box = centerline_box(oriented_mask > 0, old_spacing, spec)
+    sub = tuple(slice(a, b) for a, b in box)
+    sub_shape = tuple(b - a for a, b in box)
+    new_shape = compute_new_shape(sub_shape, old_spacing, spec.spacing)
     sep = get_separate_z_axis(old_spacing, spec.spacing)
-    data = resample_data(oriented.array, new_shape, order=3, separate_z_axis=sep)
-    m = resample_labels(r.apply(mask.astype(np.uint8)), new_shape, separate_z_axis=sep) > 0
+    data = resample_data(
+        oriented.array[(slice(None), *sub)], new_shape, order=3, separate_z_axis=sep
+    )
+    m = resample_labels(oriented_mask[sub], new_shape, separate_z_axis=sep) > 0
     seg = None
     if label is not None:
-        seg = resample_labels(r.apply(label), new_shape, separate_z_axis=sep)
-    spacing = old_spacing * np.asarray(oriented.shape) / np.asarray(new_shape)
-    origin = np.asarray(oriented.origin) + oriented.direction @ ((spacing - old_spacing) / 2)
+        seg = resample_labels(r.apply(label)[sub], new_shape, separate_z_axis=sep)
+    spacing = old_spacing * np.asarray(sub_shape) / np.asarray(new_shape)
+    sub_origin = np.asarray(oriented.origin) + oriented.direction @ (
+        old_spacing * np.array([a for a, _ in box], float)
+    )
+    origin = sub_origin + oriented.direction @ ((spacing - old_spacing) / 2)
     zs = np.flatnonzero(m.any(axis=(1, 2)))
     z0 = max(0, int(zs[0]) - spec.margin_slices)
     z1 = min(new_shape[0], int(zs[-1]) + 1 + spec.margin_slices)
@@ -181,7 +214,7 @@ def crop_centerline(
         for inner, outer in pairs():
             full[outer] = pred[inner]
         back_sep = get_separate_z_axis(spacing, old_spacing)
-        back = resample_labels(full, oriented_shape, separate_z_axis=back_sep)
-        return r.invert(back)
+        back = resample_labels(full, sub_shape, separate_z_axis=back_sep)
+        return r.invert(uncrop(back, box, oriented_shape, fill=0))
 
     return Derived(derived, restore, None if seg is None else windows(seg, 0))

@@ -44,6 +44,17 @@ MIN_BATCH = 2
 #: but that larger patch reached a lower held-out Dice in 15 minutes (0.51 vs 0.69): the
 #: budget stays and AMX buys more iterations instead.
 CPU_GFLOPS = 5.0
+#: CPU plans: the ``3d_lowres`` stage coarsens until its patch holds the whole median image
+#: (nnU-Net: a quarter). On a short CPU training, context beats resolution: on the organs
+#: phantoms (15 minutes, 2 cores) patches of a quarter of the image at full resolution
+#: reached a held-out Dice of 0.51–0.69 with false positives far from the organs; the whole
+#: image at half the in-plane resolution 0.84–0.85 (benchmarks/RESULTS.md).
+CPU_LOWRES_COVERAGE = 1.0
+#: On a CPU that multiplies bf16 in hardware (AMX), the whole-image stage gets this many
+#: times the per-iteration FLOP budget: under bf16 autocast a network 4× wider costs 1.3×
+#: per iteration (organs, patch 48³: 8–64 features 0.21 s vs 4–32 features 0.166 s), since
+#: thin convolutions leave the matrix units idle.
+BF16_CPU_BUDGET_FACTOR = 4.0
 #: A CPU plan with a fixed patch narrows its network to meet the budget, down to this width.
 MIN_CPU_BASE_FEATURES = 4
 #: Crop-to-nonzero must shrink the median image by at least this share for the z-score to
@@ -80,6 +91,13 @@ class PlannerOptions(BaseModel):
     cpu_gflops_per_iteration: float = Field(
         CPU_GFLOPS, gt=0, description="CPU plans: training GFLOPs per iteration at batch 2"
     )
+    cpu_lowres_gflops_per_iteration: float | None = Field(
+        None,
+        gt=0,
+        description="CPU plans: the budget of the whole-image 3d_lowres; default "
+        f"{BF16_CPU_BUDGET_FACTOR:g}× cpu_gflops_per_iteration on a CPU with hardware bf16 "
+        "(AMX), else cpu_gflops_per_iteration",
+    )
     orientation: str | None = None
     spacing: list[float] | None = Field(None, description="override of the 3D target spacing")
     patch_size: list[int] | None = Field(None, description="override: 3 values 3D, 2 values 2D")
@@ -94,6 +112,22 @@ def default_device() -> Literal["cuda", "cpu"]:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_lowres_budget(options: PlannerOptions) -> tuple[float, str]:
+    """GFLOPs per iteration (batch 2) of a CPU plan's whole-image ``3d_lowres``, and why."""
+    if options.cpu_lowres_gflops_per_iteration is not None:
+        return options.cpu_lowres_gflops_per_iteration, "user override (--cpu-lowres-gflops)"
+    from voxseg.devices import cpu_has_fast_bf16
+
+    base = options.cpu_gflops_per_iteration
+    if cpu_has_fast_bf16():
+        return BF16_CPU_BUDGET_FACTOR * base, (
+            f"{BF16_CPU_BUDGET_FACTOR:g}× the {base:g} GFLOP budget: this CPU multiplies bf16 "
+            f"in hardware (AMX), where training runs under bf16 autocast and a 4× wider "
+            f"network costs about 1.3× per iteration"
+        )
+    return base, f"the {base:g} GFLOP budget (no hardware bf16 on this CPU)"
 
 
 def num_classes(info: DatasetInfo) -> int:
@@ -223,9 +257,9 @@ def plan_dataset(
     is_2d = all(c.shape[0] == 1 for c in cases)
     configs: dict[str, ConfigurationPlan] = {}
 
-    def make(name: str, dims: int, sp: list[float], shape: list[float], patch=None):
+    def make(name: str, dims: int, sp: list[float], shape: list[float], patch=None, opts=None):
         return _configuration(
-            name, dims, sp, shape, n_in, k, n_voxels, profile, options, patch, spacing_rule
+            name, dims, sp, shape, n_in, k, n_voxels, profile, opts or options, patch, spacing_rule
         )
 
     patch2d = options.patch_size if options.patch_size and len(options.patch_size) == 2 else None
@@ -242,7 +276,17 @@ def plan_dataset(
         configs["3d_fullres"] = full
         coverage = math.prod(full.patch_size) / float(np.prod(median_shape))
         if coverage < LOWRES_THRESHOLD:
-            low = _lowres(full, spacing, median_shape, make)
+            if options.device == "cpu":
+                gflops, budget_rule = cpu_lowres_budget(options)
+                low_options = options.model_copy(update={"cpu_gflops_per_iteration": gflops})
+                target = CPU_LOWRES_COVERAGE
+            else:
+                low_options, target, budget_rule = options, LOWRES_THRESHOLD, ""
+
+            def make_low(name: str, dims: int, sp: list[float], shape: list[float]):
+                return make(name, dims, sp, shape, opts=low_options)
+
+            low = _lowres(full, spacing, median_shape, make_low, target)
             if low is not None:
                 configs["3d_lowres"] = low
                 cascade = full.model_copy(
@@ -263,6 +307,11 @@ def plan_dataset(
                 f"the 3d_fullres patch covers {coverage:.0%} of the median image "
                 f"(< {LOWRES_THRESHOLD:.0%}): a low-resolution stage and a cascade are planned"
             )
+            if options.device == "cpu":
+                explanations["3d_lowres"] += (
+                    f"; on a CPU the low-resolution stage holds the whole median image in one "
+                    f"patch (the configuration to train on a CPU budget) at {budget_rule}"
+                )
         else:
             explanations["3d_lowres"] = (
                 f"not planned: the 3d_fullres patch covers {coverage:.0%} of the median "
@@ -273,10 +322,16 @@ def plan_dataset(
         axes = [a for a in range(3) if a not in lateral]
         if cfg.spatial_dims == 2:
             axes = [a - 1 for a in axes if a > 0]
+        batch_dice, batch_dice_rule = _batch_dice(name, "3d_lowres" in configs)
         configs[name] = cfg.model_copy(
             update={
                 "mirror_axes": axes,
-                "explanations": {**cfg.explanations, "mirror_axes": lateral_rule},
+                "batch_dice": batch_dice,
+                "explanations": {
+                    **cfg.explanations,
+                    "mirror_axes": lateral_rule,
+                    "batch_dice": batch_dice_rule,
+                },
             }
         )
     use_mask = 1.0 - fingerprint.median_relative_size_after_crop >= MASK_NORM_SHRINK
@@ -312,6 +367,22 @@ def plan_dataset(
         configurations=configs,
         explanations=explanations,
     )
+
+
+def _batch_dice(name: str, has_lowres: bool) -> tuple[bool, str]:
+    """nnU-Net's rule for the Dice term: over the whole batch where patches are small parts
+    of the image (2d slices; 3d_fullres and the cascade when a 3d_lowres exists), per sample
+    otherwise."""
+    if name == "2d":
+        return True, "2d: Dice over the batch (each slice holds little of each class)"
+    if name == "3d_lowres":
+        return False, "3d_lowres: Dice per sample (its patch covers much of the image)"
+    if has_lowres:
+        return True, (
+            f"{name}: Dice over the batch (its patch covers < {LOWRES_THRESHOLD:.0%} of the "
+            f"median image, so a 3d_lowres is planned)"
+        )
+    return False, f"{name}: Dice per sample (no 3d_lowres: its patch covers much of the image)"
 
 
 def _normalization(
@@ -515,16 +586,24 @@ def _lowres(
     spacing: list[float],
     median_shape: np.ndarray,
     make: Callable[..., ConfigurationPlan],
+    target: float = LOWRES_THRESHOLD,
 ) -> ConfigurationPlan | None:
     """nnU-Net's low-resolution stage: coarsen the spacing by 3% steps (the finer axes first
-    while any is > 2x finer than the coarsest) until the patch covers ≥ 25% of the median
-    image at that spacing."""
+    while any is > 2x finer than the coarsest) until the patch covers ≥ ``target`` of the
+    median image at that spacing. nnU-Net's 25% compares volumes; the whole image
+    (``target`` 1) needs every axis of the patch to reach the median shape's."""
+
+    def covered(patch: list[int], shape) -> float:
+        if target < 1:
+            return math.prod(patch) / float(np.prod(shape))
+        return math.prod(min(p / m, 1.0) for p, m in zip(patch, shape, strict=True))
+
     low_spacing = np.asarray(spacing, dtype=float)
     full_spacing = np.asarray(spacing, dtype=float)
     plan = full
-    coverage = math.prod(full.patch_size) / float(np.prod(median_shape))
+    coverage = covered(full.patch_size, median_shape)
     for _ in range(200):
-        if coverage >= LOWRES_THRESHOLD:
+        if coverage >= target:
             break
         coarsest = low_spacing.max()
         finer = coarsest / low_spacing > 2
@@ -534,12 +613,12 @@ def _lowres(
             low_spacing *= LOWRES_SPACING_STEP
         shape = full_spacing / low_spacing * median_shape
         plan = make("3d_lowres", 3, [float(s) for s in low_spacing], list(shape))
-        coverage = math.prod(plan.patch_size) / float(np.prod(shape))
+        coverage = covered(plan.patch_size, shape)
     if plan is full:
         return None
     plan.explanations["spacing"] = (
         f"3d_fullres spacing coarsened in {LOWRES_SPACING_STEP - 1:.0%} steps (axes > 2x finer "
-        f"than the coarsest first) until the patch covers ≥ {LOWRES_THRESHOLD:.0%} of the "
+        f"than the coarsest first) until the patch covers ≥ {target:.0%} of the "
         f"median image ({coverage:.0%})"
     )
     return plan.model_copy(update={"name": "3d_lowres", "data_from": "3d_lowres"})

@@ -59,6 +59,11 @@ class ConfigurationPlan(BaseModel):
         description="patch axes mirroring may flip, in training and test-time augmentation "
         "(None: every axis; []: none)",
     )
+    batch_dice: bool | None = Field(
+        None,
+        description="Dice over the whole batch rather than per sample, for losses that take "
+        "it when the model config leaves loss.batch_dice unset (None: the loss's default)",
+    )
     explanations: dict[str, str] = Field(default_factory=dict)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class TrainingSetup:
                 f"{', '.join(plans.configurations)}"
             )
         plan_config = plans.configurations[config.configuration]
+        config = _with_plan_batch_dice(config, plan_config.batch_dice)
         store = PreprocessedStore(ws.preprocessed_dir(name, config.plan, plan_config.data_from))
         cases = store.case_ids()
         if not cases:
@@ -165,3 +167,17 @@ class TrainingSetup:
         if self.fold == "all" or not self.val_ids:
             return
         validate_fold(self, folder, network, quiet=quiet)
+
+
+def _with_plan_batch_dice(config: ModelConfig, planned: bool | None) -> ModelConfig:
+    """The plan's ``batch_dice`` for a loss that takes it and whose config leaves it unset;
+    the model's ``config.json`` then records the value used."""
+    loss = config.loss
+    if planned is None or loss.batch_dice is not None or loss.terms is not None:
+        return config
+    from voxseg.losses import LOSSES
+
+    factory = LOSSES.get(loss.name)
+    if "batch_dice" not in inspect.signature(factory).parameters:
+        return config
+    return config.model_copy(update={"loss": loss.model_copy(update={"batch_dice": planned})})
