@@ -8,6 +8,7 @@ cases: Dice per label, lesion-wise sensitivity / precision (cord), seconds per c
 
     python benchmarks/pipelines.py --kind both --epochs 20 --iterations 50
     python benchmarks/pipelines.py --kind cord --epochs 1 --iterations 2   # smoke run
+    python benchmarks/pipelines.py --kind cord --workdir W --evaluate-only  # re-time W's models
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from voxseg.pipelines import (
 )
 from voxseg.pipelines.recipes import LESION_SETTINGS
 from voxseg.synth import generate
+
+#: The single model's version of the cord stage's largest-component rule: the largest
+#: component of cord and lesions together (lesions lie inside the cord).
+SINGLE_CORD_POSTPROCESSING = (
+    'postprocessing=[{"name": "keep_largest_component", "per_class": false}]'
+)
 
 
 def settings(epochs: int, iterations: int) -> list[str]:
@@ -74,37 +81,46 @@ def single_model(ds: Dataset, out: Path, sets: list[str], lesions: list[str]) ->
 
 
 def run(kind: str, args: argparse.Namespace, work: Path) -> list[tuple[str, dict, float]]:
+    ds_root = work / f"Dataset_{kind}"
+    pipe, single = work / f"{kind}_pipeline", work / f"{kind}_single"
+    if not args.evaluate_only:
+        prepare(kind, args, ds_root, pipe, single)
+    rows = []
+    for name, folder in (("pipeline", pipe), ("single model", single)):
+        train_s = float("nan")
+        if not args.evaluate_only:
+            tic = time.perf_counter()
+            train_pipeline(folder, ds_root, device="cpu", quiet=True)
+            train_s = time.perf_counter() - tic
+        report = evaluate_pipeline(
+            folder, ds_root, folder / "eval", device="cpu", tta=False, quiet=True
+        )
+        rows.append((name, report, train_s))
+    return rows
+
+
+def prepare(kind: str, args: argparse.Namespace, ds_root: Path, pipe: Path, single: Path) -> None:
+    """Generate the phantoms and write both pipeline folders."""
     shape = {"cord": (16, 64, 64), "spine": (32, 96, 96)}[kind]
-    ds_root = generate(
+    generate(
         kind,
-        work / f"Dataset_{kind}",
+        ds_root,
         num_train=args.num_train,
         num_test=args.num_test,
         shape=tuple(args.shape or shape),
         seed=args.seed,
     )
     ds = Dataset(ds_root)
-    rows = []
     sets = settings(args.epochs, args.iterations)
-    pipe = work / f"{kind}_pipeline"
     if kind == "cord":
         init_pipeline("cord-lesion", ds_root, pipe, device="cpu", settings=sets)
     else:
         init_pipeline("spine", ds_root, pipe, device="cpu", settings=sets)
-    single = work / f"{kind}_single"
     single_sets = settings(2 * args.epochs, args.iterations)
-    if kind == "cord":  # the lesion stage's oversampling, so the baseline gets it too
-        single_sets += list(LESION_SETTINGS)
+    if kind == "cord":  # the lesion stage's oversampling and the cord stage's prior (one
+        # connected cord, lesions inside it), so the baseline gets them too
+        single_sets += [*LESION_SETTINGS, SINGLE_CORD_POSTPROCESSING]
     single_model(ds, single, single_sets, ["lesion"] * (kind == "cord"))
-    for name, folder in (("pipeline", pipe), ("single model", single)):
-        tic = time.perf_counter()
-        train_pipeline(folder, ds_root, device="cpu", quiet=True)
-        train_s = time.perf_counter() - tic
-        report = evaluate_pipeline(
-            folder, ds_root, folder / "eval", device="cpu", tta=False, quiet=True
-        )
-        rows.append((name, report, train_s))
-    return rows
 
 
 def table(kind: str, rows: list[tuple[str, dict, float]]) -> Table:
@@ -124,7 +140,10 @@ def table(kind: str, rows: list[tuple[str, dict, float]]) -> Table:
         if lesion:
             les = report["lesions"]["lesion"]
             cells += [_f(les["sensitivity"]), _f(les["precision"])]
-        cells += [f"{report['seconds_per_case']:.2f}", f"{train_s:.0f}"]
+        cells += [
+            f"{report['seconds_per_case']:.2f}",
+            "–" if train_s != train_s else f"{train_s:.0f}",
+        ]
         t.add_row(name, *cells)
     return t
 
@@ -144,7 +163,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="evaluate the models already trained in --workdir (no data generation, no training)",
+    )
     args = parser.parse_args()
+    if args.evaluate_only and args.workdir is None:
+        parser.error("--evaluate-only needs the --workdir of an earlier run")
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="voxseg_pipelines_"))

@@ -126,6 +126,9 @@ def test_cord_lesion_outputs_lie_on_the_input_grid(cord):
     ]["3d_fullres"]["spacing"]
     assert cord_spacing[1:] == [1.0, 1.0]
     assert 1.5 <= cord_spacing[0] <= 3.0
+    # the cord stage keeps its largest component (the centerline must follow the cord)
+    config = json.loads((pipe / "stages" / "cord" / "config.json").read_text())
+    assert config["postprocessing"] == [{"name": "keep_largest_component"}]
 
 
 def test_cord_lesion_evaluation_reports_lesion_detection(cord):

@@ -26,6 +26,10 @@ RECIPES = ("cord-lesion", "spine", "cascade")
 LESION_SETTINGS = ("sampling.foreground_fraction=0.75",)
 #: The cord-lesion recipe's cord (localisation) stage: its grid is at least this coarse (mm).
 CORD_INPLANE_SPACING = 1.0
+#: The cord is one tube: the cord stage keeps its largest connected component, so that a
+#: false positive elsewhere in a wide field of view cannot pull the centerline (a per-slice
+#: centre of mass) and the lesion windows away from the cord.
+CORD_SETTINGS = ('postprocessing=[{"name": "keep_largest_component"}]',)
 #: The spine recipe's whole-image heatmap grid (z, y, x) per device.
 HEATMAP_SHAPE_GPU = (128, 64, 64)
 HEATMAP_SHAPE_CPU = (64, 32, 32)
@@ -85,7 +89,7 @@ def cord_lesion(
                     min_spacing=None if cord_spacing is None else [cord_spacing] * 3,
                 ),
                 plan=PlanSettings(device=device, patch_size=cord_patch_size),
-                settings=common,
+                settings=[*CORD_SETTINGS, *common],
                 output={"cord": cord},
             ),
             StageSpec(
