@@ -37,11 +37,11 @@ from voxseg.pipelines import (
 from voxseg.pipelines.recipes import LESION_SETTINGS
 from voxseg.synth import generate
 
-#: The single model's version of the cord stage's largest-component rule: the largest
-#: component of cord and lesions together (lesions lie inside the cord).
-SINGLE_CORD_POSTPROCESSING = (
-    'postprocessing=[{"name": "keep_largest_component", "per_class": false}]'
-)
+#: Default phantom shapes. Cord: 16 axial slices of 160×160 pixels at 0.5–0.9 mm, an
+#: 80–144 mm field of view around a cord about 10 mm across, where the neck around the
+#: canal is in view; the lesion windows do not grow with it, the single model's whole image
+#: does. ``--shape 16 64 64`` is the 32–58 mm field of view of earlier runs.
+SHAPES = {"cord": (16, 160, 160), "spine": (32, 96, 96)}
 
 
 def settings(epochs: int, iterations: int) -> list[str]:
@@ -101,7 +101,7 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> list[tuple[str, dict
 
 def prepare(kind: str, args: argparse.Namespace, ds_root: Path, pipe: Path, single: Path) -> None:
     """Generate the phantoms and write both pipeline folders."""
-    shape = {"cord": (16, 64, 64), "spine": (32, 96, 96)}[kind]
+    shape = SHAPES[kind]
     generate(
         kind,
         ds_root,
@@ -117,9 +117,8 @@ def prepare(kind: str, args: argparse.Namespace, ds_root: Path, pipe: Path, sing
     else:
         init_pipeline("spine", ds_root, pipe, device="cpu", settings=sets)
     single_sets = settings(2 * args.epochs, args.iterations)
-    if kind == "cord":  # the lesion stage's oversampling and the cord stage's prior (one
-        # connected cord, lesions inside it), so the baseline gets them too
-        single_sets += [*LESION_SETTINGS, SINGLE_CORD_POSTPROCESSING]
+    if kind == "cord":  # the lesion stage's oversampling, so the baseline gets it too
+        single_sets += list(LESION_SETTINGS)
     single_model(ds, single, single_sets, ["lesion"] * (kind == "cord"))
 
 
