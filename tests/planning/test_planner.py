@@ -189,8 +189,9 @@ def test_cpu_lowres_holds_the_whole_median_image_within_its_budget(monkeypatch):
         plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", cpu_gflops_per_iteration=5))
         full, low = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
         assert math.prod(full.patch_size) / math.prod(full.median_shape) < 0.25
-        # the whole image in one patch (nnU-Net's lowres stops at a quarter)
-        assert all(p >= m for p, m in zip(low.patch_size, low.median_shape, strict=True))
+        # the whole image in one patch (nnU-Net's lowres stops at a quarter); the plan's
+        # median shape is rounded, the patch reaches its whole voxels
+        assert all(p >= m - 1 for p, m in zip(low.patch_size, low.median_shape, strict=True))
         flops = training_flops(low.topology, low.patch_size, 1, 3, 2)
         assert budget / 2 < flops <= budget  # the budget is used, not exceeded
         assert low.topology.features_per_stage[0] == 8
@@ -211,6 +212,18 @@ def test_cpu_lowres_holds_the_whole_median_image_within_its_budget(monkeypatch):
         _fingerprint([(150, 512, 512)] * 4, [(2.5, 0.8, 0.8)] * 4), _info(), PlannerOptions()
     ).configurations["3d_lowres"]
     assert 0.23 < math.prod(gpu.patch_size) / math.prod(gpu.median_shape) < 0.5
+
+
+def test_cpu_whole_image_lowres_of_thick_slices_terminates(monkeypatch):
+    """A patch clipped to a fractional median shape (7.8 slices → 7) still covers it: the
+    coarsening stops instead of shrinking the image to nothing (cord-like scans)."""
+    import voxseg.devices
+
+    monkeypatch.setattr(voxseg.devices, "cpu_has_fast_bf16", lambda: False)
+    fp = _fingerprint([(21, 155, 155), (23, 155, 155), (22, 150, 160)], [(1.65, 0.69, 0.69)] * 3)
+    low = plan_dataset(fp, _info(), PlannerOptions(device="cpu")).configurations["3d_lowres"]
+    assert min(low.median_shape) >= 4 and min(low.patch_size) >= 4
+    assert all(p >= m - 1 for p, m in zip(low.patch_size, low.median_shape, strict=True))
 
 
 def test_batch_dice_follows_nnunet_and_reaches_the_loss(tmp_path):

@@ -13,7 +13,9 @@ patch the same way until one training iteration at batch 2 needs at most
 ``cpu_gflops_per_iteration`` GFLOPs (default 5). Measured for a CT-like plan
 (patch 14×40×40, 4 stages, 4.2 GFLOP): 2.3–4.8 s per iteration on 2 cores shared at load
 ~6.5, i.e. about 1 s on two idle cores (thin 3D convolutions, norms and activations run at
-~5 GFLOP/s effective on a CPU, far below the peak of wide convolutions).
+~5 GFLOP/s effective on a CPU, far below the peak of wide convolutions). A CPU plan's
+``3d_lowres`` holds the whole median image in one patch, with 4× the budget on CPUs that
+multiply bf16 in hardware (see ``CPU_LOWRES_COVERAGE`` and ``BF16_CPU_BUDGET_FACTOR``).
 """
 
 from __future__ import annotations
@@ -591,12 +593,14 @@ def _lowres(
     """nnU-Net's low-resolution stage: coarsen the spacing by 3% steps (the finer axes first
     while any is > 2x finer than the coarsest) until the patch covers ≥ ``target`` of the
     median image at that spacing. nnU-Net's 25% compares volumes; the whole image
-    (``target`` 1) needs every axis of the patch to reach the median shape's."""
+    (``target`` 1) needs every axis of the patch to reach the median shape's whole voxels
+    (the patch is clipped to them)."""
 
     def covered(patch: list[int], shape) -> float:
         if target < 1:
             return math.prod(patch) / float(np.prod(shape))
-        return math.prod(min(p / m, 1.0) for p, m in zip(patch, shape, strict=True))
+        whole = [max(1, math.floor(m)) for m in shape]
+        return math.prod(min(p / m, 1.0) for p, m in zip(patch, whole, strict=True))
 
     low_spacing = np.asarray(spacing, dtype=float)
     full_spacing = np.asarray(spacing, dtype=float)
@@ -612,6 +616,8 @@ def _lowres(
         else:
             low_spacing *= LOWRES_SPACING_STEP
         shape = full_spacing / low_spacing * median_shape
+        if shape.min() < 2:  # nothing left to coarsen: keep the last plan
+            break
         plan = make("3d_lowres", 3, [float(s) for s in low_spacing], list(shape))
         coverage = covered(plan.patch_size, shape)
     if plan is full:
