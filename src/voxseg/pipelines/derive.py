@@ -156,8 +156,8 @@ def crop_centerline(
     """SCT's crop around the cord centerline (see :class:`CenterlineCropInput`).
 
     Only the region the windows can reach (:func:`centerline_box`) is resampled to
-    ``spec.spacing`` and back, not the whole field of view: on a 16×160×160 scan at 0.7 mm
-    that is a few percent of the voxels of the 0.5 mm isotropic volume.
+    ``spec.spacing`` and back, not the whole field of view: on a 160×160 slice at 0.7 mm
+    with 48×48 windows at 0.5 mm, about a tenth of the slice.
     """
     image = _channels(image)
     oriented, r = reorient(image, spec.orientation)
