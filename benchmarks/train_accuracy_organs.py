@@ -160,7 +160,7 @@ def main() -> None:
         "batch_dice": cfg.batch_dice if config.loss.batch_dice is None else config.loss.batch_dice,
         "epochs": epochs,
         "iterations_per_epoch": args.iterations,
-        "seconds_per_iteration": round(seconds_per_epoch / args.iterations, 3),
+        "seconds_per_iteration_incl_validation": round(seconds_per_epoch / args.iterations, 3),
         "configuration": args.configuration,
         "patch": cfg.patch_size,
         "spacing": [round(s, 3) for s in cfg.spacing],
