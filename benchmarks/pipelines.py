@@ -141,14 +141,14 @@ def table(kind: str, rows: list[tuple[str, dict, float]]) -> Table:
             cells += [_f(les["sensitivity"]), _f(les["precision"])]
         cells += [
             f"{report['seconds_per_case']:.2f}",
-            "–" if train_s != train_s else f"{train_s:.0f}",
+            _f(train_s, ".0f"),
         ]
         t.add_row(name, *cells)
     return t
 
 
-def _f(v: float) -> str:
-    return "–" if v != v else f"{v:.3f}"
+def _f(v: float, fmt: str = ".3f") -> str:
+    return "–" if v != v else format(v, fmt)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -284,11 +285,7 @@ def plan_dataset(
                 target = CPU_LOWRES_COVERAGE
             else:
                 low_options, target, budget_rule = options, LOWRES_THRESHOLD, ""
-
-            def make_low(name: str, dims: int, sp: list[float], shape: list[float]):
-                return make(name, dims, sp, shape, opts=low_options)
-
-            low = _lowres(full, spacing, median_shape, make_low, target)
+            low = _lowres(full, spacing, median_shape, partial(make, opts=low_options), target)
             if low is not None:
                 configs["3d_lowres"] = low
                 cascade = full.model_copy(
