@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from voxseg import devices
-from voxseg.devices import amp_dtype
+from voxseg.devices import amp_dtype, use_channels_last
 from voxseg.errors import VoxsegError
 from voxseg.inference.sliding_window import WindowSettings, predict_logits
 
@@ -23,6 +23,15 @@ def test_auto_precision_on_cpu_follows_the_hardware(monkeypatch, fast):
 def test_unknown_precision_is_an_error():
     with pytest.raises(VoxsegError, match="amp must be"):
         amp_dtype("fp8", CPU)
+
+
+def test_channels_last_is_automatic_on_the_cpu_only():
+    assert use_channels_last("auto", CPU) is True
+    assert use_channels_last("auto", torch.device("cuda")) is False
+    assert use_channels_last(False, CPU) is False
+    assert use_channels_last(True, torch.device("cuda")) is True
+    with pytest.raises(VoxsegError, match="channels_last must be"):
+        use_channels_last("yes", CPU)
 
 
 def test_bf16_windows_agree_with_float32():

@@ -49,3 +49,26 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
+
+
+def use_channels_last(setting: bool | str, device: torch.device) -> bool:
+    """Whether to train in the channels-last memory layout.
+
+    ``auto``: on the CPU, where oneDNN's convolutions run faster on channels-last
+    tensors — measured on 2 cores of an AVX2 CPU in float32, one training step (network
+    and input both channels-last): 1.35–1.45× faster for 3D U-Nets (8–64 features at
+    2×1×28×32×32, 8–128 at 2×1×32×64×64), 1.15× at 2×1×20×40×32, 1.07× for a 2D U-Net at
+    7×1×96×96; inference forwards showed no difference, so prediction keeps the default
+    layout. CPUs with AMX also get it (their bf16 step with it is unmeasured here); off
+    elsewhere (unmeasured on GPUs here).
+    """
+    if setting == "auto":
+        return device.type == "cpu"
+    if isinstance(setting, bool):
+        return setting
+    raise VoxsegError(f"channels_last must be auto, true or false, not {setting!r}")
+
+
+def memory_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of a ``spatial_dims``-D batch."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last

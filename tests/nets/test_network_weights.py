@@ -47,6 +47,24 @@ def _net(name: str, in_channels: int, num_classes: int, seed: int, dims: int = 2
     return model.eval(), patch
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_weights_load_into_a_default_layout_network(dims: int, tmp_path) -> None:
+    """A network trained channels-last (the CPU default) saves weights that a network in
+    the default layout loads and answers with identically."""
+    trained, patch = _net("unet", 1, 3, seed=0, dims=dims)
+    fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
+    trained = trained.to(memory_format=fmt)
+    assert not all(p.is_contiguous() for p in trained.parameters())
+    save_weights(trained, tmp_path / "w.safetensors")
+    fresh, _ = _net("unet", 1, 3, seed=1, dims=dims)
+    load_weights(fresh, tmp_path / "w.safetensors")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    x = torch.randn(1, 1, *patch, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), trained(x.contiguous(memory_format=fmt)))
+
+
 @pytest.mark.parametrize("name", NETWORKS.names())
 def test_new_input_channels_keep_the_response_to_repeated_channels(name: str, tmp_path) -> None:
     """An input whose new channels all equal the old one gives the pretrained output."""

@@ -248,3 +248,21 @@ def test_minimum_input_size_is_refused_clearly() -> None:
         build_network(
             "swin_unetr", in_channels=1, num_classes=2, topology=_topology(3), patch_size=[32] * 3
         )
+
+
+@pytest.mark.parametrize(("name", "dims"), _cases())
+def test_network_trains_channels_last(name: str, dims: int) -> None:
+    """The CPU trainer's default layout (channels-last network and batch) gives the
+    default layout's outputs and gradients, for every registered network."""
+    torch.set_num_threads(1)
+    fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
+    plain = _build(name, dims).train()
+    last = _build(name, dims).train().to(memory_format=fmt)
+    x = torch.randn(2, 1, *_patch(name, dims), generator=torch.Generator().manual_seed(1))
+    y_plain, y_last = plain(x), last(x.contiguous(memory_format=fmt))
+    torch.testing.assert_close(y_last, y_plain, rtol=1e-4, atol=1e-5)
+    y_plain.square().mean().backward()
+    y_last.square().mean().backward()
+    for (key, p), q in zip(plain.named_parameters(), last.parameters(), strict=True):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=key)

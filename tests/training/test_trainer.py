@@ -70,6 +70,26 @@ def test_resume_continues_exactly(tiny_home):
         torch.testing.assert_close(w_resumed[k], w_straight[k], rtol=0, atol=0)
 
 
+def test_channels_last_training_matches_the_default_layout(tiny_home):
+    """The CPU default (channels-last network and batches) changes only the memory layout:
+    the same seed gives the same weights as the default layout up to float rounding."""
+    from voxseg.training.setup import TrainingSetup
+    from voxseg.training.trainer import Trainer
+
+    cfg = _config("model_name=cl", "training.channels_last=auto", epochs=1)
+    trainer = Trainer(TrainingSetup.create(cfg, "all"), quiet=True)
+    assert trainer.memory_format == torch.channels_last_3d
+    assert any(not p.is_contiguous() for p in trainer.network.parameters())
+    w_cl = _weights(trainer.fit())
+    plain = train_fold(
+        _config("model_name=plain", "training.channels_last=false", epochs=1), "all", quiet=True
+    )
+    w_plain = _weights(plain)
+    assert w_cl.keys() == w_plain.keys()
+    for k in w_plain:
+        torch.testing.assert_close(w_cl[k], w_plain[k], rtol=1e-3, atol=1e-4)
+
+
 def test_resume_refuses_a_changed_config(tiny_home):
     train_fold(_config(epochs=1), "all", quiet=True)
     with pytest.raises(VoxsegError, match="config differs"):

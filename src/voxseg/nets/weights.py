@@ -9,21 +9,37 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from voxseg.errors import VoxsegError
 
 
+def _unique_contiguous(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict with each tensor it shares under several names once, as
+    contiguous copies (channels-last parameters are not contiguous; safetensors stores
+    row-major tensors only)."""
+    seen: set[tuple[int, tuple[int, ...], tuple[int, ...]]] = set()
+    out = {}
+    for key, value in model.state_dict().items():
+        ident = (value.data_ptr(), tuple(value.shape), value.stride())
+        if ident in seen:
+            continue
+        seen.add(ident)
+        out[key] = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+    return out
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Write ``model``'s state dict to a safetensors file atomically (shared tensors once)."""
+    """Write ``model``'s state dict to a safetensors file atomically (shared tensors once;
+    ``load_weights`` restores the other names)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_model(model, tmp, metadata={"format": "pt", "writer": "voxseg"})
+        save_file(_unique_contiguous(model), tmp, metadata={"format": "pt", "writer": "voxseg"})
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,7 +58,7 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def _complete(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Fill keys that ``save_model`` stored once for tensors the model shares under two names."""
+    """Fill keys that ``save_weights`` stored once for tensors the model shares under two names."""
     own = model.state_dict()
     by_storage = {}
     for key, value in own.items():

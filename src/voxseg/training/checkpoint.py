@@ -64,7 +64,10 @@ def save_checkpoint(
     path = Path(path)
     # clone: some networks (dynamic-network-architectures' U-Net) expose one tensor under
     # two names, which safetensors refuses to store twice without copies
-    tensors = {f"{_MODEL}{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    tensors = {
+        f"{_MODEL}{k}": v.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
     meta: dict[str, Any] = {"train_state": state.__dict__}
     if optimizer is not None:
         opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())

@@ -86,7 +86,10 @@ class TrainingConfig(_Strict):
     seed: int = 0
     num_workers: int | None = Field(None, ge=0, description="data loader workers; None: auto")
     ema_alpha: float = Field(0.9, ge=0, lt=1, description="EMA of validation Dice for 'best'")
-    channels_last: bool = False
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="channels-last network and batches; auto: on the CPU, off elsewhere",
+    )
     compile: bool = False
 
 

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch.utils.data import DataLoader
 
 from voxseg.config import write_json
-from voxseg.devices import amp_dtype, pick_device
+from voxseg.devices import amp_dtype, memory_format, pick_device, use_channels_last
 from voxseg.errors import VoxsegError
 from voxseg.sampling import PatchBatches, build_sampler
 from voxseg.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
@@ -93,9 +93,12 @@ class Trainer:
             deep_supervision=self.deep_supervision,
             **self.cfg.network.kwargs,
         ).to(self.device)
-        if self.tcfg.channels_last:
-            fmt = torch.channels_last_3d if len(setup.patch_size) == 3 else torch.channels_last
-            self.network = self.network.to(memory_format=fmt)
+        self.memory_format = (
+            memory_format(len(setup.patch_size))
+            if use_channels_last(self.tcfg.channels_last, self.device)
+            else torch.contiguous_format
+        )
+        self.network = self.network.to(memory_format=self.memory_format)
         if pretrained is not None and not resume:
             self._load_pretrained(Path(pretrained))
         self.model: torch.nn.Module = self.network
@@ -306,6 +309,7 @@ class Trainer:
             image = batch["image"].to(self.device, non_blocking=True)
             seg = batch["seg"].to(self.device, non_blocking=True)
             image, seg = self.augment(image, seg, gen)
+            image = image.contiguous(memory_format=self.memory_format)
             target = self._targets(seg)
             loss = self._step(image, target)
             losses.append(loss)
@@ -358,7 +362,7 @@ class Trainer:
         snapshot = None
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
         for batch in loader:
-            image = batch["image"].to(self.device)
+            image = batch["image"].to(self.device).contiguous(memory_format=self.memory_format)
             target = self._targets(batch["seg"])
             with ctx:
                 output = self.model(image)
