@@ -27,6 +27,7 @@ def test_unknown_precision_is_an_error():
 
 def test_channels_last_is_automatic_on_the_cpu_only():
     assert use_channels_last("auto", CPU) is True
+    assert use_channels_last("auto", CPU, spatial_dims=2) is False
     assert use_channels_last("auto", torch.device("cuda")) is False
     assert use_channels_last(False, CPU) is False
     assert use_channels_last(True, torch.device("cuda")) is True

@@ -51,19 +51,19 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def use_channels_last(setting: bool | str, device: torch.device) -> bool:
+def use_channels_last(setting: bool | str, device: torch.device, spatial_dims: int = 3) -> bool:
     """Whether to train in the channels-last memory layout.
 
-    ``auto``: on the CPU, where oneDNN's convolutions run faster on channels-last
-    tensors — measured on 2 cores of an AVX2 CPU in float32, one training step (network
-    and input both channels-last): 1.35–1.45× faster for 3D U-Nets (8–64 features at
-    2×1×28×32×32, 8–128 at 2×1×32×64×64), 1.15× at 2×1×20×40×32, 1.07× for a 2D U-Net at
-    7×1×96×96; inference forwards showed no difference, so prediction keeps the default
-    layout. CPUs with AMX also get it (their bf16 step with it is unmeasured here); off
-    elsewhere (unmeasured on GPUs here).
+    ``auto``: for 3D networks on the CPU, where oneDNN's convolution backward passes run
+    faster on channels-last tensors — ``benchmarks/memory_layout.py``, 2 cores of an AVX2
+    CPU in float32, network and batch both channels-last: a training step 1.22–1.39×
+    faster for the 3D U-Nets of the CPU plans; 0.95–1.08× for a 2D U-Net and 0.97–1.13×
+    for inference forwards, so 2D training and prediction keep the default layout. CPUs
+    with AMX also get it (their bf16 step with it is unmeasured here); off on GPUs
+    (unmeasured here).
     """
     if setting == "auto":
-        return device.type == "cpu"
+        return device.type == "cpu" and spatial_dims == 3
     if isinstance(setting, bool):
         return setting
     raise VoxsegError(f"channels_last must be auto, true or false, not {setting!r}")

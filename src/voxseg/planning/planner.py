@@ -59,8 +59,8 @@ CPU_LOWRES_COVERAGE = 1.0
 #: per iteration (organs, patch 48³: 8–64 features 0.21 s vs 4–32 features 0.166 s), since
 #: thin convolutions leave the matrix units idle.
 BF16_CPU_BUDGET_FACTOR = 4.0
-#: On other CPUs (float32), twice the budget: training runs channels-last there, 1.35–1.45×
-#: faster per step for these 3D U-Nets, and on the organs phantoms (15 minutes, 2 cores of
+#: On other CPUs (float32), twice the budget: 3D training runs channels-last there, 1.2–1.4×
+#: faster per step (benchmarks/memory_layout.py), and on the organs phantoms (15 minutes, 2 cores of
 #: an AVX2 CPU) the whole image at 10 GFLOP (3.9 × 2.0 × 2.0 mm) reached a held-out Dice of
 #: 0.842 against 0.82–0.83 at 5 GFLOP (4.9 × 2.5 × 2.5 mm).
 FLOAT32_CPU_LOWRES_FACTOR = 2.0
@@ -138,7 +138,7 @@ def cpu_lowres_budget(options: PlannerOptions) -> tuple[float, str]:
         )
     return FLOAT32_CPU_LOWRES_FACTOR * base, (
         f"{FLOAT32_CPU_LOWRES_FACTOR:g}× the {base:g} GFLOP budget: no hardware bf16 on this "
-        f"CPU (float32), where channels-last training steps are about 1.4× faster"
+        f"CPU (float32), where channels-last 3D training steps are about 1.3× faster"
     )
 
 

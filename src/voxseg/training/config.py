@@ -88,7 +88,7 @@ class TrainingConfig(_Strict):
     ema_alpha: float = Field(0.9, ge=0, lt=1, description="EMA of validation Dice for 'best'")
     channels_last: bool | Literal["auto"] = Field(
         "auto",
-        description="channels-last network and batches; auto: on the CPU, off elsewhere",
+        description="channels-last network and batches; auto: 3D on the CPU, else off",
     )
     compile: bool = False
 

@@ -95,7 +95,7 @@ class Trainer:
         ).to(self.device)
         self.memory_format = (
             memory_format(len(setup.patch_size))
-            if use_channels_last(self.tcfg.channels_last, self.device)
+            if use_channels_last(self.tcfg.channels_last, self.device, len(setup.patch_size))
             else torch.contiguous_format
         )
         self.network = self.network.to(memory_format=self.memory_format)
