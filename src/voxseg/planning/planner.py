@@ -60,9 +60,9 @@ CPU_LOWRES_COVERAGE = 1.0
 #: thin convolutions leave the matrix units idle.
 BF16_CPU_BUDGET_FACTOR = 4.0
 #: On other CPUs (float32), twice the budget: 3D training runs channels-last there, 1.2–1.4×
-#: faster per step (benchmarks/memory_layout.py), and on the organs phantoms (15 minutes, 2 cores of
-#: an AVX2 CPU) the whole image at 10 GFLOP (3.9 × 2.0 × 2.0 mm) reached a held-out Dice of
-#: 0.842 against 0.82–0.83 at 5 GFLOP (4.9 × 2.5 × 2.5 mm).
+#: faster per step (benchmarks/memory_layout.py), and on the organs phantoms (15 minutes,
+#: 2 cores of an AVX2 CPU) the whole image at 10 GFLOP (3.9 × 2.0 × 2.0 mm) reached a
+#: held-out Dice of 0.842–0.847 (three runs) against 0.82–0.83 at 5 GFLOP (4.9 × 2.5 mm).
 FLOAT32_CPU_LOWRES_FACTOR = 2.0
 #: A CPU plan with a fixed patch narrows its network to meet the budget, down to this width.
 MIN_CPU_BASE_FEATURES = 4

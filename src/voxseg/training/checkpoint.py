@@ -63,7 +63,8 @@ def save_checkpoint(
     """Atomically write a checkpoint (temporary file, then rename)."""
     path = Path(path)
     # clone: some networks (dynamic-network-architectures' U-Net) expose one tensor under
-    # two names, which safetensors refuses to store twice without copies
+    # two names, which safetensors refuses to store twice without copies; contiguous:
+    # safetensors stores row-major tensors only, and CPU training runs channels-last
     tensors = {
         f"{_MODEL}{k}": v.detach().cpu().clone(memory_format=torch.contiguous_format)
         for k, v in model.state_dict().items()
