@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from voxseg.devices import memory_format
 from voxseg.nets import Topology, build_network
 
 #: (name, features per stage, strides, batch, patch): the whole-image 3d_lowres (5 and
@@ -86,7 +87,7 @@ def _time(fn, n: int) -> float:
 
 def measure(case, rounds: int, steps: int) -> dict[str, list[float]]:
     _, features, strides, batch, patch = case
-    fmt = torch.channels_last_3d if len(patch) == 3 else torch.channels_last
+    fmt = memory_format(len(patch))
     topology = _topology(features, strides)
     nets = _pair(topology, patch, fmt)
     opts = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.99, nesterov=True) for n in nets]

@@ -16,6 +16,11 @@ from torch.nn.modules.conv import _ConvNd
 from voxseg.errors import VoxsegError
 
 
+def _storage_key(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """Equal for the names under which a model exposes one and the same tensor."""
+    return t.data_ptr(), tuple(t.shape), t.stride()
+
+
 def _unique_contiguous(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model``'s state dict with each tensor it shares under several names once, as
     contiguous copies (channels-last parameters are not contiguous; safetensors stores
@@ -23,7 +28,7 @@ def _unique_contiguous(model: nn.Module) -> dict[str, torch.Tensor]:
     seen: set[tuple[int, tuple[int, ...], tuple[int, ...]]] = set()
     out = {}
     for key, value in model.state_dict().items():
-        ident = (value.data_ptr(), tuple(value.shape), value.stride())
+        ident = _storage_key(value)
         if ident in seen:
             continue
         seen.add(ident)
@@ -62,7 +67,7 @@ def _complete(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, tor
     own = model.state_dict()
     by_storage = {}
     for key, value in own.items():
-        by_storage.setdefault((value.data_ptr(), value.shape, value.stride()), []).append(key)
+        by_storage.setdefault(_storage_key(value), []).append(key)
     out = dict(state)
     for keys in by_storage.values():
         present = [k for k in keys if k in out]
