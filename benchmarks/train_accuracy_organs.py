@@ -109,7 +109,7 @@ def main() -> None:
     # measure seconds per epoch (validation patches included), then fit the epochs
     probe = apply_overrides(
         ModelConfig(dataset=ds.name, configuration=args.configuration, model_name="probe"),
-        [*base, "training.epochs=2"],
+        [*base, "training.epochs=3"],
     )
     train_fold(probe, "all", home=ws.root, force=True, quiet=True)
     with open(ws.model_dir(ds.name, "default", "probe", "all") / "training_log.csv") as f:

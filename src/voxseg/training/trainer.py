@@ -38,6 +38,10 @@ from voxseg.training.setup import TrainingSetup
 CHECKPOINT_LAST = "checkpoint_last.safetensors"
 CHECKPOINT_BEST = "checkpoint_best.safetensors"
 FINAL_WEIGHTS = "weights.safetensors"
+# validation patches kept in memory between epochs up to this size (else read each epoch)
+VALIDATION_CACHE_BYTES = 1 << 30
+# progress.png is redrawn at most this often (and after the last epoch): ~0.15 s per plot
+PROGRESS_PLOT_SECONDS = 30.0
 
 
 def config_hash(config: ModelConfig) -> str:
@@ -139,6 +143,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
 
         self.state = TrainState(config_hash=config_hash(self.cfg))
+        self._val_cache: list[dict[str, torch.Tensor]] | None = None
+        self._val_cache_full = False
+        self._plotted = -math.inf
         if resume:
             self._resume(force)
         elif (self.folder / CHECKPOINT_LAST).exists() and not force:
@@ -268,7 +275,7 @@ class Trainer:
                 val = self._validate(epoch)
                 row, improved = self._record(epoch, lr, train_loss, val, time.perf_counter() - tic)
                 if self.dist.is_main:
-                    self._save(improved)
+                    self._save(improved, final=epoch == t.epochs - 1 or self._should_stop())
                     trackers.log(row, epoch)
                     progress.update(task, description=self._describe(row))
                 barrier(self.dist)
@@ -348,20 +355,12 @@ class Trainer:
         if n == 0 or not ids:
             return None
         self.model.eval()
-        loader = self._loader(
-            ids,
-            start=0,
-            stop=n,
-            seed=self.tcfg.seed + 7919,
-            fg=1 / 3,
-            size=tuple(self.setup.patch_size),
-        )
         k = self.setup.num_outputs if self.setup.regions is not None else self.setup.num_outputs - 1
         counts = torch.zeros(3, k, device=self.device, dtype=torch.float64)
         losses = []
         snapshot = None
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
-        for batch in loader:
+        for batch in self._validation_batches(ids, n):
             image = batch["image"].to(self.device).contiguous(memory_format=self.memory_format)
             target = self._targets(batch["seg"])
             with ctx:
@@ -383,6 +382,38 @@ class Trainer:
                 self._as_label_map(logits0[None].float(), logits=True)[0].cpu().numpy(),
             )
         return ValidationResult(float(np.mean(losses)), dice.cpu().tolist())
+
+    def _validation_batches(self, ids, n: int):
+        """The validation patches: the same ``n`` batches every epoch (fixed seed), so they are
+        read once and kept in memory while they fit in ``VALIDATION_CACHE_BYTES``; larger sets
+        are read again each epoch."""
+        if self._val_cache is not None:
+            return self._val_cache
+        loader = self._loader(
+            ids,
+            start=0,
+            stop=n,
+            seed=self.tcfg.seed + 7919,
+            fg=1 / 3,
+            size=tuple(self.setup.patch_size),
+        )
+        if self._val_cache_full:
+            return loader
+        batches, size = [], 0
+        for batch in loader:
+            size += sum(t.numel() * t.element_size() for t in batch.values())
+            if size > VALIDATION_CACHE_BYTES:
+                self._val_cache_full = True
+                return self._chain(batches, batch, loader)
+            batches.append(batch)
+        self._val_cache = batches
+        return batches
+
+    @staticmethod
+    def _chain(first: list, current, rest):
+        yield from first
+        yield current
+        yield from rest
 
     def _as_label_map(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
         if self.setup.regions is None:
@@ -444,13 +475,16 @@ class Trainer:
             s.epochs_since_best += 1
         return row, improved
 
-    def _save(self, improved: bool) -> None:
+    def _save(self, improved: bool, final: bool = False) -> None:
         s = self.state
         save_checkpoint(self.folder / CHECKPOINT_LAST, self.network, self.optimizer, s)
         if improved:
             save_checkpoint(self.folder / CHECKPOINT_BEST, self.network, None, s)
         write_csv_log(self.folder / "training_log.csv", s.history)
-        plot_progress(self.folder / "progress.png", s.history)
+        now = time.perf_counter()
+        if final or now - self._plotted >= PROGRESS_PLOT_SECONDS:
+            plot_progress(self.folder / "progress.png", s.history)
+            self._plotted = now
 
     def _should_stop(self) -> bool:
         es = self.cfg.early_stopping
