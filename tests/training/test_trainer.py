@@ -90,6 +90,33 @@ def test_channels_last_training_matches_the_default_layout(tiny_home):
         torch.testing.assert_close(w_cl[k], w_plain[k], rtol=1e-3, atol=1e-4)
 
 
+def test_validation_patches_are_read_once_and_match_reading_them_each_epoch(tiny_home, monkeypatch):
+    """The fixed validation batches are read in the first epoch and kept; later epochs
+    score the same patches as reading them again (the path taken when they do not fit)."""
+    from voxseg.training import trainer as trainer_module
+    from voxseg.training.setup import TrainingSetup
+
+    reads = []
+    original = trainer_module.Trainer._loader
+
+    def counting(self, case_ids, **kw):
+        reads.append(kw["stop"])
+        return original(self, case_ids, **kw)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_loader", counting)
+    cfg = _config("model_name=cache", "training.val_iterations=3", epochs=1)
+    trainer = trainer_module.Trainer(TrainingSetup.create(cfg, 0), quiet=True)
+    first = trainer._validate(0)
+    second = trainer._validate(1)
+    assert reads == [3] and len(trainer._val_cache) == 3
+    monkeypatch.setattr(trainer_module, "VALIDATION_CACHE_BYTES", 0)
+    trainer._val_cache = None
+    reread = [trainer._validate(e) for e in (2, 3)]
+    assert reads == [3, 3, 3] and trainer._val_cache is None
+    assert first == second == reread[0] == reread[1]
+    assert len(first.dice_per_class) == 3
+
+
 def test_resume_refuses_a_changed_config(tiny_home):
     train_fold(_config(epochs=1), "all", quiet=True)
     with pytest.raises(VoxsegError, match="config differs"):

@@ -10,6 +10,7 @@ uninterrupted run would.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -399,21 +400,15 @@ class Trainer:
         )
         if self._val_cache_full:
             return loader
-        batches, size = [], 0
-        for batch in loader:
+        batches, size, reading = [], 0, iter(loader)
+        for batch in reading:
+            batches.append(batch)
             size += sum(t.numel() * t.element_size() for t in batch.values())
             if size > VALIDATION_CACHE_BYTES:
                 self._val_cache_full = True
-                return self._chain(batches, batch, loader)
-            batches.append(batch)
+                return itertools.chain(batches, reading)  # the rest, streamed
         self._val_cache = batches
         return batches
-
-    @staticmethod
-    def _chain(first: list, current, rest):
-        yield from first
-        yield current
-        yield from rest
 
     def _as_label_map(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
         if self.setup.regions is None:
