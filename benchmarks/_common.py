@@ -172,3 +172,27 @@ def machine_info() -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def prepare_organs(work: Path, configuration: str, options, *, num_train: int, num_test: int):
+    """``voxseg synth organs`` phantoms in a workspace under ``work``, planned with
+    ``options`` (a ``PlannerOptions``) and preprocessed for ``configuration``; returns
+    ``(workspace, dataset, plans)``. The phantoms are generated once and reused."""
+    from voxseg.data import Dataset
+    from voxseg.data.fingerprint import load_or_compute_fingerprint
+    from voxseg.planning import plan_dataset, write_plans
+    from voxseg.preprocessing.preprocessor import preprocess_dataset
+    from voxseg.synth import generate
+    from voxseg.workspace import Workspace
+
+    ws = Workspace.from_env(work / "home").ensure()
+    raw = ws.raw / "Dataset001_Organs"
+    if not (raw / "dataset.json").is_file():
+        generate("organs", raw, num_train=num_train, num_test=num_test, seed=0)
+    ds = Dataset(raw)
+    pre = ws.plans_dir(ds.name)
+    plans = plan_dataset(load_or_compute_fingerprint(ds, pre, progress=False), ds.info, options)
+    write_plans(plans, pre)
+    out = ws.preprocessed_dir(ds.name, "default", plans.configuration(configuration).data_from)
+    preprocess_dataset(ds, plans, configuration, out, progress=False)
+    return ws, ds, plans

@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+from _common import prepare_organs
+
 WORK = Path(__file__).resolve().parent / "_work" / "epoch_overhead"
 
 
@@ -30,35 +32,15 @@ def main() -> None:
     import torch
 
     from voxseg.config import apply_overrides
-    from voxseg.data import Dataset
-    from voxseg.data.fingerprint import load_or_compute_fingerprint
-    from voxseg.planning import PlannerOptions, plan_dataset, write_plans
-    from voxseg.preprocessing.preprocessor import preprocess_dataset
-    from voxseg.synth import generate
+    from voxseg.planning import PlannerOptions
     from voxseg.training import ModelConfig
     from voxseg.training import trainer as trainer_module
     from voxseg.training.logs import plot_progress
     from voxseg.training.setup import TrainingSetup
-    from voxseg.workspace import Workspace
 
     torch.set_num_threads(2)
-    ws = Workspace.from_env(args.work / "home").ensure()
-    raw = ws.raw / "Dataset001_Organs"
-    if not (raw / "dataset.json").is_file():
-        generate("organs", raw, num_train=10, num_test=0, seed=0)
-    ds = Dataset(raw)
-    pre = ws.plans_dir(ds.name)
-    plans = plan_dataset(
-        load_or_compute_fingerprint(ds, pre, progress=False), ds.info, PlannerOptions(device="cpu")
-    )
-    write_plans(plans, pre)
-    cfg = plans.configuration("3d_lowres")
-    preprocess_dataset(
-        ds,
-        plans,
-        "3d_lowres",
-        ws.preprocessed_dir(ds.name, "default", cfg.data_from),
-        progress=False,
+    ws, ds, _ = prepare_organs(
+        args.work, "3d_lowres", PlannerOptions(device="cpu"), num_train=10, num_test=0
     )
     config = apply_overrides(
         ModelConfig(dataset=ds.name, configuration="3d_lowres", model_name="overhead"),

@@ -21,6 +21,8 @@ import json
 import time
 from pathlib import Path
 
+from _common import prepare_organs
+
 WORK = Path(__file__).resolve().parent / "_work" / "organs_accuracy"
 
 
@@ -58,45 +60,26 @@ def main() -> None:
     import torch
 
     from voxseg.config import apply_overrides
-    from voxseg.data import Dataset
-    from voxseg.data.fingerprint import load_or_compute_fingerprint
     from voxseg.evaluation import evaluate_folder, summary_table
     from voxseg.inference import Predictor, predict_folder
-    from voxseg.planning import PlannerOptions, plan_dataset, write_plans
+    from voxseg.planning import PlannerOptions
     from voxseg.postprocess import determine_postprocessing
-    from voxseg.preprocessing.preprocessor import preprocess_dataset
-    from voxseg.synth import generate
     from voxseg.training import ModelConfig, train_fold
-    from voxseg.workspace import Workspace
 
     torch.set_num_threads(2)
-    ws = Workspace.from_env(args.work / "home").ensure()
-    raw = ws.raw / "Dataset001_Organs"
-    if not (raw / "dataset.json").is_file():
-        generate("organs", raw, num_train=args.num_train, num_test=args.num_test, seed=0)
-    ds = Dataset(raw)
-    pre = ws.plans_dir(ds.name)
-    plans = plan_dataset(
-        load_or_compute_fingerprint(ds, pre, progress=False),
-        ds.info,
-        PlannerOptions(
-            device="cpu",
-            cpu_gflops_per_iteration=args.cpu_gflops,
-            cpu_lowres_gflops_per_iteration=args.cpu_lowres_gflops,
-            base_features=args.base_features,
-            patch_size=args.patch_size,
-            spacing=args.spacing,
-        ),
+    options = PlannerOptions(
+        device="cpu",
+        cpu_gflops_per_iteration=args.cpu_gflops,
+        cpu_lowres_gflops_per_iteration=args.cpu_lowres_gflops,
+        base_features=args.base_features,
+        patch_size=args.patch_size,
+        spacing=args.spacing,
     )
-    write_plans(plans, pre)
+    ws, ds, plans = prepare_organs(
+        args.work, args.configuration, options, num_train=args.num_train, num_test=args.num_test
+    )
+    raw = ds.root
     cfg = plans.configuration(args.configuration)
-    preprocess_dataset(
-        ds,
-        plans,
-        args.configuration,
-        ws.preprocessed_dir(ds.name, "default", cfg.data_from),
-        progress=False,
-    )
     base = [
         f"training.iterations_per_epoch={args.iterations}",
         "training.val_iterations=5",
