@@ -19,6 +19,7 @@ class DemoSettings:
     iterations: int = 25
     device: str = "auto"
     seed: int = 0
+    recipe: str = "adamw"
 
 
 @contextmanager
@@ -39,7 +40,7 @@ def run_demo(s: DemoSettings, console: Any) -> dict:
     from voxseg.planning import PlannerOptions, default_device, plan_dataset, write_plans
     from voxseg.preprocessing.preprocessor import preprocess_dataset
     from voxseg.synth import generate
-    from voxseg.training import ModelConfig, train_fold
+    from voxseg.training import ModelConfig, apply_recipe, train_fold
     from voxseg.workspace import Workspace
 
     ws = Workspace.from_env(s.output / "home").ensure()
@@ -80,7 +81,7 @@ def run_demo(s: DemoSettings, console: Any) -> dict:
             progress=False,
         )
     config = apply_overrides(
-        ModelConfig(dataset=ds.name),
+        apply_recipe(ModelConfig(dataset=ds.name), s.recipe),
         [
             f"training.epochs={s.epochs}",
             f"training.iterations_per_epoch={s.iterations}",
@@ -89,7 +90,10 @@ def run_demo(s: DemoSettings, console: Any) -> dict:
             f"training.seed={s.seed}",
         ],
     )
-    with _step(console, f"train on all cases: {s.epochs} epochs × {s.iterations} iterations"):
+    with _step(
+        console,
+        f"train on all cases: {s.epochs} epochs × {s.iterations} iterations, {s.recipe} recipe",
+    ):
         folder = train_fold(config, "all", home=ws.root, force=True)
     predictions = s.output / "predictions"
     with _step(console, "predict the held-out cases (with overlays)"):

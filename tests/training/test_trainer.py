@@ -169,3 +169,56 @@ def test_warmup_cosine():
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
     assert lrs[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))
+
+
+def test_recipes_set_the_optimiser_and_schedule_and_set_overrides_win(tiny_home):
+    """``voxseg train --recipe adamw`` trains with AdamW and the warm-up cosine schedule;
+    a ``--set`` after it still changes single values; ``nnunet`` restores SGD + poly."""
+    from typer.testing import CliRunner
+
+    from voxseg.cli import app
+    from voxseg.training import apply_recipe
+    from voxseg.training.setup import TrainingSetup
+    from voxseg.training.trainer import Trainer
+
+    sets = [x for s in FAST for x in ("--set", s)]
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "Organs",
+            "--fold",
+            "all",
+            "--epochs",
+            "3",
+            "--recipe",
+            "adamw",
+            *sets,
+            "--set",
+            "optimizer.lr=0.003",
+            "--set",
+            "logging.snapshots=false",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    folder = tiny_home / "models" / "Dataset001_Organs" / "default" / "3d_fullres" / "fold_all"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["optimizer"]["name"] == "adamw"
+    assert config["optimizer"]["lr"] == 0.003 and config["optimizer"]["weight_decay"] == 1e-4
+    assert config["schedule"] == {**config["schedule"], "name": "warmup_cosine", "warmup_epochs": 2}
+    # two warm-up epochs at lr·1/3 and lr·2/3, then the cosine's start at lr
+    lrs = [
+        float(row.split(",")[1]) for row in (folder / "training_log.csv").read_text().split()[1:]
+    ]
+    assert lrs == pytest.approx([0.001, 0.002, 0.003])
+    trainer = Trainer(
+        TrainingSetup.create(ModelConfig.model_validate({**config, "model_name": "o"}), "all"),
+        quiet=True,
+    )
+    assert type(trainer.optimizer) is torch.optim.AdamW
+
+    back = apply_recipe(ModelConfig.model_validate(config), "nnunet")
+    assert back.optimizer == ModelConfig(dataset="Organs").optimizer
+    assert back.schedule.name == "poly" and back.training.epochs == 3
+    with pytest.raises(VoxsegError, match="unknown training recipe 'adam'.*nnunet, adamw"):
+        apply_recipe(back, "adam")

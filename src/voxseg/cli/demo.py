@@ -19,6 +19,7 @@ def demo(
     iterations: int = typer.Option(25, help="Iterations per epoch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
     seed: int = typer.Option(0, help="Phantom and training seed."),
+    recipe: str = typer.Option("adamw", help="Training recipe: adamw or nnunet (SGD + poly)."),
 ) -> None:
     """synth → check → plan → preprocess → train → predict → evaluate, printing per-class Dice."""
     from voxseg.demo import DemoSettings, run_demo
@@ -30,6 +31,7 @@ def demo(
         iterations=iterations,
         device=device,
         seed=seed,
+        recipe=recipe,
     )
     tic = time.perf_counter()
     summary = run_demo(settings, console)

@@ -34,6 +34,9 @@ def train(
         None, help="Shortcut for --set training.iterations_per_epoch=N."
     ),
     lr: float | None = typer.Option(None, help="Shortcut for --set optimizer.lr=X."),
+    recipe: str | None = typer.Option(
+        None, help="Optimiser + schedule by name: nnunet (default), adamw (short budgets)."
+    ),
     network: str | None = typer.Option(None, help="Registered network or module:Class."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps."),
     settings: list[str] = typer.Option([], "--set", help="Override any parameter: key.sub=value"),
@@ -54,6 +57,7 @@ def train(
 ) -> None:
     """Train a model on a preprocessed dataset (nnU-Net's recipe by default)."""
     from voxseg.training import ModelConfig, train_fold
+    from voxseg.training.recipes import apply_recipe
     from voxseg.workspace import Workspace
 
     fold_list = collect_folds(folds, ctx) or [fold]
@@ -67,6 +71,8 @@ def train(
         cfg = cfg.model_copy(update={"dataset": name})
     else:
         cfg = ModelConfig(dataset=name, plan=plan, configuration=config, model_name=model)
+    if recipe is not None:
+        cfg = apply_recipe(cfg, recipe)
     shortcuts = {
         "training.epochs": epochs,
         "training.iterations_per_epoch": iterations,

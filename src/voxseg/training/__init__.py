@@ -9,6 +9,7 @@ from voxseg.training.config import (
     ScheduleConfig,
     TrainingConfig,
 )
+from voxseg.training.recipes import RECIPES, apply_recipe
 from voxseg.training.trainer import Trainer, train_fold
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
     "ModelConfig",
     "NetworkConfig",
     "OptimizerConfig",
+    "RECIPES",
     "ScheduleConfig",
     "Trainer",
     "TrainingConfig",
+    "apply_recipe",
     "train_fold",
 ]
