@@ -105,7 +105,7 @@ def main() -> None:
     train_fold(probe, "all", home=ws.root, force=True, quiet=True)
     with open(ws.model_dir(ds.name, "default", "probe", "all") / "training_log.csv") as f:
         seconds_per_epoch = float(list(csv.DictReader(f))[-1]["epoch_seconds"])
-    epochs = max(1, int(args.minutes * 60 / (seconds_per_epoch * 1.03)))
+    epochs = max(1, int(args.minutes * 60 / (seconds_per_epoch * 1.05)))
     print(
         f"{seconds_per_epoch / args.iterations:.2f} s per iteration → {epochs} epochs of "
         f"{args.iterations} iterations in {args.minutes:g} minutes"

@@ -14,8 +14,8 @@ patch the same way until one training iteration at batch 2 needs at most
 (patch 14×40×40, 4 stages, 4.2 GFLOP): 2.3–4.8 s per iteration on 2 cores shared at load
 ~6.5, i.e. about 1 s on two idle cores (thin 3D convolutions, norms and activations run at
 ~5 GFLOP/s effective on a CPU, far below the peak of wide convolutions). A CPU plan's
-``3d_lowres`` holds the whole median image in one patch, with 4× the budget on CPUs that
-multiply bf16 in hardware and 2× elsewhere (see ``CPU_LOWRES_COVERAGE``,
+``3d_lowres`` holds the whole median image in one patch, with 4× the budget (bf16 on CPUs
+that multiply it in hardware, float32 channels-last elsewhere; see ``CPU_LOWRES_COVERAGE``,
 ``BF16_CPU_BUDGET_FACTOR`` and ``FLOAT32_CPU_LOWRES_FACTOR``).
 """
 
@@ -59,11 +59,12 @@ CPU_LOWRES_COVERAGE = 1.0
 #: per iteration (organs, patch 48³: 8–64 features 0.21 s vs 4–32 features 0.166 s), since
 #: thin convolutions leave the matrix units idle.
 BF16_CPU_BUDGET_FACTOR = 4.0
-#: On other CPUs (float32), twice the budget: 3D training runs channels-last there, 1.2–1.4×
-#: faster per step (benchmarks/memory_layout.py), and on the organs phantoms (15 minutes,
-#: 2 cores of an AVX2 CPU) the whole image at 10 GFLOP (3.9 × 2.0 × 2.0 mm) reached a
-#: held-out Dice of 0.842–0.847 (three runs) against 0.82–0.83 at 5 GFLOP (4.9 × 2.5 mm).
-FLOAT32_CPU_LOWRES_FACTOR = 2.0
+#: On other CPUs (float32), the same 4×: 3D training runs channels-last there, 1.2–1.4×
+#: faster per step (benchmarks/memory_layout.py), and the ``adamw`` recipe converges in a few
+#: thousand iterations. On the organs phantoms (15 minutes, 2 cores of an AVX2 CPU, adamw)
+#: the whole image at 20 GFLOP (3.25 × 1.65 mm) reached a held-out Dice of 0.853–0.864 (two
+#: seeds) against 0.839–0.862 at 10 GFLOP (3.9 × 2.0 mm) and 0.82–0.83 at 5 GFLOP.
+FLOAT32_CPU_LOWRES_FACTOR = 4.0
 #: A CPU plan with a fixed patch narrows its network to meet the budget, down to this width.
 MIN_CPU_BASE_FEATURES = 4
 #: Crop-to-nonzero must shrink the median image by at least this share for the z-score to
@@ -138,7 +139,8 @@ def cpu_lowres_budget(options: PlannerOptions) -> tuple[float, str]:
         )
     return FLOAT32_CPU_LOWRES_FACTOR * base, (
         f"{FLOAT32_CPU_LOWRES_FACTOR:g}× the {base:g} GFLOP budget: no hardware bf16 on this "
-        f"CPU (float32), where channels-last 3D training steps are about 1.3× faster"
+        f"CPU (float32), where channels-last 3D training steps are about 1.3× faster and "
+        f"the adamw recipe learns in a few thousand iterations"
     )
 
 
