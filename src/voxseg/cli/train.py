@@ -56,8 +56,7 @@ def train(
     home: str | None = HomeOption,
 ) -> None:
     """Train a model on a preprocessed dataset (nnU-Net's recipe by default)."""
-    from voxseg.training import ModelConfig, train_fold
-    from voxseg.training.recipes import apply_recipe
+    from voxseg.training import ModelConfig, apply_recipe, train_fold
     from voxseg.workspace import Workspace
 
     fold_list = collect_folds(folds, ctx) or [fold]
