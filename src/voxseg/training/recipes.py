@@ -9,22 +9,16 @@ values can still be changed, and ``config.json`` stores the resolved settings ei
 
 from __future__ import annotations
 
-from typing import Any
-
 from voxseg.errors import VoxsegError
 from voxseg.training.config import ModelConfig, OptimizerConfig, ScheduleConfig
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "nnunet": {
-        "optimizer": OptimizerConfig().model_dump(mode="json"),
-        "schedule": ScheduleConfig().model_dump(mode="json"),
-    },
-    "adamw": {
-        "optimizer": OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4).model_dump(
-            mode="json"
-        ),
-        "schedule": ScheduleConfig(name="warmup_cosine", warmup_epochs=2).model_dump(mode="json"),
-    },
+#: name -> (optimiser, schedule)
+RECIPES: dict[str, tuple[OptimizerConfig, ScheduleConfig]] = {
+    "nnunet": (OptimizerConfig(), ScheduleConfig()),
+    "adamw": (
+        OptimizerConfig(name="adamw", lr=1e-3, weight_decay=1e-4),
+        ScheduleConfig(name="warmup_cosine", warmup_epochs=2),
+    ),
 }
 
 
@@ -32,6 +26,6 @@ def apply_recipe(config: ModelConfig, name: str) -> ModelConfig:
     """``config`` with the optimiser and schedule of the recipe ``name``."""
     if name not in RECIPES:
         raise VoxsegError(f"unknown training recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    data = config.model_dump(mode="json")
-    data.update(RECIPES[name])
-    return ModelConfig.model_validate(data)
+    optimizer, schedule = RECIPES[name]
+    update = {"optimizer": optimizer.model_copy(), "schedule": schedule.model_copy()}
+    return config.model_copy(update=update)  # copies: the recipes stay as defined
