@@ -98,15 +98,11 @@ def _analyse(
         return LocalResult(None, [], None, [], "no vessel at the box centre")
     dist = edt.edt(component, anisotropy=tuple(spacing), parallel=1)
     caps = find_caps(component, dist, g, box, settings.min_cap_voxels)
-    entry = None
-    if direction is not None and caps:
-        behind = [float(np.dot(_unit(c.centroid - point), direction)) for c in caps]
-        entry = int(np.argmin(behind))
+    entry = entry_cap(caps, point, direction)
     exits = [i for i in range(len(caps)) if i != entry]
-    if direction is not None and len(caps) < 2:
-        return LocalResult(component, caps, entry, [], "dead end (fewer than 2 caps)")
     if not exits:
-        return LocalResult(component, caps, entry, [], "dead end (no open end)")
+        reason = "dead end (fewer than 2 caps)" if entry is not None else "dead end (no open end)"
+        return LocalResult(component, caps, entry, [], reason)
     if entry is not None:
         source = caps[entry].deepest
     else:
@@ -125,6 +121,18 @@ def _analyse(
     candidates.sort(key=lambda c: c.angle_deg)
     reason = None if candidates else "no next point within the angle limit"
     return LocalResult(component, caps, entry, candidates, reason)
+
+
+def entry_cap(caps: list[Cap], point: np.ndarray, direction: np.ndarray | None) -> int | None:
+    """The open end the vessel comes from: the cap furthest behind ``point`` along
+    ``direction``, if any lies behind it. A seed at a closed inlet (the vessel starts inside
+    the box, as where a user clicks the root of a tree) has none: every cap is then an exit
+    and the paths start at the vessel voxel nearest ``point``."""
+    if direction is None or not caps:
+        return None
+    behind = [float(np.dot(_unit(c.centroid - point), direction)) for c in caps]
+    k = int(np.argmin(behind))
+    return k if behind[k] < 0 else None
 
 
 def component_at_centre(

@@ -75,6 +75,14 @@ class TracingConfig(BaseModel):
     path_penalty_scale: float = Field(1000.0, ge=0, description="TEASAR centring penalty")
     path_penalty_exponent: float = Field(8.0, ge=1)
     centerline: bool = Field(True, description="extract the global centerline at the end")
+    both_ways: bool = Field(
+        True,
+        description="a seed with a direction is traced forwards, then backwards from the seed",
+    )
+    min_steps: int = Field(3, ge=0, description="a trace with fewer successful steps is short")
+    min_length_radii: float = Field(
+        5.0, ge=0, description="a trace shorter than this many seed radii (largest seed) is short"
+    )
 
     def local_settings(self) -> LocalSettings:
         return LocalSettings(
@@ -159,6 +167,8 @@ class BranchStart:
     radius: float
     parent: int = -1
     from_step: int = -1
+    seed: int = -1
+    backward: bool = False
 
 
 @dataclass
@@ -174,16 +184,29 @@ class TraceResult:
     centerline: Centerline | None = None
     seconds: float = 0.0
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_branches(self) -> int:
         return len({s.branch for s in self.steps})
+
+    @property
+    def length(self) -> float:
+        """Traced length (mm): the distance between successive points of every branch."""
+        return _trace_length(self.steps)
+
+    def branch_ends(self) -> list[dict[str, Any]]:
+        """Per branch: its successful steps and why it stopped."""
+        return _branch_ends(self.steps)
 
     def steps_json(self) -> dict[str, Any]:
         return {
             "seconds": round(self.seconds, 3),
             "num_steps": len(self.steps),
             "num_branches": self.num_branches,
+            "length_mm": round(self.length, 3),
+            "warnings": self.warnings,
+            "branch_ends": self.branch_ends(),
             "config": self.config.model_dump(mode="json"),
             "seeds": [
                 {
@@ -272,12 +295,13 @@ def trace(
     t0 = time.perf_counter()
     geometry = image.geometry
     spacing = np.asarray(geometry.spacing)
+    _check_seeds_in_image(seeds, geometry)
     assembly = _Assembly(geometry.shape, cfg.assembly_sigma)
     tubes = _Tubes()
     steps: list[TraceStep] = []
     skipped: list[dict[str, Any]] = []
     queue: deque[BranchStart] = deque(
-        BranchStart(s.point, s.direction, float(s.radius)) for s in seeds
+        BranchStart(s.point, s.direction, float(s.radius), seed=i) for i, s in enumerate(seeds)
     )
     queued_points: list[tuple[np.ndarray, float]] = []
     n_branches = 0
@@ -298,6 +322,11 @@ def trace(
         n_branches += 1
         point, direction, radius = start.point, start.direction, start.radius
         inside_count = 0
+        first_step = len(steps)
+        if cfg.both_ways and start.seed >= 0 and not start.backward and direction is not None:
+            backward = BranchStart(point, -direction, radius, branch, first_step, start.seed, True)
+        else:
+            backward = None
         for k in range(cfg.max_steps_per_branch + 1):
             base = {
                 "branch": branch,
@@ -316,6 +345,8 @@ def trace(
             if box is None:
                 log(box=None, status="stopped", reason="point outside the image", **base)
                 break
+            if k == 0 and start.seed >= 0 and not local.found_vessel:
+                raise VoxsegError(_no_vessel_at_seed(start.seed, seeds[start.seed], cfg, local))
             if local.found_vessel:
                 centre = geometry.physical_to_index(point)
                 prob = np.where(local.component, local.probability, 0.0)
@@ -355,6 +386,8 @@ def trace(
             log(status="ok", **record, **base)
             point, direction = first.point, first.direction
             radius = _next_radius(radius, first.radius, cfg)
+        if backward is not None:
+            queue.appendleft(backward)
 
     prob = assembly.probabilities()
     seg = prob >= cfg.global_threshold
@@ -373,7 +406,97 @@ def trace(
         centerline=centerline,
         seconds=time.perf_counter() - t0,
         skipped=skipped,
+        warnings=short_trace_warnings(steps, seeds, cfg),
     )
+
+
+#: Reasons a branch ends that describe the vessel (it ends, leaves the image, joins a traced
+#: branch or becomes thinner than the minimum); any other reason is a failure to follow it.
+NATURAL_ENDS = (
+    "dead end",
+    "reached the image border",
+    "inside an already traced branch",
+    "radius",
+)
+
+
+def short_trace_warnings(
+    steps: Sequence[TraceStep], seeds: Sequence[Seed], cfg: TracingConfig
+) -> list[str]:
+    """Why a trace looks short: fewer than ``min_steps`` successful steps, less length than
+    ``min_length_radii`` seed radii, or every branch stopped by the same failure (not one of
+    :data:`NATURAL_ENDS`). Each message lists every branch's steps and reason."""
+    ends = _branch_ends(steps)
+    ok = sum(s.status == "ok" for s in steps)
+    length = _trace_length(steps)
+    min_length = cfg.min_length_radii * max((s.radius for s in seeds), default=0.0)
+    problems = []
+    if ok < cfg.min_steps:
+        problems.append(f"{ok} successful step(s), fewer than min_steps={cfg.min_steps}")
+    if length < min_length:
+        problems.append(
+            f"traced length {length:.1f} mm, less than {cfg.min_length_radii:g} seed radii "
+            f"({min_length:.1f} mm)"
+        )
+    reasons = {e["reason"] for e in ends}
+    if len(reasons) == 1 and not next(iter(reasons)).startswith(NATURAL_ENDS):
+        problems.append(f"every branch stopped for the same reason: {next(iter(reasons))}")
+    if not problems:
+        return []
+    detail = "; ".join(f"branch {e['branch']}: {e['steps']} step(s), {e['reason']}" for e in ends)
+    return [f"short trace: {p} ({detail})" for p in problems]
+
+
+def _branch_ends(steps: Sequence[TraceStep]) -> list[dict[str, Any]]:
+    ends: dict[int, dict[str, Any]] = {}
+    for s in steps:
+        end = ends.setdefault(s.branch, {"branch": s.branch, "steps": 0, "reason": ""})
+        end["steps"] += s.status == "ok"
+        if s.status != "ok":
+            end["reason"] = s.reason
+    for end in ends.values():
+        end["reason"] = end["reason"] or "trace limit reached"
+    return list(ends.values())
+
+
+def _trace_length(steps: Sequence[TraceStep]) -> float:
+    by_branch: dict[int, list[list[float]]] = {}
+    for s in steps:
+        by_branch.setdefault(s.branch, []).append(s.point)
+    return float(
+        sum(
+            np.linalg.norm(np.diff(np.asarray(p), axis=0), axis=1).sum() for p in by_branch.values()
+        )
+    )
+
+
+def _check_seeds_in_image(seeds: Sequence[Seed], geometry) -> None:
+    shape = np.asarray(geometry.shape)
+    for i, s in enumerate(seeds):
+        idx = geometry.physical_to_index(s.point)
+        if np.any(idx < -0.5) or np.any(idx > shape - 0.5):
+            lo = geometry.index_to_physical(np.zeros(3))
+            hi = geometry.index_to_physical(shape - 1.0)
+            raise VoxsegError(
+                f"seed {i} at {_mm(s.point)} lies outside the image (voxel {_mm(idx, '')}, "
+                f"grid {tuple(int(n) for n in shape)}, corners {_mm(lo)} and {_mm(hi)}); "
+                "seeds are LPS millimetres, as 3D Slicer's markups (RAS) with x and y negated"
+            )
+
+
+def _no_vessel_at_seed(i: int, seed: Seed, cfg: TracingConfig, local: LocalResult) -> str:
+    found = 0 if local.probability is None else int((local.probability >= cfg.threshold).sum())
+    tolerance = cfg.centre_tolerance * seed.radius
+    return (
+        f"seed {i} at {_mm(seed.point)}: no vessel within {tolerance:.2g} mm "
+        f"(centre_tolerance {cfg.centre_tolerance:g} x radius {seed.radius:g} mm) of the seed; "
+        f"the local segmentation marks {found} voxel(s) of its box as vessel. Put the seed "
+        "inside the vessel lumen (or give a larger radius)"
+    )
+
+
+def _mm(v: np.ndarray, unit: str = " mm") -> str:
+    return "(" + ", ".join(f"{float(x):.1f}" for x in v) + ")" + unit
 
 
 def _stop_before_step(cfg: TracingConfig, steps: list[TraceStep], k: int, radius: float) -> str:

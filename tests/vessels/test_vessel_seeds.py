@@ -1,0 +1,154 @@
+"""Seeds where users put them, on a small generated tree with a known centerline: the inlet
+of a tree that starts inside the image, the middle of a segment with and without a
+direction, near the bifurcation, off the vessel; and the short-trace warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxseg.errors import VoxsegError
+from voxseg.io import Geometry, Image
+from voxseg.vessels import OracleSegmenter, Seed, TracingConfig, trace
+from voxseg.vessels.centerline import Centerline, CenterlineBranch
+from voxseg.vessels.metrics import centerline_overlap
+
+SPACING = (0.6, 0.6, 0.6)
+
+
+@pytest.fixture
+def tree(tubes):
+    """A Y-shaped tree on an oblique grid: the trunk (r 2.0 mm, rounded end) starts 3.5 mm
+    inside the low-z face, so its wall ends 1.5 mm inside the field of view (a tree whose
+    inlet a user clicks), and splits into two children (r 1.5 mm) that end inside the image."""
+    g = Geometry((64, 40, 40), SPACING, (-4.0, 12.0, 30.0), tubes.oblique(15))
+
+    def at(index) -> np.ndarray:
+        return g.index_to_physical(np.asarray(index, dtype=float))
+
+    root, junction = at((3.5 / SPACING[0], 20, 20)), at((30, 20, 20))
+    tips = at((58, 9, 20)), at((58, 31, 20))
+    ref = [(np.linspace(root, junction, 40), np.full(40, 2.0))]
+    ref += [(np.linspace(junction, tip, 40), np.full(40, 1.5)) for tip in tips]
+    truth = tubes.rasterise(g, [(p[[0, -1]], r[[0, -1]]) for p, r in ref])  # straight pieces
+    image = Image.from_geometry(truth.array.astype(np.float32)[None], g)
+    centerline = Centerline(
+        [CenterlineBranch(i, -1 if i == 0 else 0, p, r) for i, (p, r) in enumerate(ref)]
+    ).to_polydata()
+    axis = (junction - root) / np.linalg.norm(junction - root)
+    return {"image": image, "truth": truth, "ref": ref, "cl": centerline, "axis": axis}
+
+
+def _overlap(result, tree) -> float:
+    return centerline_overlap(result.segmentation, tree["cl"])
+
+
+def _along(tree, mm: float) -> np.ndarray:
+    """The trunk's centerline point ``mm`` from the root."""
+    root = tree["ref"][0][0][0]
+    return root + mm * tree["axis"]
+
+
+def test_seed_at_a_closed_inlet_traces_the_whole_tree(tree):
+    # The seed 0.8 mm from the trunk's closed end, pointing into the vessel: the box behind
+    # the seed has no open end, which used to stop the trace after one step.
+    seed = Seed(_along(tree, 0.8), 2.0, tree["axis"])
+    result = trace(tree["image"], [seed], OracleSegmenter(tree["truth"]))
+    assert sum(s.status == "ok" for s in result.steps) > 10
+    assert _overlap(result, tree) > 0.95
+    ends = [s for s in result.steps if s.status == "stopped"]
+    tips = np.array([tree["ref"][1][0][-1], tree["ref"][2][0][-1]])
+    # Both children are followed to their ends.
+    assert ends[1].branch == 1 and ends[1].reason == "dead end (fewer than 2 caps)"  # backwards
+    stops = np.array([s.point for s in ends])
+    assert all(np.linalg.norm(stops - tip, axis=1).min() < 3.0 for tip in tips)
+    assert result.warnings == []
+
+
+def test_mid_segment_seed_with_a_direction_traces_both_ways(tree):
+    seed = Seed(_along(tree, 9.0), 2.0, tree["axis"])
+    result = trace(tree["image"], [seed], OracleSegmenter(tree["truth"]))
+    assert _overlap(result, tree) > 0.95
+    # The backward branch reaches the root (the trunk behind the seed is traced too).
+    root = tree["ref"][0][0][0]
+    assert min(np.linalg.norm(np.array(s.point) - root) for s in result.steps) < 2 * 2.0
+    forward_only = trace(
+        tree["image"], [seed], OracleSegmenter(tree["truth"]), TracingConfig(both_ways=False)
+    )
+    assert _overlap(forward_only, tree) < _overlap(result, tree) - 0.05
+
+
+def test_mid_segment_seed_without_direction(tree):
+    seed = Seed(_along(tree, 9.0), 2.0)
+    result = trace(tree["image"], [seed], OracleSegmenter(tree["truth"]))
+    assert _overlap(result, tree) > 0.95
+    assert result.warnings == []
+
+
+def test_seed_near_the_bifurcation_without_direction(tree):
+    junction = tree["ref"][0][0][-1]
+    seed = Seed(junction - 1.0 * tree["axis"], 2.0)
+    result = trace(tree["image"], [seed], OracleSegmenter(tree["truth"]))
+    assert _overlap(result, tree) > 0.95
+
+
+def test_rough_direction_is_enough(tree):
+    # 40 degrees off the vessel axis.
+    other = np.cross(tree["axis"], [0.0, 0.0, 1.0])
+    rough = np.cos(np.radians(40)) * tree["axis"] + np.sin(np.radians(40)) * other / np.linalg.norm(
+        other
+    )
+    result = trace(
+        tree["image"], [Seed(_along(tree, 0.8), 2.0, rough)], OracleSegmenter(tree["truth"])
+    )
+    assert _overlap(result, tree) > 0.95
+
+
+def test_seed_outside_the_vessel_is_a_clear_error(tree):
+    normal = np.cross(tree["axis"], [0.0, 0.0, 1.0])
+    normal /= np.linalg.norm(normal)
+    off = _along(tree, 9.0) + 6.0 * normal  # 4 mm outside the 2 mm wall
+    assert (
+        tree["truth"].array[
+            tuple(np.round(tree["image"].geometry.physical_to_index(off)).astype(int))
+        ]
+        == 0
+    )
+    with pytest.raises(VoxsegError, match=r"seed 0 at \(.*\) mm: no vessel within 2 mm"):
+        trace(tree["image"], [Seed(off, 2.0, tree["axis"])], OracleSegmenter(tree["truth"]))
+
+
+def test_seed_outside_the_image_is_a_clear_error(tree):
+    far = _along(tree, -30.0)
+    with pytest.raises(VoxsegError, match="seed 0 .* lies outside the image"):
+        trace(tree["image"], [Seed(far, 2.0)], OracleSegmenter(tree["truth"]))
+
+
+def test_short_trace_warns_with_the_reason_of_every_branch(tree):
+    seed = Seed(_along(tree, 9.0), 2.0, tree["axis"])
+    short = trace(
+        tree["image"], [seed], OracleSegmenter(tree["truth"]), TracingConfig(max_steps_per_branch=1)
+    )
+    text = " ".join(short.warnings)
+    assert any("2 successful step(s), fewer than min_steps=3" in w for w in short.warnings)
+    assert any("every branch stopped for the same reason: step limit" in w for w in short.warnings)
+    assert "branch 0: 1 step(s), step limit of the branch reached" in text
+    assert "branch 1: 1 step(s), step limit of the branch reached" in text
+    assert short.steps_json()["warnings"] == short.warnings
+
+
+def test_every_branch_failing_the_same_way_warns(tree):
+    oracle = OracleSegmenter(tree["truth"])
+    calls = {"n": 0}
+
+    def fails_after_a_while(sub: Image) -> Image:
+        calls["n"] += 1
+        if calls["n"] > 8:
+            return sub.with_array(np.zeros(sub.shape, np.float32))
+        return oracle(sub)
+
+    seed = Seed(_along(tree, 0.8), 2.0, tree["axis"])
+    result = trace(tree["image"], [seed], fails_after_a_while, TracingConfig(both_ways=False))
+    reasons = {e["reason"] for e in result.branch_ends()}
+    assert reasons == {"no vessel at the box centre"}
+    assert any("every branch stopped for the same reason" in w for w in result.warnings)
