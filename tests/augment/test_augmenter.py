@@ -167,6 +167,7 @@ class AddConstant:
 def test_custom_transform_by_dotted_path(tmp_path, monkeypatch):
     (tmp_path / "my_augment_test.py").write_text(USER_TRANSFORM)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("VOXSEG_TRUST_CODE", "1")  # a module:attr name runs the user's code
     name = "my_augment_test:AddConstant"
     cfg = AugmentationConfig(intensity_order=[name], custom={name: {"value": 2.5}})
     aug = build_augmentation(cfg.without_spatial(), spatial_dims=2, patch_size=(4, 4))

@@ -222,6 +222,7 @@ def test_user_network_by_dotted_path(tmp_path, monkeypatch) -> None:
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("VOXSEG_TRUST_CODE", "1")  # a module:attr name runs the user's code
     model = build_network(
         "mypkg_nets_test.nets:MyNet",
         in_channels=2,

@@ -126,10 +126,11 @@ def test_build_from_config_and_apply_in_order(rng):
     assert set(POSTPROCESSING.names()) >= {"fill_holes", "keep_largest_component"}
 
 
-def test_unknown_step_and_bad_arguments():
+def test_unknown_step_and_bad_arguments(monkeypatch):
     with pytest.raises(VoxsegError, match="keep_largest_component"):
         build_step({"name": "keep_biggest"})
     with pytest.raises(VoxsegError, match="min_volume"):
         build_step({"name": "remove_small_components", "min_volume": 3})
+    monkeypatch.setenv("VOXSEG_TRUST_CODE", "1")  # a module:attr name runs the user's code
     dotted = build_step({"name": "voxseg.postprocess.steps:FillHoles", "slice_wise": True})
     assert isinstance(dotted, FillHoles) and dotted.slice_wise

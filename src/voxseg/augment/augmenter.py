@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from voxseg._registry import check_kwargs
 from voxseg.augment._registry import AUGMENTATIONS
 from voxseg.augment.config import AugmentationConfig, augmentation_preset
 from voxseg.augment.spatial import SpatialParams, SpatialTransform
@@ -80,6 +81,7 @@ def _build_intensity(
             transform = factory(config=section, spatial_dims=spatial_dims, dummy_2d=dummy_2d)
         else:
             kwargs = config.custom.get(name, {})
+            check_kwargs(factory, kwargs, f"augmentation {name!r}")
             transform = factory(spatial_dims=spatial_dims, dummy_2d=dummy_2d, **kwargs)
         out.append((name, transform))
     return out

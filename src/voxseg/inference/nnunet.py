@@ -30,9 +30,11 @@ transposed, and undone in reverse order.
 
 Checkpoints are read with ``torch.load(weights_only=True)``; nnU-Net's checkpoints hold NumPy
 scalars in their training log, so NumPy's scalar/array/dtype reconstructors (data only, no
-code) are allowed in that load. Network classes are imported only from trusted modules
-(``dynamic_network_architectures``, ``torch.nn``; more with the environment variable
-``VOXSEG_TRUSTED_NETWORK_MODULES``, comma-separated module prefixes).
+code) are allowed in that load. Network classes (``network_class_name``: an ``nn.Module``
+subclass) and their building blocks (``_kw_requires_import``) are imported only as classes
+defined in trusted modules (``dynamic_network_architectures``, ``torch.nn``; more with the
+environment variable ``VOXSEG_TRUSTED_NETWORK_MODULES``, comma-separated module prefixes),
+unless the user trusts the folder's code (``voxseg --trust-code``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxseg._registry import code_trusted
 from voxseg.config import read_json
 from voxseg.data import DatasetInfo
 from voxseg.errors import VoxsegError
@@ -337,13 +341,21 @@ def _trusted_prefixes() -> tuple[str, ...]:
     return TRUSTED_MODULES + tuple(p.strip() for p in extra.split(",") if p.strip())
 
 
-def locate(dotted: str) -> Any:
-    """Import ``package.module.Name`` from a trusted module (see the module docstring)."""
+def locate(dotted: str, *, network: bool = False) -> Any:
+    """Import the class ``package.module.Name`` from a trusted module (see the module
+    docstring). Without ``voxseg --trust-code`` only classes defined in a trusted module are
+    returned (no function, no walk through another module's attributes such as
+    ``torch.nn.functional.torch.load``); a ``network`` must be an ``nn.Module`` subclass."""
+    trusted = code_trusted()
     prefixes = _trusted_prefixes()
-    if not dotted.startswith(prefixes):
+    if network:  # building blocks may come from torch.nn, whole networks may not
+        prefixes = tuple(p for p in prefixes if p != "torch.nn.")
+    what = "network_class_name" if network else "_kw_requires_import entry"
+    if not trusted and not (dotted + ".").startswith(prefixes):
         raise VoxsegError(
-            f"plans.json names {dotted!r}, outside the trusted modules ({', '.join(prefixes)}); "
-            "add its module prefix to VOXSEG_TRUSTED_NETWORK_MODULES if you trust it"
+            f"plans.json {what} {dotted!r} is outside the trusted modules "
+            f"({', '.join(prefixes)}); add its module prefix to VOXSEG_TRUSTED_NETWORK_MODULES "
+            "or rerun with 'voxseg --trust-code ...' if you trust this model folder"
         )
     parts = dotted.split(".")
     for cut in range(len(parts) - 1, 0, -1):
@@ -356,6 +368,15 @@ def locate(dotted: str) -> Any:
                 obj = getattr(obj, attr)
         except AttributeError:
             break
+        if not trusted:
+            defined_in = f"{getattr(obj, '__module__', '')}."
+            is_class = inspect.isclass(obj) and defined_in.startswith(prefixes)
+            if not is_class or (network and not issubclass(obj, torch.nn.Module)):
+                raise VoxsegError(
+                    f"plans.json {what} {dotted!r} is not a "
+                    f"{'network' if network else ''} class defined in the trusted modules; "
+                    "rerun with 'voxseg --trust-code ...' if you trust this model folder"
+                )
         return obj
     raise VoxsegError(f"plans.json names {dotted!r}, which cannot be imported")
 
@@ -370,7 +391,7 @@ def build_nnunet_network(
         if kwargs.get(key) is not None:
             kwargs[key] = locate(kwargs[key])
     kwargs["deep_supervision"] = False
-    cls = locate(architecture["network_class_name"])
+    cls = locate(architecture["network_class_name"], network=True)
     return cls(input_channels=in_channels, num_classes=num_outputs, **kwargs)
 
 

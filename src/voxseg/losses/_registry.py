@@ -81,8 +81,8 @@ def build_single(
 ) -> tuple[float, nn.Module]:
     """``(weight, loss module)`` for one resolution."""
     config = as_config(config)
-    factory = LOSSES.get(config.name)
     settings = config.settings()
+    factory = LOSSES.checked(config.name, settings)
     try:
         module = factory(
             num_classes=num_classes,

@@ -85,7 +85,7 @@ def build_network(
     The returned module checks every input's shape and raises a ``VoxsegError`` that says
     what to change instead of failing deep inside a convolution.
     """
-    factory = NETWORKS.get(name)
+    factory = NETWORKS.checked(name, kwargs)
     info = _info_of(factory)
     dims = topology.spatial_dims
     patch = [int(p) for p in patch_size]

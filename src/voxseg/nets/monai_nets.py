@@ -121,3 +121,9 @@ def unetr(
         spatial_dims=topology.spatial_dims,
         **kwargs,
     )
+
+
+swin_unetr.forwards_kwargs_to = ("monai.networks.nets:SwinUNETR",)  # type: ignore[attr-defined]
+attention_unet.forwards_kwargs_to = ("monai.networks.nets:AttentionUnet",)  # type: ignore[attr-defined]
+segresnet.forwards_kwargs_to = ("monai.networks.nets:SegResNet",)  # type: ignore[attr-defined]
+unetr.forwards_kwargs_to = ("monai.networks.nets:UNETR",)  # type: ignore[attr-defined]

@@ -226,3 +226,6 @@ def segformer3d(
 ) -> nn.Module:
     """SegFormer3D; the topology gives only the spatial dimensions (2 or 3)."""
     return SegFormer3D(in_channels, num_classes, spatial_dims=topology.spatial_dims, **kwargs)
+
+
+segformer3d.forwards_kwargs_to = (SegFormer3D,)  # type: ignore[attr-defined]

@@ -129,6 +129,10 @@ def resenc_unet(
     )
 
 
+unet.forwards_kwargs_to = (PlainConvUNet,)  # type: ignore[attr-defined]
+resenc_unet.forwards_kwargs_to = (ResidualEncoderUNet,)  # type: ignore[attr-defined]
+
+
 def _preset_factory(key: str):
     preset = RESENC_PRESETS[key]
 
@@ -152,6 +156,7 @@ def _preset_factory(key: str):
             kwargs,
         )
 
+    factory.forwards_kwargs_to = (ResidualEncoderUNet,)  # type: ignore[attr-defined]
     factory.__name__ = f"resenc_unet_{key}"
     factory.__doc__ = (
         f"nnU-Net's ResEnc {key.upper()} preset (planned for ~{preset.vram_target_gb:g} GB VRAM)."

@@ -111,6 +111,9 @@ class HeatmapMSELoss(HeatmapLoss):
         super().__init__(**{**kwargs, "kind": "mse"})
 
 
+HeatmapMSELoss.forwards_kwargs_to = (HeatmapLoss,)  # type: ignore[attr-defined]
+
+
 def physical_box(box: list[tuple[int, int]], geometry) -> tuple[np.ndarray, np.ndarray]:
     """LPS corners (min, max) of the voxel box's outer edges on ``geometry``."""
     lo = np.array([a for a, _ in box], float) - 0.5

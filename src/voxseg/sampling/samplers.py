@@ -143,6 +143,7 @@ class CenterlineSampler:
 
 def build_sampler(config: SamplingConfig) -> Sampler:
     kwargs = dict(config.kwargs)
+    SAMPLERS.checked(config.name, kwargs)
     if config.classes is not None:
         kwargs.setdefault("classes", config.classes)
     if config.roi_label is not None:
