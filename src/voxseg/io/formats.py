@@ -134,27 +134,11 @@ def read_channels(paths: Sequence[str | os.PathLike[str]]) -> Image:
 
 
 def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
-    """Read the DICOM series with the most files in ``folder`` (searched recursively)."""
-    folder = Path(folder)
-    best: list[str] = []
-    reader = sitk.ImageSeriesReader
-    for sub in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
-        for uid in reader.GetGDCMSeriesIDs(str(sub)):
-            files = list(reader.GetGDCMSeriesFileNames(str(sub), uid))
-            if len(files) > len(best):
-                best = files
-    if not best:
-        raise VoxsegError(
-            f"{folder}: no DICOM series found in this folder or below; point to the folder "
-            "that holds the .dcm files, or convert the scan to .nii.gz"
-        )
-    series = sitk.ImageSeriesReader()
-    series.SetFileNames(best)
-    try:
-        img = series.Execute()
-    except RuntimeError as exc:
-        raise VoxsegError(f"{folder}: cannot read DICOM series ({_first_line(exc)})") from exc
-    return from_sitk(img)
+    """Read the DICOM image series with the most slices in ``folder`` (searched recursively;
+    see :mod:`voxseg.io.dicom` for slice order, geometry and pixel values)."""
+    from voxseg.io.dicom import read_dicom_folder
+
+    return read_dicom_folder(folder)[0]
 
 
 def write_dicom_series(

@@ -1,0 +1,464 @@
+"""DICOM image series through pydicom: headers, slice order, geometry and pixels.
+
+A series is sorted along the normal of its ImageOrientationPatient (row × column direction)
+by the projection of each ImagePositionPatient, whatever the file names; array axes are
+``[z, y, x]`` = (slice normal, column direction, row direction), spacing
+(slice step, PixelSpacing[0], PixelSpacing[1]). Enhanced multi-frame files contribute one
+slice per frame (PerFrameFunctionalGroupsSequence). Pixels are RescaleSlope × stored +
+RescaleIntercept; integer results stay integers (``int16`` when they fit), fractional ones
+are ``float32``. Compressed transfer syntaxes decode through pydicom's plug-ins (pylibjpeg
+with its openjpeg/libjpeg/rle plug-ins, or python-gdcm).
+
+Objects that are not images (RTSTRUCT, SEG, RTPLAN, RTDOSE, SR, KO, presentation states,
+JSON or CSV files beside the series) never become part of a series.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxseg.errors import VoxsegError
+from voxseg.io.image import Geometry, Image
+
+#: Modalities of DICOM objects that are never image slices of a series.
+NON_IMAGE_MODALITIES = frozenset(
+    {"RTSTRUCT", "SEG", "RTPLAN", "RTDOSE", "RTRECORD", "RTIMAGE", "SR", "KO", "PR", "REG", "DOC"}
+)
+#: Relative deviation of a slice step from the median step that counts as uneven.
+SPACING_TOLERANCE = 0.01
+_DECODERS = "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle (or python-gdcm)"
+
+
+@dataclass
+class DicomHeader:
+    """What voxseg needs from one DICOM file's header (JSON-serialisable for the index)."""
+
+    path: str
+    modality: str = ""
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    patient_id: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    sequence_name: str = ""
+    frame_of_reference_uid: str = ""
+    rows: int = 0
+    columns: int = 0
+    number_of_frames: int = 1
+    slice_thickness: float = 0.0
+    #: One (position, orientation, pixel spacing) per frame; empty for non-images.
+    positions: list[list[float]] = field(default_factory=list)
+    orientation: list[float] = field(default_factory=list)
+    pixel_spacing: list[float] = field(default_factory=list)
+    transfer_syntax: str = ""
+    #: Series (and SOP instances) an RTSTRUCT or SEG refers to.
+    referenced_series: list[str] = field(default_factory=list)
+    referenced_instances: list[str] = field(default_factory=list)
+
+    @property
+    def is_image(self) -> bool:
+        return (
+            self.rows > 0
+            and self.modality.upper() not in NON_IMAGE_MODALITIES
+            and bool(self.positions)
+            and len(self.orientation) == 6
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DicomHeader:
+        return cls(**d)
+
+
+def read_header(path: str | os.PathLike[str]) -> DicomHeader:
+    """The header of one file (pixels not read); :class:`VoxsegError` for non-DICOM files."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
+        raise VoxsegError(f"{path}: not a readable DICOM file ({exc})") from exc
+    if "SOPInstanceUID" not in ds:
+        raise VoxsegError(f"{path}: not a DICOM object (no SOPInstanceUID)")
+    try:
+        return header_from_dataset(ds, path)
+    except (AttributeError, ValueError, TypeError, IndexError) as exc:
+        raise VoxsegError(f"{path}: damaged DICOM header ({exc})") from exc
+
+
+def header_from_dataset(ds: Any, path: str | os.PathLike[str]) -> DicomHeader:
+    """:class:`DicomHeader` of a pydicom dataset (classic or enhanced multi-frame)."""
+    h = DicomHeader(
+        path=str(path),
+        modality=str(ds.get("Modality", "")),
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        patient_id=str(ds.get("PatientID", "")),
+        study_uid=str(ds.get("StudyInstanceUID", "")),
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        series_number=int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+        series_description=str(ds.get("SeriesDescription", "")),
+        sequence_name=str(ds.get("SequenceName", "") or ds.get("PulseSequenceName", "")),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
+        slice_thickness=float(ds.get("SliceThickness", 0) or 0),
+    )
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        h.transfer_syntax = str(meta.TransferSyntaxUID)
+    if "PerFrameFunctionalGroupsSequence" in ds and h.modality.upper() != "SEG":
+        _enhanced_geometry(ds, h)
+    elif "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        h.positions = [[float(v) for v in ds.ImagePositionPatient]]
+        h.orientation = [float(v) for v in ds.ImageOrientationPatient]
+        h.pixel_spacing = [float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])]
+    if h.modality.upper() == "RTSTRUCT":
+        for ref in ds.get("ReferencedFrameOfReferenceSequence", []):
+            if not h.frame_of_reference_uid:
+                h.frame_of_reference_uid = str(ref.get("FrameOfReferenceUID", ""))
+            for study in ref.get("RTReferencedStudySequence", []):
+                for series in study.get("RTReferencedSeriesSequence", []):
+                    h.referenced_series.append(str(series.SeriesInstanceUID))
+                    h.referenced_instances.extend(
+                        str(im.ReferencedSOPInstanceUID)
+                        for im in series.get("ContourImageSequence", [])
+                    )
+    elif h.modality.upper() == "SEG":
+        for series in ds.get("ReferencedSeriesSequence", []):
+            h.referenced_series.append(str(series.SeriesInstanceUID))
+            h.referenced_instances.extend(
+                str(im.ReferencedSOPInstanceUID)
+                for im in series.get("ReferencedInstanceSequence", [])
+            )
+    return h
+
+
+def _enhanced_geometry(ds: Any, h: DicomHeader) -> None:
+    """Per-frame positions and the shared orientation/spacing of an enhanced image."""
+    shared = ds.get("SharedFunctionalGroupsSequence", [None])[0]
+
+    def item(frame: Any, name: str) -> Any:
+        for groups in (frame, shared):
+            if groups is not None and name in groups:
+                return groups[name][0]
+        return None
+
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        pos = item(frame, "PlanePositionSequence")
+        if pos is None:
+            return
+        h.positions.append([float(v) for v in pos.ImagePositionPatient])
+    first = ds.PerFrameFunctionalGroupsSequence[0]
+    orient, measures = item(first, "PlaneOrientationSequence"), item(first, "PixelMeasuresSequence")
+    if orient is not None:
+        h.orientation = [float(v) for v in orient.ImageOrientationPatient]
+    if measures is not None:
+        h.pixel_spacing = [float(v) for v in measures.PixelSpacing]
+
+
+@dataclass
+class DicomSeries:
+    """An image series sorted into array order: one ``(header, frame)`` per slice."""
+
+    slices: list[tuple[DicomHeader, int]]
+    geometry: Geometry
+    #: Position of each slice along the normal (mm); uneven when resampled.
+    normal_positions: np.ndarray
+    resampled: bool = False
+
+    @property
+    def first(self) -> DicomHeader:
+        return self.slices[0][0]
+
+    @property
+    def uid(self) -> str:
+        return self.first.series_uid
+
+    @property
+    def files(self) -> list[Path]:
+        seen: dict[str, None] = {}
+        for h, _ in self.slices:
+            seen.setdefault(h.path, None)
+        return [Path(p) for p in seen]
+
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        return [h.sop_instance_uid for h, _ in self.slices]
+
+    def describe(self) -> str:
+        h = self.first
+        num = "" if h.series_number is None else f" #{h.series_number}"
+        desc = f" {h.series_description!r}" if h.series_description else ""
+        return f"{h.modality}{num}{desc} ({len(self.slices)} slices, {h.series_uid})"
+
+
+def assemble_series(
+    headers: Sequence[DicomHeader], *, resample_uneven: bool = False, source: str = ""
+) -> DicomSeries:
+    """Sort the image headers of one series into slices and derive its geometry.
+
+    Raises :class:`VoxsegError` (naming ``source``) for duplicate slice positions, a missing
+    slice or otherwise uneven spacing unless ``resample_uneven`` (the pixels are then
+    interpolated linearly onto an even grid), and for slices of different size or orientation.
+    """
+    source = source or (headers[0].path if headers else "?")
+    images = [h for h in headers if h.is_image]
+    if not images:
+        raise VoxsegError(f"{source}: no image slices in this series")
+    ref = images[0]
+    iop = np.asarray(ref.orientation, dtype=float)
+    for h in images[1:]:
+        if (h.rows, h.columns) != (ref.rows, ref.columns) or not np.allclose(
+            h.orientation, iop, atol=1e-4
+        ):
+            raise VoxsegError(
+                f"{source}: slices of different size or orientation in series {ref.series_uid} "
+                f"({Path(h.path).name} vs {Path(ref.path).name}); is this a mixed series?"
+            )
+    row, col = _unit(iop[:3]), _unit(iop[3:])
+    normal = np.cross(row, col)
+    slices = [(h, f) for h in images for f in range(len(h.positions))]
+    pos = np.array([h.positions[f] for h, f in slices], dtype=float)
+    along = pos @ normal
+    order = np.argsort(along, kind="stable")
+    slices = [slices[i] for i in order]
+    pos, along = pos[order], along[order]
+    spacing_yx = [float(v) for v in (ref.pixel_spacing or [1.0, 1.0])]
+    resampled = False
+    if len(slices) > 1:
+        steps = np.diff(along)
+        dup = np.flatnonzero(steps < 1e-3)
+        if dup.size:
+            a, b = slices[dup[0]][0], slices[dup[0] + 1][0]
+            raise VoxsegError(
+                f"{source}: duplicate slice position {along[dup[0]]:.3f} mm along the normal "
+                f"({Path(a.path).name}, {Path(b.path).name}); two series mixed, or a repeated "
+                "file: keep one"
+            )
+        step = float(np.median(steps))
+        uneven = np.abs(steps - step) > SPACING_TOLERANCE * step + 1e-3
+        if uneven.any():
+            i = int(np.flatnonzero(uneven)[0])
+            kind = (
+                "a missing slice"
+                if abs(steps[i] / step - round(steps[i] / step)) < 0.05 and steps[i] > step
+                else "uneven slice spacing"
+            )
+            if not resample_uneven:
+                raise VoxsegError(
+                    f"{source}: {kind} in series {ref.series_uid}: step {steps[i]:.3f} mm "
+                    f"between {along[i]:.3f} and {along[i + 1]:.3f} mm where the others are "
+                    f"{step:.3f} mm; pass --resample-uneven to interpolate onto an even grid"
+                )
+            resampled = True
+        shear = (pos[-1] - pos[0]) - normal * (along[-1] - along[0])
+        if np.linalg.norm(shear) > 0.01 * max(1.0, along[-1] - along[0]):
+            raise VoxsegError(
+                f"{source}: slice positions of series {ref.series_uid} do not follow the "
+                "slice normal (gantry tilt or sheared stack); resample it to an orthogonal "
+                "grid first"
+            )
+    else:
+        step = ref.slice_thickness or 1.0
+    nz = len(slices)
+    if resampled:
+        nz = int(round((along[-1] - along[0]) / step)) + 1
+    geometry = Geometry(
+        shape=(nz, ref.rows, ref.columns),
+        spacing=(step, spacing_yx[0], spacing_yx[1]),
+        origin=tuple(pos[0]),
+        direction=np.column_stack([normal, col, row]),
+    )
+    return DicomSeries(slices, geometry, along, resampled)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    if n == 0:
+        raise VoxsegError("ImageOrientationPatient has a zero vector")
+    return v / n
+
+
+def read_series_pixels(series: DicomSeries) -> Image:
+    """Pixels of ``series`` in array order with its geometry (see module docstring)."""
+    import pydicom
+
+    planes: list[np.ndarray] = []
+    slopes: list[tuple[float, float]] = []
+    cache: dict[str, Any] = {}
+    for h, frame in series.slices:
+        ds = cache.get(h.path)
+        if ds is None:
+            try:
+                ds = pydicom.dcmread(h.path)
+            except (OSError, EOFError, ValueError) as exc:
+                raise VoxsegError(f"{h.path}: cannot read DICOM file ({exc})") from exc
+            cache.clear()
+            cache[h.path] = ds
+        planes.append(_pixels(ds, h.path)[frame] if h.number_of_frames > 1 else _pixels(ds, h.path))
+        slopes.append(_rescale(ds, frame))
+    stored = np.stack(planes)
+    slope = np.array([s for s, _ in slopes])[:, None, None]
+    intercept = np.array([i for _, i in slopes])[:, None, None]
+    if np.all(slope == 1) and np.all(intercept == np.round(intercept)):
+        values = stored.astype(np.int64) + intercept.astype(np.int64)
+        lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if np.all(intercept == 0) and stored.dtype in (np.uint8, np.int16, np.uint16):
+            array = stored
+        elif -(2**15) <= lo and hi < 2**15:
+            array = values.astype(np.int16)
+        else:
+            array = values.astype(np.int32)
+    else:
+        array = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    if series.resampled:
+        array = _resample_along(array, series)
+    return Image.from_geometry(np.ascontiguousarray(array), series.geometry)
+
+
+def _pixels(ds: Any, path: str) -> np.ndarray:
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise VoxsegError(f"{path}: DICOM without pixel data (is it an image?)")
+    try:
+        return ds.pixel_array
+    except (NotImplementedError, RuntimeError, ValueError) as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise VoxsegError(
+            f"{path}: cannot decode the pixel data (transfer syntax {name}): {exc}. "
+            f"Install the decoders with `pip install {_DECODERS}`"
+        ) from exc
+
+
+def _rescale(ds: Any, frame: int) -> tuple[float, float]:
+    """RescaleSlope/Intercept of a classic slice, or of one frame of an enhanced image."""
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    for groups in (
+        ds.get("PerFrameFunctionalGroupsSequence", [None] * (frame + 1))[frame],
+        ds.get("SharedFunctionalGroupsSequence", [None])[0],
+    ):
+        if groups is not None and "PixelValueTransformationSequence" in groups:
+            t = groups.PixelValueTransformationSequence[0]
+            return float(t.get("RescaleSlope", 1) or 1), float(t.get("RescaleIntercept", 0) or 0)
+    return 1.0, 0.0
+
+
+def _resample_along(array: np.ndarray, series: DicomSeries) -> np.ndarray:
+    """Linear interpolation of uneven slices onto the even grid of ``series.geometry``."""
+    along = series.normal_positions
+    target = along[0] + np.arange(series.geometry.shape[0]) * series.geometry.spacing[0]
+    hi = np.clip(np.searchsorted(along, target, side="right"), 1, len(along) - 1)
+    lo = hi - 1
+    w = ((target - along[lo]) / (along[hi] - along[lo])).clip(0, 1)[:, None, None]
+    out = array[lo].astype(np.float32) * (1 - w) + array[hi].astype(np.float32) * w
+    if np.issubdtype(array.dtype, np.integer):
+        return np.rint(out).astype(array.dtype)
+    return out.astype(np.float32)
+
+
+def scan_headers(
+    files: Iterable[str | os.PathLike[str]],
+) -> tuple[list[DicomHeader], dict[str, str]]:
+    """Headers of the DICOM files among ``files`` and ``{path: reason}`` for the others."""
+    headers, problems = [], {}
+    for f in files:
+        try:
+            headers.append(read_header(f))
+        except VoxsegError as exc:
+            problems[str(f)] = str(exc)
+    return headers, problems
+
+
+def candidate_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` that may be DICOM: any name, none hidden, no known non-DICOM
+    ending (JSON, CSV, text, images, NIfTI)."""
+    skip = (".json", ".csv", ".txt", ".md", ".nii", ".gz", ".png", ".jpg", ".xml", ".npz", ".zip")
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not p.name.lower().endswith(skip)
+        and p.name.upper() != "DICOMDIR"
+    )
+
+
+def group_series(headers: Iterable[DicomHeader]) -> dict[str, list[DicomHeader]]:
+    """Image headers by SeriesInstanceUID (non-image objects left out)."""
+    out: dict[str, list[DicomHeader]] = {}
+    for h in headers:
+        if h.is_image:
+            out.setdefault(h.series_uid, []).append(h)
+    return out
+
+
+def folder_series(
+    folder: str | os.PathLike[str], *, resample_uneven: bool = False
+) -> list[DicomSeries]:
+    """Every image series under ``folder`` (largest first); :class:`VoxsegError` if none."""
+    folder = Path(folder)
+    headers, _ = scan_headers(candidate_files(folder))
+    groups = group_series(headers)
+    if not groups:
+        raise VoxsegError(
+            f"{folder}: no DICOM series found in this folder or below; point to the folder "
+            "that holds the .dcm files, or convert the scan to .nii.gz"
+        )
+    series = [
+        assemble_series(hs, resample_uneven=resample_uneven, source=str(folder))
+        for hs in groups.values()
+    ]
+    return sorted(series, key=lambda s: -len(s.slices))
+
+
+def select_series(series: Sequence[DicomSeries], selector: str | None, source: str) -> DicomSeries:
+    """The series whose SeriesInstanceUID, SeriesNumber or SeriesDescription (glob) matches
+    ``selector``; the largest when ``selector`` is None."""
+    from fnmatch import fnmatch
+
+    if selector is None:
+        return series[0]
+    for s in series:
+        h = s.first
+        if selector in (h.series_uid, str(h.series_number)) or fnmatch(
+            h.series_description.lower(), selector.lower()
+        ):
+            return s
+    listed = "; ".join(s.describe() for s in series)
+    raise VoxsegError(f"{source}: no series matches {selector!r}; it holds: {listed}")
+
+
+def read_dicom_folder(
+    folder: str | os.PathLike[str],
+    *,
+    series: str | None = None,
+    resample_uneven: bool = False,
+) -> tuple[Image, DicomSeries]:
+    """Read one image series under ``folder`` (the largest unless ``series`` selects one)."""
+    chosen = select_series(
+        folder_series(folder, resample_uneven=resample_uneven), series, str(folder)
+    )
+    return read_series_pixels(chosen), chosen
+
+
+def source_datasets(series: DicomSeries) -> list[Any]:
+    """The pydicom headers (no pixels) of the files of ``series`` in slice order, for
+    writers that reference the source images."""
+    import pydicom
+
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in series.files]

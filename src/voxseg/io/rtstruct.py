@@ -1,0 +1,281 @@
+"""DICOM RT Structure Sets: read ROIs and their contours, write label maps as contours.
+
+Contours are matched to ROIs by ReferencedROINumber, never by position (planning systems
+leave ROIs without contours out of ROIContourSequence). Placement on an image grid uses
+geometry only (:func:`voxseg.io.contours.contours_to_mask`), so structure sets without
+per-contour image references work too. Written structure sets trace each label's voxel-
+centre boundary (:func:`voxseg.io.contours.mask_to_contours`, holes as separate contours),
+reference the source slice of every contour, and copy the patient and study of the source.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxseg.errors import VoxsegError
+from voxseg.io.contours import RasterReport, contours_to_mask, mask_to_contours
+from voxseg.io.dicom import DicomSeries, source_datasets
+
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+_AREA_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
+#: ROI colours (RGB) for written labels, cycled.
+COLOURS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+)
+
+
+@dataclass
+class Roi:
+    """One ROI of a structure set and its closed planar contours (LPS mm)."""
+
+    number: int
+    name: str
+    contours: list[np.ndarray] = field(default_factory=list)
+    #: Contours left out because they are not areas (POINT, OPEN_PLANAR …), with counts.
+    skipped_types: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StructureSet:
+    path: Path
+    frame_of_reference_uid: str
+    referenced_series: list[str]
+    rois: list[Roi]
+
+    def roi(self, name: str) -> Roi:
+        for r in self.rois:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def read_rtstruct(path: str | os.PathLike[str]) -> StructureSet:
+    """ROIs and contours of an RTSTRUCT file; :class:`VoxsegError` if it is not one."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise VoxsegError(f"{path}: not a readable DICOM file ({exc})") from exc
+    if str(ds.get("Modality", "")) != "RTSTRUCT" or "StructureSetROISequence" not in ds:
+        raise VoxsegError(f"{path}: not an RT Structure Set (Modality {ds.get('Modality')!r})")
+    rois = {
+        int(r.ROINumber): Roi(int(r.ROINumber), str(r.get("ROIName", f"ROI {r.ROINumber}")))
+        for r in ds.StructureSetROISequence
+    }
+    for item in ds.get("ROIContourSequence", []):
+        number = int(item.ReferencedROINumber)
+        roi = rois.setdefault(number, Roi(number, f"ROI {number}"))
+        for c in item.get("ContourSequence", []):
+            kind = str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
+            data = c.get("ContourData")
+            if kind not in _AREA_TYPES or data is None:
+                roi.skipped_types[kind] = roi.skipped_types.get(kind, 0) + 1
+                continue
+            roi.contours.append(np.asarray([float(v) for v in data], dtype=float).reshape(-1, 3))
+    frame, series = "", []
+    for ref in ds.get("ReferencedFrameOfReferenceSequence", []):
+        frame = frame or str(ref.get("FrameOfReferenceUID", ""))
+        for study in ref.get("RTReferencedStudySequence", []):
+            series.extend(
+                str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])
+            )
+    return StructureSet(path, frame, series, sorted(rois.values(), key=lambda r: r.number))
+
+
+def roi_mask(roi: Roi, series: DicomSeries) -> tuple[np.ndarray, RasterReport]:
+    """The ROI rasterised on the grid of ``series`` (voxel centre inside the polygon)."""
+    mask, report = contours_to_mask(roi.contours, series.geometry, name=f"ROI {roi.name!r} contour")
+    for kind, n in roi.skipped_types.items():
+        report.problems.append(f"ROI {roi.name!r}: {n} {kind} contour(s) are not areas (left out)")
+    return mask, report
+
+
+def write_rtstruct(
+    label_map: np.ndarray,
+    series: DicomSeries,
+    labels: dict[str, int],
+    path: str | os.PathLike[str],
+    *,
+    structure_set_label: str = "voxseg",
+    description: str = "",
+    software_version: str = "",
+) -> Path:
+    """Write ``label_map`` (``[z, y, x]`` on ``series``' grid) as an RTSTRUCT, one ROI per
+    label in ``labels`` (name → value, background left out), atomically."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path = Path(path)
+    if series.resampled:
+        raise VoxsegError(f"{path}: the source series was resampled; no slice to refer contours to")
+    if tuple(label_map.shape) != series.geometry.shape:
+        raise VoxsegError(
+            f"{path}: label map shape {label_map.shape} differs from the source series "
+            f"{series.geometry.shape}"
+        )
+    src = source_datasets(series)[0]
+    now = datetime.datetime.now()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    _copy_patient_and_study(src, ds)
+    ds.SOPClassUID = RTSTRUCT_SOP_CLASS
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 9001
+    ds.SeriesDescription = description or structure_set_label
+    ds.InstanceNumber = 1
+    ds.Manufacturer = "voxseg"
+    ds.SoftwareVersions = software_version or _version()
+    ds.OperatorsName = ""
+    ds.FrameOfReferenceUID = series.first.frame_of_reference_uid
+    ds.StructureSetLabel = structure_set_label[:16]
+    ds.StructureSetName = structure_set_label[:64]
+    ds.StructureSetDescription = description
+    ds.StructureSetDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StructureSetTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.ApprovalStatus = "UNAPPROVED"
+
+    slice_refs = [_image_ref(h.sop_class_uid, h.sop_instance_uid, f, h) for h, f in series.slices]
+    instances = {h.sop_instance_uid: h for h, _ in series.slices}
+    contour_images = Sequence(
+        [_image_ref(h.sop_class_uid, uid, None, h) for uid, h in instances.items()]
+    )
+    rt_series = pydicom.Dataset()
+    rt_series.SeriesInstanceUID = series.uid
+    rt_series.ContourImageSequence = contour_images
+    rt_study = pydicom.Dataset()
+    rt_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # detached study management
+    rt_study.ReferencedSOPInstanceUID = series.first.study_uid
+    rt_study.RTReferencedSeriesSequence = Sequence([rt_series])
+    frame = pydicom.Dataset()
+    frame.FrameOfReferenceUID = series.first.frame_of_reference_uid
+    frame.RTReferencedStudySequence = Sequence([rt_study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+
+    set_rois, roi_contours, observations = Sequence(), Sequence(), Sequence()
+    foreground = [(n, v) for n, v in labels.items() if int(v) != 0]
+    for number, (name, value) in enumerate(foreground, start=1):
+        roi = pydicom.Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = series.first.frame_of_reference_uid
+        roi.ROIName = name
+        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        set_rois.append(roi)
+        item = pydicom.Dataset()
+        item.ReferencedROINumber = number
+        item.ROIDisplayColor = list(COLOURS[(number - 1) % len(COLOURS)])
+        contours = Sequence()
+        for k, points in mask_to_contours(label_map == value, series.geometry):
+            c = pydicom.Dataset()
+            c.ContourImageSequence = Sequence([slice_refs[k]])
+            c.ContourGeometricType = "CLOSED_PLANAR"
+            c.NumberOfContourPoints = len(points)
+            c.ContourData = [_ds(v) for v in points.reshape(-1)]
+            contours.append(c)
+        if len(contours):
+            item.ContourSequence = contours
+        roi_contours.append(item)
+        obs = pydicom.Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.ROIObservationLabel = name[:16]
+        obs.RTROIInterpretedType = "ORGAN"
+        obs.ROIInterpreter = ""
+        observations.append(obs)
+    ds.StructureSetROISequence = set_rois
+    ds.ROIContourSequence = roi_contours
+    ds.RTROIObservationsSequence = observations
+    return _atomic_save(ds, path)
+
+
+def _image_ref(sop_class: str, sop_uid: str, frame: int | None, h: Any) -> Any:
+    import pydicom
+
+    ref = pydicom.Dataset()
+    ref.ReferencedSOPClassUID = sop_class
+    ref.ReferencedSOPInstanceUID = sop_uid
+    if frame is not None and h.number_of_frames > 1:
+        ref.ReferencedFrameNumber = frame + 1
+    return ref
+
+
+_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "IssuerOfPatientID",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SpecificCharacterSet",
+)
+
+
+def _copy_patient_and_study(src: Any, ds: Any) -> None:
+    """Patient and General Study modules of the source (the DICOM object joins its study)."""
+    for key in _PATIENT_STUDY:
+        if key in src:
+            setattr(ds, key, src[key].value)
+        elif key not in ("IssuerOfPatientID", "PatientAge", "SpecificCharacterSet"):
+            setattr(ds, key, "")
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters) as precise as it allows."""
+    for digits in range(10, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    return f"{value:.1e}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"voxseg {version('voxseg')}"
+    except PackageNotFoundError:
+        return "voxseg"
+
+
+def _atomic_save(ds: Any, path: Path) -> Path:
+    """Write ``ds`` to ``path`` through a hidden temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
