@@ -152,3 +152,91 @@ def test_every_branch_failing_the_same_way_warns(tree):
     reasons = {e["reason"] for e in result.branch_ends()}
     assert reasons == {"no vessel at the box centre"}
     assert any("every branch stopped for the same reason" in w for w in result.warnings)
+
+
+def test_seed_without_radius_gets_the_vessel_radius(tree):
+    seed = Seed(_along(tree, 9.0) + np.array([0.3, -0.2, 0.1]))  # off the axis by 0.37 mm
+    result = trace(tree["image"], [seed], OracleSegmenter(tree["truth"]))
+    assert abs(result.seeds[0].radius - 2.0) < 0.35
+    assert _overlap(result, tree) > 0.95
+
+
+def test_read_seqseg_seed_file(tmp_path):
+    import json
+
+    from voxseg.vessels import read_seeds
+
+    cases = [
+        {"name": "0001", "seeds": [[[0.0, 0.0, 0.0], [0.0, 3.0, 4.0], 1.2]]},
+        {"name": "0002", "seeds": [[[1.0, 1.0, 1.0], [1.0, 1.0, 3.0], 2.5]]},
+    ]
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps(cases))
+    (seed,) = read_seeds(path, case="0001")
+    # SeqSeg starts at the second point, heading away from the first.
+    np.testing.assert_allclose(seed.point, [0, 3, 4])
+    np.testing.assert_allclose(seed.direction, [0, 0.6, 0.8])
+    assert seed.radius == 1.2
+    with pytest.raises(VoxsegError, match="2 cases .*0001, 0002.*--case"):
+        read_seeds(path)
+    with pytest.raises(VoxsegError, match="no case '0003'"):
+        read_seeds(path, case="0003")
+
+
+def test_read_vtp_point_list(tmp_path):
+    from voxseg.io import PolyData, write_vtp
+    from voxseg.vessels import read_seeds
+
+    points = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    write_vtp(
+        PolyData(points, point_data={"MaximumInscribedSphereRadius": np.array([1.5, 0.8])}),
+        tmp_path / "seeds.vtp",
+    )
+    seeds = read_seeds(tmp_path / "seeds.vtp")
+    np.testing.assert_allclose([s.point for s in seeds], points)
+    assert [s.radius for s in seeds] == [1.5, 0.8]
+    assert all(s.direction is None for s in seeds)
+    write_vtp(PolyData(points), tmp_path / "bare.vtp")
+    assert [s.radius for s in read_seeds(tmp_path / "bare.vtp", radius=2.0)] == [2.0, 2.0]
+
+
+def test_read_json_point_list(tmp_path):
+    from voxseg.vessels import read_seeds
+
+    (tmp_path / "points.json").write_text("[[1, 2, 3], [4, 5, 6]]")
+    seeds = read_seeds(tmp_path / "points.json")
+    np.testing.assert_allclose([s.point for s in seeds], [[1, 2, 3], [4, 5, 6]])
+    assert all(s.radius is None and s.direction is None for s in seeds)
+
+
+def test_read_slicer_markups(tmp_path):
+    import json
+
+    from voxseg.vessels import read_seeds
+
+    def markup(kind, system, positions):
+        return {
+            "type": kind,
+            "coordinateSystem": system,
+            "controlPoints": [{"position": p, "positionStatus": "defined"} for p in positions],
+        }
+
+    doc = {
+        "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/"
+        "Markups/Resources/Schema/markups-schema-v1.0.3.json#",
+        "markups": [
+            markup("Fiducial", "RAS", [[10.0, 20.0, 30.0]]),
+            markup("Line", "LPS", [[0.0, 0.0, 0.0], [0.0, 0.0, -5.0]]),
+        ],
+    }
+    path = tmp_path / "seeds.mrk.json"
+    path.write_text(json.dumps(doc))
+    fiducial, line = read_seeds(path)
+    np.testing.assert_allclose(fiducial.point, [-10, -20, 30])  # RAS → LPS
+    assert fiducial.direction is None
+    np.testing.assert_allclose(line.point, [0, 0, 0])
+    np.testing.assert_allclose(line.direction, [0, 0, -1])
+    doc["markups"] = [markup("Curve", "LPS", [[0.0, 0.0, 0.0]])]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(VoxsegError, match="markup 0 is a Curve"):
+        read_seeds(path)

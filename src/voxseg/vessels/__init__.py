@@ -10,15 +10,9 @@ from voxseg.vessels.centerline import (
 )
 from voxseg.vessels.metrics import centerline_distance, centerline_metrics, centerline_overlap
 from voxseg.vessels.sampling import SamplerConfig, sample_case, sample_dataset, walk_centerline
+from voxseg.vessels.seeds import Seed, read_seeds
 from voxseg.vessels.segmenters import LocalSegmenter, OracleSegmenter, PredictorSegmenter
-from voxseg.vessels.tracing import (
-    Seed,
-    TraceResult,
-    TraceStep,
-    TracingConfig,
-    read_seeds,
-    trace,
-)
+from voxseg.vessels.tracing import TraceResult, TraceStep, TracingConfig, trace
 
 __all__ = [
     "Centerline",

@@ -19,14 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import edt
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxseg.config import read_json
 from voxseg.errors import VoxsegError
 from voxseg.io import Image
 from voxseg.vessels.centerline import Centerline, components_at, extract_centerline
-from voxseg.vessels.local import LocalResult, LocalSettings, analyse
+from voxseg.vessels.local import LocalResult, LocalSettings, analyse, component_at_centre
+from voxseg.vessels.seeds import Seed
 from voxseg.vessels.subvolume import Box, box_around, crop
 
 Segmenter = Callable[[Image], Image]
@@ -79,6 +80,9 @@ class TracingConfig(BaseModel):
         True,
         description="a seed with a direction is traced forwards, then backwards from the seed",
     )
+    seed_search_mm: float = Field(
+        16.0, gt=0, description="box side (mm) that estimates the radius of a seed without one"
+    )
     min_steps: int = Field(3, ge=0, description="a trace with fewer successful steps is short")
     min_length_radii: float = Field(
         5.0, ge=0, description="a trace shorter than this many seed radii (largest seed) is short"
@@ -94,50 +98,6 @@ class TracingConfig(BaseModel):
             path_penalty_scale=self.path_penalty_scale,
             path_penalty_exponent=self.path_penalty_exponent,
         )
-
-
-@dataclass
-class Seed:
-    """A start point (LPS mm), optional direction and a radius (mm)."""
-
-    point: np.ndarray
-    radius: float
-    direction: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.point = np.asarray(self.point, dtype=float).reshape(3)
-        if self.direction is not None:
-            d = np.asarray(self.direction, dtype=float).reshape(3)
-            n = float(np.linalg.norm(d))
-            self.direction = d / n if n > 0 else None
-        if not self.radius > 0:
-            raise VoxsegError(f"seed radius must be > 0, got {self.radius}")
-
-
-def read_seeds(path: str | os.PathLike[str]) -> list[Seed]:
-    """Seeds from JSON: SeqSeg's ``[[[x, y, z], [dx, dy, dz], r], ...]``, or entries
-    ``[[x, y, z], r]`` or ``{"point": [...], "direction": [...], "radius": r}``."""
-    data = read_json(path)
-    if isinstance(data, dict) or (data and isinstance(data[0], (int, float))):
-        data = [data]
-    seeds = []
-    for i, entry in enumerate(data):
-        try:
-            if isinstance(entry, dict):
-                seeds.append(Seed(entry["point"], float(entry["radius"]), entry.get("direction")))
-            elif len(entry) == 3:
-                seeds.append(Seed(entry[0], float(entry[2]), entry[1]))
-            elif len(entry) == 2:
-                seeds.append(Seed(entry[0], float(entry[1])))
-            else:
-                raise ValueError("expected [point, direction, radius] or [point, radius]")
-        except (KeyError, ValueError, TypeError) as exc:
-            raise VoxsegError(
-                f"{path}: seed {i} is not [[x, y, z], [dx, dy, dz], radius] ({exc})"
-            ) from exc
-    if not seeds:
-        raise VoxsegError(f"{path}: no seeds")
-    return seeds
 
 
 @dataclass
@@ -296,6 +256,7 @@ def trace(
     geometry = image.geometry
     spacing = np.asarray(geometry.spacing)
     _check_seeds_in_image(seeds, geometry)
+    seeds = [_with_radius(i, s, image, segmenter, cfg) for i, s in enumerate(seeds)]
     assembly = _Assembly(geometry.shape, cfg.assembly_sigma)
     tubes = _Tubes()
     steps: list[TraceStep] = []
@@ -482,6 +443,46 @@ def _check_seeds_in_image(seeds: Sequence[Seed], geometry) -> None:
                 f"grid {tuple(int(n) for n in shape)}, corners {_mm(lo)} and {_mm(hi)}); "
                 "seeds are LPS millimetres, as 3D Slicer's markups (RAS) with x and y negated"
             )
+
+
+def _with_radius(
+    i: int, seed: Seed, image: Image, segmenter: Segmenter, cfg: TracingConfig
+) -> Seed:
+    """``seed`` with a radius: its own, else the largest inscribed radius of the local
+    segmentation near the seed (within the wall distance at the seed, which reaches the
+    vessel axis for a seed in the inner half of the lumen). The search box doubles while the
+    vessel fills it."""
+    if seed.radius is not None:
+        return seed
+    from voxseg.vessels.centerline import inscribed_radius
+
+    geometry = image.geometry
+    spacing = np.asarray(geometry.spacing)
+    side = cfg.seed_search_mm
+    for _ in range(4):
+        box = box_around(geometry, seed.point, side, cfg.min_box_voxels, cfg.max_box_voxels)
+        assert box is not None  # the seed lies in the image (checked before)
+        prob = segmenter(crop(image, box))
+        mask = np.asarray(prob.array) >= cfg.threshold
+        component = component_at_centre(mask, prob.geometry, seed.point, float(spacing.max()))
+        if component is None:
+            raise VoxsegError(
+                f"seed {i} at {_mm(seed.point)}: no vessel at the seed in the local "
+                f"segmentation of a {side:.0f} mm box ({int(mask.sum())} vessel voxel(s) "
+                "elsewhere in it); put the seed inside the vessel lumen"
+            )
+        dist = edt.edt(component, anisotropy=tuple(spacing), parallel=1)
+        idx = np.argwhere(component)
+        d = np.linalg.norm(prob.geometry.index_to_physical(idx) - seed.point, axis=1)
+        wall = float(dist[tuple(idx[int(np.argmin(d))])])
+        near = idx[d <= max(wall, float(spacing.max()))]
+        best = near[int(np.argmax(dist[tuple(near.T)]))]
+        radius = float(inscribed_radius(dist, best[None].astype(float), spacing)[0])
+        grown = max(box.size) >= cfg.max_box_voxels
+        if cfg.box_scale * radius < 0.8 * side or grown:
+            return Seed(seed.point, radius, seed.direction)
+        side *= 2.0
+    return Seed(seed.point, radius, seed.direction)
 
 
 def _no_vessel_at_seed(i: int, seed: Seed, cfg: TracingConfig, local: LocalResult) -> str:
