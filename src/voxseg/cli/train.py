@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -37,6 +38,12 @@ def train(
     recipe: str | None = typer.Option(
         None, help="Optimiser + schedule by name: nnunet (default), adamw (short budgets)."
     ),
+    time_budget: str | None = typer.Option(
+        None,
+        "--time-budget",
+        help="Train for this long (90s, 20m, 2h), final validation included: the epochs "
+        "(and the epoch length) are fixed from the measured speed.",
+    ),
     network: str | None = typer.Option(None, help="Registered network or module:Class."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps."),
     settings: list[str] = typer.Option([], "--set", help="Override any parameter: key.sub=value"),
@@ -57,21 +64,32 @@ def train(
 ) -> None:
     """Train a model on a preprocessed dataset (nnU-Net's recipe by default)."""
     from voxseg.training import ModelConfig, apply_recipe, train_fold
+    from voxseg.training.budget import format_duration, parse_duration
     from voxseg.workspace import Workspace
 
     fold_list = collect_folds(folds, ctx) or [fold]
     if nproc_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         _relaunch_with_torchrun(nproc_per_node)
         return
+    started = time.monotonic()
     ws = Workspace.from_env(home)
-    name = ws.dataset_name(dataset)
+    root = ws.dataset_dir(dataset)
+    name = root.name
+    where = {"dataset": name, "dataset_path": str(root)}
     if config_file is not None:
         cfg = load_model(ModelConfig, config_file)
-        cfg = cfg.model_copy(update={"dataset": name})
+        cfg = cfg.model_copy(update=where)
     else:
-        cfg = ModelConfig(dataset=name, plan=plan, configuration=config, model_name=model)
+        cfg = ModelConfig(**where, plan=plan, configuration=config, model_name=model)
     if recipe is not None:
         cfg = apply_recipe(cfg, recipe)
+    budget_settings = []
+    if time_budget is not None:
+        budget_settings.append(f"training.time_budget={parse_duration(time_budget)}")
+        if iterations is None and not any(
+            s.startswith("training.iterations_per_epoch=") for s in settings
+        ):
+            budget_settings.append("training.iterations_per_epoch=auto")
     shortcuts = {
         "training.epochs": epochs,
         "training.iterations_per_epoch": iterations,
@@ -80,10 +98,24 @@ def train(
         "training.device": device,
     }
     overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + list(settings)
-    cfg = apply_overrides(cfg, overrides)
-    for f in fold_list:
+    cfg = apply_overrides(cfg, budget_settings + overrides)
+    _advise(cfg, recipe)
+    per_fold = cfg.training.time_budget
+    if per_fold is not None and len(fold_list) > 1:
+        per_fold = per_fold / len(fold_list)
+        cfg = apply_overrides(cfg, [f"training.time_budget={per_fold}"])
+        console.print(f"time budget: {format_duration(per_fold)} per fold")
+    for i, f in enumerate(fold_list):
         console.print(f"[bold]training[/] {name} / {cfg.plan} / {cfg.configuration} / fold {f}")
-        folder = train_fold(cfg, f, home=ws.root, resume=resume, force=force, pretrained=pretrained)
+        folder = train_fold(
+            cfg,
+            f,
+            home=ws.root,
+            resume=resume,
+            force=force,
+            pretrained=pretrained,
+            started=started if i == 0 else None,
+        )
         console.print(f"model written to {folder}")
         summary = folder / "validation" / "summary.json"
         if summary.is_file():
@@ -91,6 +123,23 @@ def train(
             from voxseg.evaluation import summary_table
 
             console.print(summary_table(read_json(summary)))
+
+
+def _advise(cfg, recipe: str | None) -> None:
+    """On a CPU, a run without a budget on nnU-Net's schedule takes hours to days: say so
+    before it starts (the trainer prints its measured estimate after a few steps)."""
+    from voxseg.devices import pick_device
+
+    t = cfg.training
+    if t.time_budget is not None or pick_device(t.device).type != "cpu":
+        return
+    if recipe is None and t.epochs >= 1000:
+        console.print(
+            f"[yellow]note:[/] {t.epochs} epochs of nnU-Net's recipe on a CPU take hours to days; "
+            "for a CPU run try [bold]--time-budget 30m[/] (fits the epochs to the time) and "
+            "[bold]--recipe adamw[/], or [bold]voxseg auto DATASET --time-budget 30m[/]",
+            highlight=False,
+        )
 
 
 def _relaunch_with_torchrun(nproc: int) -> None:

@@ -31,6 +31,7 @@ class TrainState:
     epochs_since_best: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     config_hash: str = ""
+    seconds: float = 0.0  # of a time budget, spent up to this checkpoint
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

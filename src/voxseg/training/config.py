@@ -70,12 +70,38 @@ class LoggingConfig(_Strict):
     mlflow_uri: str | None = None
 
 
+class BudgetRecord(_Strict):
+    """How a time-budgeted run fixed its length (measured, then stored in ``config.json``)."""
+
+    seconds_per_iteration: float
+    seconds_per_epoch: float
+    iterations_per_epoch: int
+    epochs: int
+    reserved_seconds: float = Field(description="kept for the final validation and export")
+    refits: int = Field(0, description="times the epoch count was fitted again mid-run")
+
+
 class TrainingConfig(_Strict):
     """The training loop (defaults: nnU-Net's recipe; the batch size comes from the plan)."""
 
-    epochs: int = Field(1000, ge=1)
-    iterations_per_epoch: int = Field(250, ge=1)
-    val_iterations: int = Field(50, ge=0)
+    epochs: int = Field(1000, ge=1, description="fixed by the trainer when time_budget is set")
+    iterations_per_epoch: int | Literal["auto"] = Field(
+        250,
+        description="auto: 250, or with a time_budget about a 50th of the iterations that fit "
+        "(10 to 250), so the schedule has enough epochs",
+    )
+    val_iterations: int | Literal["auto"] = Field(
+        "auto", description="validation batches per epoch; auto: a fifth of the epoch (≥ 5)"
+    )
+    time_budget: float | None = Field(
+        None,
+        gt=0,
+        description="seconds for training, final validation and export (--time-budget 20m); "
+        "the trainer measures its rate and fixes epochs (and an auto epoch length) to fit",
+    )
+    budget: BudgetRecord | None = Field(
+        None, description="written by the trainer: how a time_budget was spent (not an input)"
+    )
     batch_size: int | None = Field(None, ge=1, description="per process; default: the plan's")
     grad_clip: float | None = 12.0
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
@@ -97,6 +123,11 @@ class ModelConfig(_Strict):
     """Everything that defines a model, besides the plan it was trained with."""
 
     dataset: str
+    dataset_path: str | None = Field(
+        None,
+        description="the raw dataset's absolute path when training started (found again by "
+        "name in the workspace when it has moved)",
+    )
     plan: str = "default"
     configuration: str = "3d_fullres"
     model_name: str | None = Field(

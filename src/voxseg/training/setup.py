@@ -45,8 +45,7 @@ class TrainingSetup:
         from voxseg.preprocessing.store import PreprocessedStore
 
         ws = Workspace.from_env(home)
-        root = ws.dataset_dir(config.dataset)
-        dataset = Dataset(root)
+        dataset = Dataset(find_dataset(ws, config))
         name = dataset.name
         plans_path = ws.plans_dir(name) / "plans" / f"{config.plan}.json"
         if not plans_path.is_file():
@@ -167,6 +166,17 @@ class TrainingSetup:
         if self.fold == "all" or not self.val_ids:
             return
         validate_fold(self, folder, network, quiet=quiet)
+
+
+def find_dataset(ws: Workspace, config: ModelConfig) -> Path:
+    """The model's raw dataset: its recorded path, else its name in the workspace (a
+    dataset that has moved since training started; the fallback is said)."""
+    if config.dataset_path and (Path(config.dataset_path) / "dataset.json").is_file():
+        return Path(config.dataset_path)
+    root = ws.dataset_dir(config.dataset)
+    if config.dataset_path:
+        print(f"dataset {config.dataset_path} not found; using {root}", flush=True)
+    return root
 
 
 def _with_plan_batch_dice(config: ModelConfig, planned: bool | None) -> ModelConfig:

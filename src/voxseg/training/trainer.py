@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +23,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from voxseg.config import write_json
 from voxseg.devices import amp_dtype, memory_format, pick_device, use_channels_last
 from voxseg.errors import VoxsegError
+from voxseg.locks import folder_lock
+from voxseg.progress import ProgressReporter
 from voxseg.sampling import PatchBatches, build_sampler
+from voxseg.spatial.tiling import sliding_window_starts
+from voxseg.training import budget as tb
 from voxseg.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from voxseg.training.config import ModelConfig
+from voxseg.training.config import BudgetRecord, ModelConfig
 from voxseg.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from voxseg.training.logs import Trackers, plot_progress, save_snapshot, write_csv_log
 from voxseg.training.schedules import learning_rate
@@ -45,9 +49,18 @@ VALIDATION_CACHE_BYTES = 1 << 30
 PROGRESS_PLOT_SECONDS = 30.0
 
 
+#: the loader's last batch index when a time budget decides where training ends
+_OPEN_END = 1 << 62
+
+
 def config_hash(config: ModelConfig) -> str:
-    """Hash of the settings that change the result (not logging or worker counts)."""
-    data = config.model_dump(mode="json", exclude={"logging": True, "training": {"num_workers"}})
+    """Hash of the settings that change the result (not logging or worker counts; under a
+    time budget not the epoch count and length either, which the trainer fixes itself)."""
+    training = {"num_workers", "time_budget", "budget"}
+    if config.training.time_budget is not None:
+        training |= {"epochs", "iterations_per_epoch"}
+    exclude = {"logging": True, "dataset_path": True, "training": training}
+    data = config.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -71,6 +84,8 @@ class Trainer:
         pretrained: str | os.PathLike[str] | None = None,
         dist_info: DistInfo | None = None,
         quiet: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        started: float | None = None,
     ) -> None:
         from voxseg.augment import build_augmentation, required_input_size
         from voxseg.losses import build_loss
@@ -123,6 +138,7 @@ class Trainer:
         mirror_axes = aug.mirror.resolved_axes(
             getattr(setup.plan_config, "mirror_axes", None), len(setup.patch_size)
         )
+        self.mirror_axes = mirror_axes
         aug = aug.model_copy(update={"mirror": aug.mirror.model_copy(update={"axes": mirror_axes})})
         self.augment = build_augmentation(
             aug,
@@ -154,6 +170,24 @@ class Trainer:
                 f"{self.folder}: a training run exists; use --resume to continue it or "
                 f"--force to start again"
             )
+        # the schedule's length: fixed by the config, or by the time budget once measured
+        self.epochs = self.tcfg.epochs
+        length = self.tcfg.iterations_per_epoch
+        self.iterations_per_epoch: int | None = (
+            length if length != "auto" else None if self.tcfg.time_budget else 250
+        )
+        self.budget_clock: tb.BudgetClock | None = None
+        if self.tcfg.time_budget is not None:
+            self.budget_clock = tb.BudgetClock(
+                self.tcfg.time_budget, spent_before=self.state.seconds, clock=clock
+            )
+            if started is not None:
+                self.budget_clock.start = started
+        self._clock = clock
+        self._cycle_seconds: list[float] = []
+        self._seconds_per_window: float | None = None
+        self._validation_windows: list[int] | None = None
+        self._budget_fits = 0
 
     # ----------------------------------------------------------------- building
     def _ds_weights(self) -> list[float] | None:
@@ -205,6 +239,19 @@ class Trainer:
         new_hash = self.state.config_hash
         self.state = load_checkpoint(last, self.network, self.optimizer)
         self.state.config_hash = new_hash
+        fixed = saved.get("training", {})
+        if self.tcfg.time_budget is not None and fixed.get("budget"):
+            # the epoch length and count this run fixed from its budget (the batch indices
+            # and the schedule depend on them); the budget left is fitted again as it goes
+            self.tcfg = self.tcfg.model_copy(
+                update={
+                    "epochs": fixed["epochs"],
+                    "iterations_per_epoch": fixed["iterations_per_epoch"],
+                    "budget": BudgetRecord.model_validate(fixed["budget"]),
+                }
+            )
+            self.cfg = self.cfg.model_copy(update={"training": self.tcfg})
+            self.setup.config = self.cfg
 
     # ----------------------------------------------------------------- data
     def _loader(self, case_ids, *, start: int, stop: int, seed: int, fg: float, size) -> Any:
@@ -244,7 +291,6 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def fit(self) -> Path:
         """Train from the current epoch to the last, then write the final weights."""
-        t = self.tcfg
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             self.setup.write_model_files()
@@ -253,33 +299,49 @@ class Trainer:
             if self.dist.is_main
             else None
         )
-        iters = t.iterations_per_epoch
         start_epoch = self.state.epoch
+        iters = self.iterations_per_epoch
+        first = start_epoch * iters if iters else 0
+        budgeted = self.budget_clock is not None
         loader = self._loader(
             self.setup.train_ids,
-            start=start_epoch * iters,
-            stop=t.epochs * iters,
-            seed=t.seed,
+            start=first,
+            stop=_OPEN_END if budgeted else self.epochs * iters,
+            seed=self.tcfg.seed,
             fg=self.cfg.sampling.foreground_fraction,
             size=self.input_size,
         )
         batches = iter(loader)
         stopped_early = False
-        with self._progress() as progress:
-            task = progress.add_task("training", total=(t.epochs - start_epoch) * iters)
-            for epoch in range(start_epoch, t.epochs):
-                tic = time.perf_counter()
-                lr = learning_rate(epoch, t.epochs, self.cfg.optimizer, self.cfg.schedule)
+        total = (self.epochs - start_epoch) * iters if iters and not budgeted else None
+        with ProgressReporter("training", total, enabled=not self.quiet) as progress:
+            if start_epoch and not self.quiet:
+                progress.line(f"resuming at epoch {start_epoch} of {self.epochs}")
+            while self.state.epoch < self.epochs:
+                epoch = self.state.epoch
+                tic = self._clock()
+                lr = learning_rate(epoch, self.epochs, self.cfg.optimizer, self.cfg.schedule)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                train_loss = self._train_epoch(epoch, batches, progress, task)
+                if epoch == 0:
+                    losses = self._probe(batches, progress)
+                else:
+                    losses = self._train_steps(batches, self.iterations_per_epoch, progress)
+                train_loss = self._mean_loss(losses)
                 val = self._validate(epoch)
-                row, improved = self._record(epoch, lr, train_loss, val, time.perf_counter() - tic)
+                row, improved = self._record(epoch, lr, train_loss, val, self._clock() - tic)
+                if budgeted:
+                    self._fit_budget(progress)
+                last = self.state.epoch >= self.epochs or self._should_stop()
                 if self.dist.is_main:
-                    self._save(improved, final=epoch == t.epochs - 1 or self._should_stop())
+                    if self.budget_clock is not None:
+                        self.state.seconds = self.budget_clock.elapsed()
+                    self._save(improved, final=last)
                     trackers.log(row, epoch)
-                    progress.update(task, description=self._describe(row))
+                    progress.describe(self._describe(row))
+                    progress.line(self._epoch_line(row))
                 barrier(self.dist)
+                self._cycle_seconds.append(self._clock() - tic)
                 if self._should_stop():
                     stopped_early = True
                     break
@@ -289,27 +351,146 @@ class Trainer:
             from voxseg.nets import save_weights
 
             save_weights(self.network, self.folder / FINAL_WEIGHTS)
-            if stopped_early:
-                print(f"early stopping after epoch {self.state.epoch}")
+            if stopped_early and not self.quiet:
+                print(f"early stopping after epoch {self.state.epoch}", flush=True)
         barrier(self.dist)
         return self.folder
 
-    def _progress(self):
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=self.quiet,
-            transient=False,
-        )
+    # ----------------------------------------------------------------- time budget
+    def _probe(self, batches, progress: ProgressReporter) -> list[float]:
+        """The first epoch: time a few steps, then say what the schedule will take or, under
+        a time budget, fix the epoch length (when ``auto``) and a first epoch count from
+        them; then finish the epoch."""
+        iters = self.iterations_per_epoch
+        warm = tb.PROBE_WARMUP if iters is None or iters > tb.PROBE_WARMUP else 0
+        timed = tb.PROBE_STEPS if iters is None else max(1, min(tb.PROBE_STEPS, iters - warm))
+        losses = self._train_steps(batches, warm, progress)
+        tic = self._clock()
+        losses += self._train_steps(batches, timed, progress)
+        rate = self._agree((self._clock() - tic) / timed)
+        done = warm + timed
+        clock = self.budget_clock
+        if clock is None:
+            if not self.quiet:
+                total = tb.schedule_estimate(rate, self.epochs, iters)
+                progress.line(
+                    f"{rate:.3f} s per iteration: {self.epochs} epochs × {iters} iterations "
+                    f"take about {tb.format_duration(total)} (without validation); "
+                    f"--time-budget fits the training to the time you have"
+                )
+            return losses + self._train_steps(batches, max(0, iters - done), progress)
+        reserve = tb.DEFAULT_RESERVE_FRACTION * clock.budget
+        affordable = max(0.0, clock.left() - reserve) / rate
+        if self.iterations_per_epoch is None:
+            self.iterations_per_epoch = tb.auto_epoch_length(affordable)
+        iters = self.iterations_per_epoch
+        self.epochs = max(1, int(affordable // iters))
+        self._store_budget(rate, rate * iters, reserve)
+        progress.set_total(self.epochs * iters, completed=done)
+        if not self.quiet:
+            progress.line(
+                f"time budget {tb.format_duration(clock.budget)}: {rate:.3f} s per iteration "
+                f"→ epochs of {iters} iterations, about {self.epochs} epochs (fitted again "
+                f"after each of the first two epochs, with validation and checkpoints timed)"
+            )
+        return losses + self._train_steps(batches, max(0, iters - done), progress)
 
-    def _train_epoch(self, epoch: int, batches, progress, task) -> float:
+    def _fit_budget(self, progress: ProgressReporter) -> None:
+        """Fix the epoch count again from the measured epochs (every epoch's training,
+        validation patches and checkpoint) and the reserve for the final validation."""
+        clock = self.budget_clock
+        cycles = [*self._cycle_seconds, self.state.history[-1]["epoch_seconds"]]
+        per_epoch = tb.epoch_rate(cycles)
+        reserve = self._reserve()
+        done = self.state.epoch
+        first_fits = self._budget_fits < 2
+        if not first_fits and not tb.needs_refit(
+            epochs=self.epochs,
+            done=done,
+            seconds_left=clock.left(),
+            seconds_per_epoch=per_epoch,
+            reserve=reserve,
+            budget=clock.budget,
+        ):
+            return
+        fitted = tb.fit_epochs(
+            done=done, seconds_left=clock.left(), seconds_per_epoch=per_epoch, reserve=reserve
+        )
+        fitted = int(self._agree(fitted))
+        refits = self.tcfg.budget.refits + (0 if first_fits else 1) if self.tcfg.budget else 0
+        self._budget_fits += 1
+        changed = fitted != self.epochs
+        self.epochs = fitted
+        self._store_budget(
+            self.tcfg.budget.seconds_per_iteration, per_epoch, reserve, refits=refits
+        )
+        progress.set_total(self.epochs * self.iterations_per_epoch)
+        if changed and not self.quiet:
+            progress.line(
+                f"time budget: {per_epoch:.1f} s per epoch, {tb.format_duration(reserve)} kept "
+                f"for the final validation → {self.epochs} epochs"
+            )
+
+    def _store_budget(
+        self, rate: float, per_epoch: float, reserve: float, *, refits: int = 0
+    ) -> None:
+        """Write the fixed epoch count and length and the measured rate into the config (and
+        ``config.json``), so a resumed run and a reader of the model folder know them."""
+        record = BudgetRecord(
+            seconds_per_iteration=round(rate, 4),
+            seconds_per_epoch=round(per_epoch, 3),
+            iterations_per_epoch=self.iterations_per_epoch,
+            epochs=self.epochs,
+            reserved_seconds=round(reserve, 1),
+            refits=refits,
+        )
+        self.tcfg = self.tcfg.model_copy(
+            update={
+                "epochs": self.epochs,
+                "iterations_per_epoch": self.iterations_per_epoch,
+                "budget": record,
+            }
+        )
+        self.cfg = self.cfg.model_copy(update={"training": self.tcfg})
+        self.setup.config = self.cfg
+        if self.dist.is_main:
+            for folder in (self.setup.model_dir, self.folder):
+                write_json(folder / "config.json", self.cfg)
+
+    def _reserve(self) -> float:
+        """Seconds to keep for the fold's full-case validation: every window of every
+        validation case at the measured seconds per window, with the model's TTA."""
+        if self.setup.fold == "all" or not self.setup.val_ids:
+            return 0.0
+        if self._seconds_per_window is None:
+            return tb.DEFAULT_RESERVE_FRACTION * self.budget_clock.budget
+        if self._validation_windows is None:
+            patch = self.setup.patch_size
+            windows = []
+            for case in self.setup.val_ids:
+                shape = self.setup.store.read_meta(case).shape_after_resampling
+                planes = int(np.prod(shape[: len(shape) - len(patch)]))  # 2D: every slice
+                padded = [max(s, p) for s, p in zip(shape[-len(patch) :], patch, strict=True)]
+                step = float(_prediction_setting(self.cfg, "step", 0.5))
+                starts = sliding_window_starts(padded, patch, step)
+                windows.append(planes * int(np.prod([len(s) for s in starts])))
+            self._validation_windows = windows
+        tta = bool(_prediction_setting(self.cfg, "tta", True))
+        flips = 2 ** len(self.mirror_axes or ()) if tta else 1
+        return tb.validation_seconds(self._validation_windows, self._seconds_per_window, flips)
+
+    def _agree(self, value: float) -> float:
+        """Rank 0's value on every rank (timing decisions must match under DDP)."""
+        if not self.dist.enabled:
+            return value
+        t = torch.tensor([value if self.dist.is_main else 0.0], device=self.device)
+        return float(all_reduce_sum(t, self.dist).item())
+
+    # ----------------------------------------------------------------- steps
+    def _train_steps(self, batches, n: int, progress: ProgressReporter) -> list[float]:
         self.model.train()
         losses = []
-        iters = self.tcfg.iterations_per_epoch
-        for it in range(iters):
+        for _ in range(n):
             batch = next(batches)
             index = int(batch["index"])
             gen = torch.Generator(device=self.device)
@@ -319,11 +500,11 @@ class Trainer:
             image, seg = self.augment(image, seg, gen)
             image = image.contiguous(memory_format=self.memory_format)
             target = self._targets(seg)
-            loss = self._step(image, target)
-            losses.append(loss)
-            progress.advance(task)
-            if it == 0 and epoch == self.state.epoch and not self.quiet:
-                progress.update(task, description=f"epoch {epoch}")
+            losses.append(self._step(image, target))
+            progress.advance()
+        return losses
+
+    def _mean_loss(self, losses: list[float]) -> float:
         mean = torch.tensor([float(np.mean(losses))], device=self.device)
         return float(all_reduce_sum(mean, self.dist).item() / self.dist.world_size)
 
@@ -352,6 +533,8 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, epoch: int) -> ValidationResult | None:
         n = self.tcfg.val_iterations
+        if n == "auto":
+            n = tb.auto_val_iterations(self.iterations_per_epoch)
         ids = self.setup.val_ids
         if n == 0 or not ids:
             return None
@@ -361,16 +544,21 @@ class Trainer:
         losses = []
         snapshot = None
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        forward_seconds, windows = 0.0, 0
         for batch in self._validation_batches(ids, n):
             image = batch["image"].to(self.device).contiguous(memory_format=self.memory_format)
             target = self._targets(batch["seg"])
+            tic = self._clock()
             with ctx:
                 output = self.model(image)
                 losses.append(float(self.loss(output, target)))
+            forward_seconds += self._clock() - tic
+            windows += image.shape[0]
             logits = output[0] if isinstance(output, (list, tuple)) else output
             counts += self._tp_fp_fn(logits.float(), target)
             if snapshot is None:
                 snapshot = (image[0].float().cpu().numpy(), target[0], logits[0])
+        self._seconds_per_window = forward_seconds / max(windows, 1)
         counts = all_reduce_sum(counts, self.dist)
         tp, fp, fn = counts
         dice = (2 * tp / (2 * tp + fp + fn).clamp(min=1e-8)).where(tp + fp + fn > 0, torch.nan)
@@ -491,6 +679,20 @@ class Trainer:
             text += f" dice {row['val_dice']:.3f} (ema {row['val_dice_ema']:.3f})"
         return text
 
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        """One plain line per epoch: losses, validation Dice, seconds, the time left."""
+        seconds = [*self._cycle_seconds, row["epoch_seconds"]]
+        left = (self.epochs - self.state.epoch) * tb.epoch_rate(seconds)
+        text = f"epoch {row['epoch'] + 1}/{self.epochs}  lr {row['lr']:.2e}  loss "
+        text += f"{row['train_loss']:.4f}"
+        if "val_dice" in row:
+            text += f"  val loss {row['val_loss']:.4f}  dice {row['val_dice']:.3f}"
+            text += f" (ema {row['val_dice_ema']:.3f})"
+        text += f"  {row['epoch_seconds']:.1f} s  ETA {tb.format_duration(left)}"
+        if self.budget_clock is not None:
+            text += f"  (budget left {tb.format_duration(max(0.0, self.budget_clock.left()))})"
+        return text
+
 
 def _deep_supervision(cfg: ModelConfig) -> bool:
     """``network.deep_supervision`` or, when unset, whether the network supports it."""
@@ -499,6 +701,14 @@ def _deep_supervision(cfg: ModelConfig) -> bool:
     if cfg.network.deep_supervision is not None:
         return cfg.network.deep_supervision
     return network_info(cfg.network.name).supports_deep_supervision
+
+
+def _prediction_setting(cfg: ModelConfig, key: str, default: Any) -> Any:
+    """A prediction setting of the model config (the full-case validation uses it too)."""
+    prediction = cfg.prediction
+    if isinstance(prediction, dict):
+        return prediction.get(key, default)
+    return getattr(prediction, key, default)
 
 
 def _mix(*values: int) -> int:
@@ -526,19 +736,51 @@ def train_fold(
     force: bool = False,
     pretrained: str | os.PathLike[str] | None = None,
     quiet: bool = False,
+    started: float | None = None,
 ) -> Path:
-    """Train one fold (``"all"`` trains on every case) and return its folder."""
+    """Train one fold (``"all"`` trains on every case) and return its folder.
+
+    With ``training.time_budget`` the budget counts from ``started`` (a ``time.monotonic()``
+    value; default: now) and holds the setup, the training and the final validation.
+    """
+    started = time.monotonic() if started is None else started
     pick = pick_device(config.training.device)
     dist_info = init_distributed(pick.type)
     setup = TrainingSetup.create(config, fold, home=home)
-    trainer = Trainer(
-        setup, resume=resume, force=force, pretrained=pretrained, dist_info=dist_info, quiet=quiet
-    )
-    folder = trainer.fit()
-    if dist_info.is_main:
-        setup.validate_fold(folder, trainer.network, quiet=quiet)
+    with folder_lock(setup.fold_dir, "model fold") if dist_info.is_main else nullcontext():
+        trainer = Trainer(
+            setup,
+            resume=resume,
+            force=force,
+            pretrained=pretrained,
+            dist_info=dist_info,
+            quiet=quiet,
+            started=started,
+        )
+        folder = trainer.fit()
+        if dist_info.is_main:
+            tic = time.monotonic()
+            setup.validate_fold(folder, trainer.network, quiet=quiet)
+            if trainer.budget_clock is not None:
+                _record_budget_outcome(folder, trainer, time.monotonic() - tic)
     return folder
 
 
-def write_training_config(folder: Path, config: ModelConfig) -> None:
-    write_json(folder / "config.json", config)
+def _record_budget_outcome(folder: Path, trainer: Trainer, validation_seconds: float) -> None:
+    """``budget.json``: the budget, what was spent on what, and the reserve's accuracy."""
+    clock = trainer.budget_clock
+    record = trainer.tcfg.budget
+    write_json(
+        folder / "budget.json",
+        {
+            "budget_seconds": clock.budget,
+            "spent_seconds": round(clock.elapsed(), 1),
+            "epochs": trainer.epochs,
+            "iterations_per_epoch": trainer.iterations_per_epoch,
+            "seconds_per_iteration": record.seconds_per_iteration if record else None,
+            "seconds_per_epoch": record.seconds_per_epoch if record else None,
+            "reserved_for_validation_seconds": record.reserved_seconds if record else None,
+            "validation_seconds": round(validation_seconds, 1),
+            "refits": record.refits if record else 0,
+        },
+    )
