@@ -13,6 +13,7 @@ from voxseg.cli import (  # noqa: F401  (registers the verbs)
     postprocess,
     predict,
     preprocess,
+    report,
     synth,
     train,
     vessels,

@@ -1,0 +1,316 @@
+"""What a report is about: find and read the files the steps wrote under a target folder.
+
+A target is a raw dataset (``dataset.json``), a preprocessed dataset (``fingerprint.json``), a
+model folder (``config.json`` + ``plans.json``, its ``fold_k/``), a folder holding model
+folders (a pipeline's ``stages/``, an ``auto`` model), one fold, or an evaluation folder
+(``summary.json`` written by ``voxseg evaluate``). Nothing is trained or predicted here.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxseg.config import read_json
+from voxseg.errors import VoxsegError
+
+#: Model folders are searched this many levels below a target.
+SEARCH_DEPTH = 3
+
+
+@dataclass
+class EvalCase:
+    """One evaluated case: metrics per label, the files, and the fold it validated."""
+
+    case_id: str
+    metrics: dict[str, dict[str, float]]
+    prediction: Path | None
+    reference: Path | None
+    fold: str = ""
+
+
+@dataclass
+class Evaluation:
+    """A ``summary.json`` (or the merged validation of a model's folds)."""
+
+    title: str
+    folder: Path
+    labels: dict[str, Any]
+    summary: dict[str, Any]
+    cases: list[EvalCase]
+    nsd_tolerance_mm: float = 1.0
+
+
+@dataclass
+class FoldRun:
+    """One trained fold: its training log and resolved config."""
+
+    fold: str
+    folder: Path
+    log: list[dict[str, float]]
+    config: dict[str, Any]
+    validation: Path | None
+
+
+@dataclass
+class ModelSource:
+    """A model folder: config, plan, labels, folds."""
+
+    name: str
+    folder: Path
+    config: dict[str, Any]
+    plans: dict[str, Any]
+    dataset_info: dict[str, Any]
+    folds: list[FoldRun]
+
+
+@dataclass
+class DatasetSource:
+    """A raw dataset and, when found, its fingerprint and plans."""
+
+    name: str
+    raw: Path | None
+    info: dict[str, Any]
+    fingerprint: dict[str, Any] | None
+    plans: dict[str, Any] | None
+
+
+@dataclass
+class Sources:
+    """Everything one report shows."""
+
+    target: Path
+    kind: str
+    dataset: DatasetSource | None = None
+    models: list[ModelSource] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def read_training_log(path: Path) -> list[dict[str, float]]:
+    """``training_log.csv`` as rows of floats (empty cells are NaN)."""
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: _float(v) for k, v in row.items() if k} for row in csv.DictReader(f)]
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "plans.json").is_file()
+
+
+def is_evaluation_folder(path: Path) -> bool:
+    return (path / "summary.json").is_file()
+
+
+def read_evaluation(folder: Path, title: str, fold: str = "") -> Evaluation:
+    summary = read_json(folder / "summary.json")
+    if "metric_per_case" not in summary:
+        raise VoxsegError(f"{folder / 'summary.json'}: no per-case metrics (metric_per_case)")
+    cases = [
+        EvalCase(
+            c["case"],
+            c["metrics"],
+            _existing(c.get("prediction"), folder),
+            _existing(c.get("reference"), folder),
+            fold,
+        )
+        for c in summary["metric_per_case"]
+    ]
+    return Evaluation(
+        title,
+        folder,
+        summary.get("labels", {}),
+        summary,
+        cases,
+        float(summary.get("nsd_tolerance_mm", 1.0)),
+    )
+
+
+def _existing(path: str | None, base: Path) -> Path | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_absolute():
+        p = base / p
+    if p.is_file():
+        return p
+    local = base / p.name  # a moved folder: the file beside summary.json
+    return local if local.is_file() else None
+
+
+def merged_validation(model: ModelSource) -> Evaluation | None:
+    """The validation cases of every fold as one evaluation (each case once, with its fold)."""
+    from voxseg.evaluation.evaluate import summarise
+
+    evals = [read_evaluation(f.validation, "", f.fold) for f in model.folds if f.validation]
+    if not evals:
+        return None
+    cases: dict[str, EvalCase] = {}
+    for ev in evals:
+        for c in ev.cases:
+            if c.case_id in cases:
+                raise VoxsegError(
+                    f"{ev.folder / 'summary.json'}: case {c.case_id!r} is also a validation "
+                    f"case of fold {cases[c.case_id].fold}"
+                )
+            cases[c.case_id] = c
+    labels = evals[0].labels
+    per_case = [{"case": c.case_id, "metrics": c.metrics} for c in cases.values()]
+    summary = {"num_cases": len(cases), **summarise(per_case, list(labels))}
+    folds = ", ".join(f.fold for f in model.folds if f.validation)
+    return Evaluation(
+        f"{model.name}: cross-validation (folds {folds})",
+        model.folder,
+        labels,
+        summary,
+        list(cases.values()),
+        evals[0].nsd_tolerance_mm,
+    )
+
+
+def read_model(folder: Path, name: str | None = None) -> ModelSource:
+    folds = []
+    for fold_dir in sorted(folder.glob("fold_*")):
+        if not fold_dir.is_dir():
+            continue
+        log = fold_dir / "training_log.csv"
+        cfg = fold_dir / "config.json" if (fold_dir / "config.json").is_file() else None
+        val = fold_dir / "validation"
+        folds.append(
+            FoldRun(
+                fold_dir.name[len("fold_") :],
+                fold_dir,
+                read_training_log(log) if log.is_file() else [],
+                read_json(cfg) if cfg else {},
+                val if (val / "summary.json").is_file() else None,
+            )
+        )
+    info = folder / "dataset.json"
+    return ModelSource(
+        name or folder.name,
+        folder,
+        read_json(folder / "config.json"),
+        read_json(folder / "plans.json"),
+        read_json(info) if info.is_file() else {},
+        folds,
+    )
+
+
+def _model_folders(root: Path, depth: int) -> list[Path]:
+    if is_model_folder(root):
+        return [root]
+    if depth == 0:
+        return []
+    out: list[Path] = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        out.extend(_model_folders(child, depth - 1))
+    return out
+
+
+def _workspace_dataset(name: str, near: Path) -> DatasetSource | None:
+    """The raw dataset, fingerprint and plans of ``name``: in the workspace whose
+    ``models/`` (or ``preprocessed/``) folder holds ``near``, else in ``$VOXSEG_HOME``."""
+    from voxseg.workspace import Workspace
+
+    homes = [p.parent for p in near.absolute().parents if p.name in ("models", "preprocessed")]
+    homes.append(Workspace.from_env().root)
+    for home in homes:
+        ws = Workspace.from_env(home)
+        try:
+            raw: Path | None = ws.dataset_dir(name)
+        except VoxsegError:
+            raw = None
+        pre = ws.plans_dir(raw.name if raw is not None else name)
+        if raw is not None or (pre / "fingerprint.json").is_file():
+            return read_dataset(raw, pre if pre.is_dir() else None)
+    return None
+
+
+def read_dataset(raw: Path | None, preprocessed: Path | None) -> DatasetSource:
+    """A dataset from its raw folder and/or its preprocessed folder (fingerprint, plans)."""
+    info: dict[str, Any] = {}
+    name = ""
+    if raw is not None:
+        info = read_json(raw / "dataset.json")
+        name = raw.name
+    fingerprint = plans = None
+    if preprocessed is not None:
+        name = name or preprocessed.name
+        if (preprocessed / "fingerprint.json").is_file():
+            fingerprint = read_json(preprocessed / "fingerprint.json")
+        plan_file = preprocessed / "plans" / "default.json"
+        found = [plan_file] if plan_file.is_file() else sorted(preprocessed.glob("plans/*.json"))
+        if found:
+            plans = read_json(found[0])
+    if raw is None and plans is not None:
+        info = {"channel_names": plans.get("channel_names", {}), "labels": plans.get("labels", {})}
+    return DatasetSource(name, raw, info, fingerprint, plans)
+
+
+def collect(target: str | Path) -> Sources:
+    """Find what ``target`` holds; raise a :class:`VoxsegError` naming it when nothing fits."""
+    target = Path(target).expanduser().absolute()
+    if not target.exists():
+        raise VoxsegError(f"{target}: not found")
+    if target.is_file():
+        raise VoxsegError(f"{target}: a report needs a folder (dataset, model or evaluation)")
+    if (target / "dataset.json").is_file() and (target / "imagesTr").is_dir():
+        from voxseg.workspace import Workspace
+
+        pre = [
+            p
+            for p in (
+                target.parent.parent / "preprocessed" / target.name,
+                Workspace.from_env().plans_dir(target.name),
+            )
+            if (p / "fingerprint.json").is_file()
+        ]
+        return Sources(target, "dataset", dataset=read_dataset(target, pre[0] if pre else None))
+    if (target / "fingerprint.json").is_file():
+        ds = _workspace_dataset(target.name, target) or read_dataset(None, target)
+        if ds.fingerprint is None:
+            ds = read_dataset(ds.raw, target)
+        return Sources(target, "dataset", dataset=ds)
+    if target.name.startswith("fold_") and is_model_folder(target.parent):
+        model = read_model(target.parent, f"{target.parent.name} / {target.name}")
+        model.folds = [f for f in model.folds if f.folder == target]
+        return _model_sources(target, [model])
+    if is_evaluation_folder(target):
+        ev = read_evaluation(target, f"evaluation: {target.name}")
+        src = Sources(target, "evaluation", evaluations=[ev])
+        labels_dir = ev.cases[0].reference.parent if ev.cases and ev.cases[0].reference else None
+        raw = labels_dir.parent if labels_dir is not None else None
+        if raw is not None and (raw / "dataset.json").is_file():
+            src.dataset = read_dataset(raw, None)
+        return src
+    folders = _model_folders(target, SEARCH_DEPTH)
+    if folders:
+        names = [str(f.relative_to(target)) if f != target else f.name for f in folders]
+        return _model_sources(
+            target, [read_model(f, n) for f, n in zip(folders, names, strict=True)]
+        )
+    raise VoxsegError(
+        f"{target}: nothing to report: not a dataset (dataset.json, fingerprint.json), a model "
+        "folder (config.json + plans.json, or folders holding them) or an evaluation folder "
+        "(summary.json)"
+    )
+
+
+def _model_sources(target: Path, models: list[ModelSource]) -> Sources:
+    src = Sources(target, "model", models=models)
+    name = models[0].plans.get("dataset") or models[0].config.get("dataset")
+    if name:
+        src.dataset = _workspace_dataset(str(name), models[0].folder)
+    for m in models:
+        ev = merged_validation(m)
+        if ev is not None:
+            src.evaluations.append(ev)
+    return src
