@@ -13,6 +13,7 @@ import numpy as np
 
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, file_ending, read_image, write_image
+from voxseg.locks import LOCK_NAME, folder_lock
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _DICOM_SUFFIXES = {".dcm", ".ima", ""}
@@ -142,10 +143,13 @@ def predict_folder(
     from rich.progress import Progress
 
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     cases = select_part(discover_inputs(inputs), num_parts, part_id)
     report = PredictReport()
-    with Progress(disable=quiet) as progress:
+    lock = LOCK_NAME if num_parts == 1 else f".voxseg-part{part_id}of{num_parts}.lock"
+    with (
+        folder_lock(output_dir, "prediction folder", name=lock),
+        Progress(disable=quiet) as progress,
+    ):
         task = progress.add_task("predicting", total=len(cases))
         for case in cases:
             out = output_path(case, output_dir, fmt)

@@ -29,6 +29,7 @@ from voxseg.data.dataset import Case, Dataset
 from voxseg.data.fingerprint import case_seed, map_with_progress
 from voxseg.errors import VoxsegError
 from voxseg.io.image import Image
+from voxseg.locks import folder_lock
 from voxseg.planning.plans import ConfigurationPlan, Plans
 from voxseg.preprocessing.normalization import normalize
 from voxseg.preprocessing.store import SETTINGS_NAME, CaseMeta, PreprocessedStore, Storage
@@ -244,6 +245,21 @@ def preprocess_dataset(
         storage=storage,
         seed=seed,
     )
+    with folder_lock(folder, "preprocessed configuration"):
+        return _preprocess_locked(dataset, plans, config, folder, settings, num_processes, progress)
+
+
+def _preprocess_locked(
+    dataset: Dataset,
+    plans: Plans,
+    config: str,
+    folder: Path,
+    settings: StoreSettings,
+    num_processes: int,
+    progress: bool,
+) -> PreprocessedStore:
+    cfg = plans.configuration(config)
+    dtype, storage, seed = settings.dtype, settings.storage, settings.seed
     settings_path = folder / SETTINGS_NAME
     if settings_path.is_file():
         old = load_model(StoreSettings, settings_path)
