@@ -39,16 +39,29 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``key == "a.b"``, creating dicts on the way."""
+    """Set ``data["a"]["b"] = value`` for ``key == "a.b"``, creating dicts on the way; a
+    number indexes a list (``postprocessing.0.labels``)."""
     parts = key.split(".")
-    node = data
+    node: Any = data
     for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[_index(node, part, key)]
+            continue
         child = node.get(part)
-        if not isinstance(child, dict):
+        if not isinstance(child, (dict, list)):
             child = {}
             node[part] = child
         node = child
-    node[parts[-1]] = value
+    if isinstance(node, list):
+        node[_index(node, parts[-1], key)] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _index(items: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise VoxsegError(f"setting {key!r}: {part!r} is not an index of a list of {len(items)}")
+    return int(part)
 
 
 def apply_overrides(model: M, overrides: dict[str, Any] | list[str] | None) -> M:
@@ -82,6 +95,8 @@ def _check_path(model: BaseModel, key: str) -> None:
             node = getattr(node, part)
         elif isinstance(node, dict):
             node = node.get(part)
+        elif isinstance(node, list):
+            node = node[_index(node, part, key)]
         else:
             return
 

@@ -99,7 +99,9 @@ def predict(
     inputs: Path = typer.Argument(..., help="An image, or a folder of images."),
     output: Path = typer.Argument(..., help="Output folder."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Mirror test-time augmentation."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Mirror test-time augmentation (default: each stage's)."
+    ),
     save_stages: bool = typer.Option(False, "--save-stages", help="Also write stage outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo finished cases."),
 ) -> None:
@@ -131,7 +133,9 @@ def evaluate(
     output: Path | None = typer.Option(None, "--output", "-o", help="Default: PIPELINE/eval."),
     split: str = typer.Option("Ts", help="Ts (imagesTs/labelsTs) or Tr."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Mirror test-time augmentation."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Mirror test-time augmentation (default: each stage's)."
+    ),
     home: str | None = HomeOption,
 ) -> None:
     """Predict held-out cases end to end; Dice per label, lesion-wise detection, time."""
@@ -183,7 +187,9 @@ def finetune(
         0.25, help="Share of training cases held out when the data has no labelsTs."
     ),
     device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="TTA in the before/after evaluation."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="TTA in the before/after evaluation (default: each stage's)."
+    ),
     home: str | None = HomeOption,
 ) -> None:
     """Fine-tune one stage from its weights on new data; report before/after metrics."""

@@ -23,8 +23,12 @@ def predict(
     ),
     checkpoint: str = typer.Option("final", help="final, best or last."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Flip test-time augmentation."),
-    step: float = typer.Option(0.5, help="Window step as a fraction of the patch."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Flip test-time augmentation (default: the model's setting)."
+    ),
+    step: float | None = typer.Option(
+        None, help="Window step as a fraction of the patch (default: the model's setting)."
+    ),
     batch_windows: int | None = typer.Option(
         None, help="Windows per forward pass (default: 4 on a GPU, torch's threads ≤ 4 on a CPU)."
     ),

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
+from pydantic import ValidationError
 
 from voxseg.devices import amp_dtype, pick_device
 from voxseg.errors import VoxsegError
@@ -21,6 +22,7 @@ from voxseg.inference.export import (
 from voxseg.inference.model import ModelFolder
 from voxseg.inference.sliding_window import WindowSettings, predict_logits
 from voxseg.io import Image, from_sitk
+from voxseg.training.config import PredictionConfig
 
 
 @dataclass
@@ -65,8 +67,20 @@ def _mirror_axes(model: ModelFolder) -> tuple[int, ...]:
     return mirror.resolved_axes(pc.mirror_axes, len(pc.patch_size))
 
 
+def _prediction_settings(model: ModelFolder, **overrides: Any) -> PredictionConfig:
+    """The model's ``config.prediction`` with the arguments that are not None put over it."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return PredictionConfig.model_validate({**model.config.prediction.model_dump(), **given})
+    except ValidationError as exc:
+        raise VoxsegError(f"invalid prediction setting(s) {given}:\n{exc}") from exc
+
+
 class Predictor:
     """Predicts with one model folder (one or several folds, ensembled by averaging logits).
+
+    The sliding-window settings are the model's ``config.prediction`` (those its validation
+    used); ``tta`` and ``step`` override them when given.
 
     >>> predictor = Predictor("voxseg_home/models/Organs/default/3d_fullres", folds=["0"])
     >>> prediction = predictor.predict(read_image("case_0000.nii.gz"))
@@ -78,8 +92,8 @@ class Predictor:
         *,
         folds: list[str] | None = None,
         device: str = "auto",
-        tta: bool = True,
-        step: float = 0.5,
+        tta: bool | None = None,
+        step: float | None = None,
         batch_windows: int | None = None,
         checkpoint: str = "final",
         amp: str = "auto",
@@ -93,10 +107,12 @@ class Predictor:
         )
         self.device = pick_device(device)
         pc = self.model.plan_config
+        prediction = _prediction_settings(self.model, tta=tta, step=step)
         self.settings = WindowSettings(
             patch_size=tuple(int(p) for p in pc.patch_size),
-            step=step,
-            tta=tta,
+            step=prediction.step,
+            sigma_scale=prediction.sigma_scale,
+            tta=prediction.tta,
             batch_windows=batch_windows or default_batch_windows(self.device),
             amp=amp_dtype(amp, self.device),
             mirror_axes=_mirror_axes(self.model),
@@ -107,10 +123,10 @@ class Predictor:
     def _postprocessing(self) -> list[dict[str, Any]]:
         path = self.model.folder / "postprocessing.json"
         if path.is_file():
-            from voxseg.config import read_json
+            from voxseg.postprocess import load_postprocessing
 
-            return list(read_json(path).get("steps", []))
-        return list(self.model.config.postprocessing)
+            return load_postprocessing(path)
+        return [step.arguments() for step in self.model.config.postprocessing]
 
     # ------------------------------------------------------------------ one image
     def predict(

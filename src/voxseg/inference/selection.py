@@ -272,7 +272,6 @@ def predict_validation_probabilities(
     if predictor_factory is None:
         from voxseg.inference.predictor import Predictor as predictor_factory
     dataset = Dataset(dataset_root)
-    settings = read_json(model.folder / "config.json").get("prediction", {}) or {}
     by_fold: dict[str, list[str]] = {}
     for case, fold in model.validation_cases().items():
         if overwrite or not (model.folds[fold] / f"{case}.npz").is_file():
@@ -283,8 +282,6 @@ def predict_validation_probabilities(
             model.folder,
             folds=[fold],
             device=device,
-            tta=bool(settings.get("tta", True)),
-            step=float(settings.get("step", 0.5)),
             postprocess=False,
         )
         for case in cases:

@@ -1,7 +1,7 @@
 """Sliding-window inference over a preprocessed volume.
 
-Windows of the training patch size step by ``step`` × patch (default 0.5), each weighted
-by a Gaussian (σ = patch/8) so window centres count more than their borders; several
+Windows of the training patch size step by ``step`` × patch, each weighted by a Gaussian
+(σ = ``sigma_scale`` × patch) so window centres count more than their borders; several
 windows go through the network per forward pass (``batch_windows``); flip test-time
 augmentation averages the logits of every mirrored copy; several networks (folds) are
 averaged. A 2D configuration runs slice by slice along the first axis, batching windows
@@ -19,16 +19,20 @@ import numpy as np
 import torch
 
 from voxseg.spatial.tiling import gaussian_importance_map, sliding_window_starts
+from voxseg.training.config import PredictionConfig
+
+_DEFAULTS = PredictionConfig()
 
 
 @dataclass
 class WindowSettings:
-    """Sliding-window parameters (see the module docstring)."""
+    """Sliding-window parameters (see the module docstring); the defaults of ``step``,
+    ``sigma_scale`` and ``tta`` are :class:`~voxseg.training.config.PredictionConfig`'s."""
 
     patch_size: tuple[int, ...]
-    step: float = 0.5
-    sigma_scale: float = 1 / 8
-    tta: bool = True
+    step: float = _DEFAULTS.step
+    sigma_scale: float = _DEFAULTS.sigma_scale
+    tta: bool = _DEFAULTS.tta
     mirror_axes: tuple[int, ...] | None = None
     batch_windows: int = 4
     amp: torch.dtype | None = None

@@ -21,14 +21,11 @@ def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: boo
     from voxseg.evaluation import evaluate_folder
 
     model = ModelFolder.load(setup.model_dir, folds=[str(setup.fold)])
-    prediction = setup.config.prediction
     network.eval()
-    predictor = Predictor(
+    predictor = Predictor(  # the model's own prediction settings, as `voxseg predict`
         model,
         networks=[network],
         device=str(next(network.parameters()).device),
-        tta=bool(prediction.get("tta", True)),
-        step=float(prediction.get("step", 0.5)),
         postprocess=False,
     )
     out = folder / "validation"

@@ -63,7 +63,7 @@ def evaluate_pipeline(
     split: str = "Ts",
     cases: list[str] | None = None,
     device: str = "auto",
-    tta: bool = True,
+    tta: bool | None = None,
     runner: PipelineRunner | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def finetune_pipeline(
     settings: list[str] | None = None,
     holdout: float = 0.25,
     device: str | None = None,
-    tta: bool = True,
+    tta: bool | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``stage`` on ``new_dataset`` into a copy of the pipeline at ``output_dir``;

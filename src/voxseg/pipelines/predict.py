@@ -43,14 +43,17 @@ def combine(spec: PipelineSpec, outputs: dict[str, np.ndarray], shape) -> np.nda
 
 
 class PipelineRunner:
-    """Predicts with a pipeline folder; ``folds`` picks folds per stage (default: all)."""
+    """Predicts with a pipeline folder; ``folds`` picks folds per stage (default: all).
+
+    Each stage predicts with its own model's prediction settings; ``tta`` overrides them
+    for every stage when given."""
 
     def __init__(
         self,
         pipeline_dir: str | os.PathLike[str],
         *,
         device: str = "auto",
-        tta: bool = True,
+        tta: bool | None = None,
         folds: dict[str, list[str]] | None = None,
         spec: PipelineSpec | None = None,
     ) -> None:
@@ -121,7 +124,7 @@ def predict_pipeline_folder(
     output_dir: str | os.PathLike[str],
     *,
     device: str = "auto",
-    tta: bool = True,
+    tta: bool | None = None,
     save_stages: bool = False,
     overwrite: bool = False,
     quiet: bool = False,

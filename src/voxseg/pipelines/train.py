@@ -78,25 +78,18 @@ def cross_validated_sources(
             f"but {source.name!r} has no fold(s) {', '.join(missing)}; set its folds to "
             f"{sorted(set(fold_of.values()))}"
         )
-    tta = bool(_settings_value(source.settings, "prediction.tta", True))
     runners: dict[str, PipelineRunner] = {}
 
     def sources(case_id: str, image: Image, label: np.ndarray | None) -> dict[str, np.ndarray]:
         fold = fold_of[case_id]
         if fold not in runners:
-            runners[fold] = PipelineRunner(
-                pipeline_dir, device=device, tta=tta, folds={source.name: [fold]}, spec=spec
+            runners[fold] = PipelineRunner(  # the source stage's own prediction settings
+                pipeline_dir, device=device, folds={source.name: [fold]}, spec=spec
             )
         result = runners[fold].predict(image, case_id=case_id, until=source.name)
         return {source.name: result.stages[source.name].array}
 
     return sources
-
-
-def _settings_value(settings: list[str], key: str, default):
-    from voxseg.config import parse_overrides
-
-    return parse_overrides(settings).get(key, default)
 
 
 # --------------------------------------------------------------------------- dataset

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from voxseg.config import read_json, write_json
 from voxseg.errors import VoxsegError
@@ -33,7 +34,7 @@ from voxseg.evaluation.evaluate import (
     pair_cases,
 )
 from voxseg.io import read_image
-from voxseg.postprocess.steps import KeepLargestComponent
+from voxseg.postprocess.steps import KeepLargestComponent, PostprocessingStepConfig
 
 #: A label's mean Dice may drop by at most this much and still count as "not worse".
 NOT_WORSE_TOLERANCE = 1e-9
@@ -197,4 +198,7 @@ def load_postprocessing(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise VoxsegError(
             f"{path}: expected {{'steps': [{{'name': ..., ...}}, ...]}} or a list of steps"
         )
-    return steps
+    try:
+        return [PostprocessingStepConfig.model_validate(s).arguments() for s in steps]
+    except ValidationError as exc:
+        raise VoxsegError(f"{path}: invalid post-processing step:\n{exc}") from exc

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import cc3d
 import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
 from scipy import ndimage
 
 from voxseg._registry import Registry
@@ -147,15 +148,40 @@ def build_step(config: Mapping[str, Any] | PostprocessingStep) -> Postprocessing
         raise VoxsegError(f"post-processing step {dict(config)}: {exc}") from exc
 
 
+class PostprocessingStepConfig(BaseModel):
+    """One step of a model's ``postprocessing`` (``config.json``, ``postprocessing.json``):
+    ``{"name": "keep_largest_component", "labels": [1]}``. The name must be a registered step
+    and every other key one of that step's arguments; both are checked when the config is
+    read, so a misspelt step or argument is an error, never ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @model_validator(mode="after")
+    def _buildable(self) -> PostprocessingStepConfig:
+        try:
+            build_step(self.arguments())
+        except VoxsegError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        """The step config as a plain dict (``name`` and its arguments)."""
+        return self.model_dump(mode="json")
+
+
 def apply_postprocessing(
     seg: np.ndarray,
     spacing: Sequence[float],
-    steps: Sequence[Mapping[str, Any] | PostprocessingStep],
+    steps: Sequence[Mapping[str, Any] | PostprocessingStepConfig | PostprocessingStep],
 ) -> np.ndarray:
     """Apply the steps in order to a ``[z, y, x]`` label map (the input is not modified)."""
     if seg.ndim != 3:
         raise VoxsegError(f"post-processing needs a [z, y, x] label map, got shape {seg.shape}")
     out = seg
     for config in steps:
+        if isinstance(config, PostprocessingStepConfig):
+            config = config.arguments()
         out = build_step(config)(out, spacing)
     return out if out is not seg else seg.copy()

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from voxseg.augment import AugmentationConfig, augmentation_preset
 from voxseg.losses import LossConfig
+from voxseg.postprocess.steps import PostprocessingStepConfig
 from voxseg.sampling import SamplingConfig
 
 
@@ -119,6 +120,20 @@ class TrainingConfig(_Strict):
     compile: bool = False
 
 
+class PredictionConfig(_Strict):
+    """How the model predicts: the one owner of these settings. Validation after training,
+    cross-validated selection and ``voxseg predict`` all read them from ``config.json``;
+    ``voxseg predict --tta/--no-tta/--step`` only override them."""
+
+    tta: bool = Field(
+        True, description="flip test-time augmentation over the axes trained with mirroring"
+    )
+    step: float = Field(0.5, gt=0, le=1, description="window step as a fraction of the patch")
+    sigma_scale: float = Field(
+        1 / 8, gt=0, description="σ of the Gaussian window weight as a fraction of the patch"
+    )
+
+
 class ModelConfig(_Strict):
     """Everything that defines a model, besides the plan it was trained with."""
 
@@ -145,8 +160,11 @@ class ModelConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    prediction: dict[str, Any] = Field(default_factory=dict)
-    postprocessing: list[dict[str, Any]] = Field(default_factory=list)
+    prediction: PredictionConfig = Field(default_factory=PredictionConfig)
+    postprocessing: list[PostprocessingStepConfig] = Field(
+        default_factory=list,
+        description="steps applied to every prediction unless postprocessing.json is present",
+    )
 
     @model_validator(mode="after")
     def _default_model_name(self) -> ModelConfig:
