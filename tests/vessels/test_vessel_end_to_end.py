@@ -107,3 +107,54 @@ def test_cli_centerline_sample_trace(tmp_path):
         ],
     )
     assert r.exit_code == 1 and "--model" in r.output
+
+
+def test_cli_short_trace_exits_non_zero_unless_allowed(tmp_path):
+    root = generate("vessels", tmp_path / "raw", num_train=1, num_test=0, seed=3)
+    case = "vessels_000"
+    args = [
+        "trace",
+        str(root / "imagesTr" / f"{case}_0000.nii.gz"),
+        "--seeds",
+        str(root / "seeds" / f"{case}.json"),
+        "--oracle",
+        str(root / "labelsTr" / f"{case}.nii.gz"),
+        "-o",
+        str(tmp_path / "trace"),
+        "--set",
+        "max_steps_per_branch=1",
+    ]
+    runner = CliRunner()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "short trace" in r.output and "branch 0: 1 step(s)" in r.output
+    assert "--allow-short" in r.output
+    steps = json.loads((tmp_path / "trace" / "steps.json").read_text())
+    assert steps["warnings"] and steps["branch_ends"][0]["reason"].startswith("step limit")
+    r = runner.invoke(app, [*args, "--allow-short"])
+    assert r.exit_code == 0, r.output
+    assert "warning" in r.output
+
+
+def test_cli_seed_off_the_vessel_is_a_clear_error(tmp_path):
+    root = generate("vessels", tmp_path / "raw", num_train=1, num_test=0, seed=3)
+    case = "vessels_000"
+    label = read_image(root / "labelsTr" / f"{case}.nii.gz")
+    outside = np.argwhere(label.array == 0)[0]  # a background voxel (an image corner)
+    point = label.geometry.index_to_physical(outside.astype(float))
+    (tmp_path / "seeds.json").write_text(json.dumps([[point.tolist(), 1.0]]))
+    r = CliRunner().invoke(
+        app,
+        [
+            "trace",
+            str(root / "imagesTr" / f"{case}_0000.nii.gz"),
+            "--seeds",
+            str(tmp_path / "seeds.json"),
+            "--oracle",
+            str(root / "labelsTr" / f"{case}.nii.gz"),
+            "-o",
+            str(tmp_path / "trace"),
+        ],
+    )
+    assert r.exit_code == 1
+    assert "seed 0 at" in r.output and "no vessel within" in r.output

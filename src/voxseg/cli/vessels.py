@@ -73,12 +73,35 @@ def sample(
 @user_errors
 def trace(
     images: list[Path] = typer.Argument(..., help="Image file(s), one per channel."),
-    seeds: Path = typer.Option(..., "--seeds", help="seeds.json: [[[x,y,z],[dx,dy,dz],r],...]"),
+    seeds: Path = typer.Option(
+        ...,
+        "--seeds",
+        help="Seed file: voxseg/SeqSeg JSON, a .vtp or JSON point list, or 3D Slicer .mrk.json.",
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
     model: Path | None = typer.Option(None, "-m", "--model", help="Local model folder."),
     folds: list[str] | None = typer.Option(None, "--folds", "-f", help="Folds to ensemble."),
+    checkpoint: str = typer.Option(
+        "final", "--checkpoint", help="final, best or last (a run stopped early has only last)."
+    ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, mps or auto."),
-    tta: bool = typer.Option(False, "--tta/--no-tta", help="Mirror test-time augmentation."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Mirror test-time augmentation (default: the model's)."
+    ),
+    step: float | None = typer.Option(
+        None, "--step", help="Window step as a fraction of the patch (default: the model's)."
+    ),
+    case: str | None = typer.Option(
+        None, "--case", help="The case to take from a SeqSeg seed file with several."
+    ),
+    seed_radius: float | None = typer.Option(
+        None,
+        "--seed-radius",
+        help="Radius (mm) of seeds the file gives none for (default: estimated at the seed).",
+    ),
+    allow_short: bool = typer.Option(
+        False, "--allow-short", help="Exit 0 even when the trace is short (see steps.json)."
+    ),
     vessel_label: int = typer.Option(1, "--vessel-label", help="Class of the vessel."),
     oracle: Path | None = typer.Option(
         None, "--oracle", help="Reference mask used as the local segmenter (pipeline checks)."
@@ -87,21 +110,25 @@ def trace(
         None, "--set", help="Tracing setting, e.g. --set box_scale=6 (repeatable)."
     ),
 ) -> None:
-    """Trace a vessel tree from seed points with a local model (SeqSeg)."""
+    """Trace a vessel tree from seed points with a local model (SeqSeg).
+
+    A trace shorter than the minimum (``min_steps``, ``min_length_radii``) or whose branches
+    all stop for the same failure prints why per branch and exits 1 unless --allow-short."""
+    from collections import Counter
+
     import numpy as np
 
+    from voxseg.cli._app import err_console
     from voxseg.config import apply_overrides
-    from voxseg.io import Image, read_image
-    from voxseg.vessels import (
-        OracleSegmenter,
-        PredictorSegmenter,
-        TracingConfig,
-        read_seeds,
-    )
+    from voxseg.io import Image, file_ending, read_image
+    from voxseg.pipelines.vessels import check_trace, tracing_predictor
+    from voxseg.vessels import OracleSegmenter, PredictorSegmenter, TracingConfig, read_seeds
     from voxseg.vessels import trace as run_trace
 
     if (model is None) == (oracle is None):
         raise VoxsegError("give exactly one of --model (a trained local model) or --oracle")
+    config = apply_overrides(TracingConfig(), overrides)
+    seed_list = read_seeds(seeds, case=case, radius=seed_radius)
     channels = [read_image(p) for p in images]
     first = channels[0]
     image = Image(
@@ -113,20 +140,18 @@ def trace(
     if oracle is not None:
         segmenter = OracleSegmenter(read_image(oracle))
     else:
-        from voxseg.inference import Predictor
-
-        segmenter = PredictorSegmenter(
-            Predictor(model, folds=folds, device=device, tta=tta), label=vessel_label
+        predictor = tracing_predictor(
+            model, folds=folds, checkpoint=checkpoint, device=device, tta=tta, step=step
         )
-    config = apply_overrides(TracingConfig(), overrides)
-    result = run_trace(image, read_seeds(seeds), segmenter, config)
-    ending = (
-        "".join(images[0].suffixes[-2:])
-        if images[0].name.endswith(".nii.gz")
-        else (images[0].suffix)
-    )
-    result.write(output, ending, image=image)
+        segmenter = PredictorSegmenter(predictor, label=vessel_label)
+    result = run_trace(image, seed_list, segmenter, config)
+    result.write(output, file_ending(images[0]) or ".nii.gz", image=image)
     console.print(
-        f"{len(result.steps)} steps, {result.num_branches} branches in {result.seconds:.1f} s "
-        f"→ {output}"
+        f"{len(result.steps)} steps, {result.num_branches} branches, {result.length:.0f} mm "
+        f"in {result.seconds:.1f} s → {output}"
     )
+    ends = Counter(e["reason"] for e in result.branch_ends())
+    console.print("branch ends: " + ", ".join(f"{n} × {why}" for why, n in ends.most_common()))
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    check_trace(result, allow_short)

@@ -405,7 +405,7 @@ def short_trace_warnings(
     if not problems:
         return []
     detail = "; ".join(f"branch {e['branch']}: {e['steps']} step(s), {e['reason']}" for e in ends)
-    return [f"short trace: {p} ({detail})" for p in problems]
+    return [f"short trace: {'; '.join(problems)} ({detail})"]
 
 
 def _branch_ends(steps: Sequence[TraceStep]) -> list[dict[str, Any]]:
