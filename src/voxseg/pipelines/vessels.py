@@ -9,18 +9,6 @@ from typing import Any
 
 from voxseg.errors import VoxsegError
 
-#: Prediction settings a model's config may hold (``config.prediction``) that tracing uses.
-PREDICTION_KEYS = ("tta", "step")
-
-
-def model_prediction_settings(model: Any) -> dict[str, Any]:
-    """The prediction settings a loaded model folder stores in its config
-    (``config.prediction``: ``tta``, ``step``); those it does not store are left to
-    :class:`voxseg.inference.Predictor`'s defaults, as ``voxseg predict`` leaves them."""
-    config = getattr(model, "config", None)
-    stored = dict(getattr(config, "prediction", None) or {})
-    return {k: stored[k] for k in PREDICTION_KEYS if k in stored}
-
 
 def tracing_predictor(
     model: str | os.PathLike[str],
@@ -32,13 +20,11 @@ def tracing_predictor(
     step: float | None = None,
 ):
     """A :class:`voxseg.inference.Predictor` for the local model of a trace: the model's
-    own prediction settings, ``tta``/``step`` overriding them when given."""
-    from voxseg.inference import ModelFolder, Predictor
+    own prediction settings (``config.prediction``, read by the predictor as ``voxseg
+    predict`` reads them), ``tta``/``step`` overriding them when given."""
+    from voxseg.inference import Predictor
 
-    folder = ModelFolder.load(model, folds=folds, checkpoint=checkpoint)
-    settings = model_prediction_settings(folder)
-    settings.update({k: v for k, v in (("tta", tta), ("step", step)) if v is not None})
-    return Predictor(folder, device=device, **settings)
+    return Predictor(model, folds=folds, checkpoint=checkpoint, device=device, tta=tta, step=step)
 
 
 def check_trace(result, allow_short: bool, where: str = "") -> None:
