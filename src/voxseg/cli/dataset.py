@@ -244,6 +244,82 @@ def import_seqseg(
     _finish_import(out, None)
 
 
+@import_app.command("dicom")
+@user_errors
+def import_dicom(
+    src: Path = typer.Argument(..., help="Folder of DICOM files (any names, any nesting)."),
+    out: Path = typer.Argument(..., help="Output raw dataset folder."),
+    roi: list[str] = typer.Option(
+        ...,
+        "--roi",
+        help='label="Pattern|Alias*|re:regex", once per label in value order (ROI/segment '
+        "names: case-insensitive globs, or regexes after re:).",
+    ),
+    modality: str | None = typer.Option(
+        None, "--modality", help="Image modality of the labelled series (default: most common)."
+    ),
+    channel: list[str] | None = typer.Option(
+        None,
+        "--channel",
+        help="NAME=SELECTOR per channel, the first carrying the labels (selectors: "
+        "modality:MR, desc:*t2*, seq:*tse*, uid:1.2.3, or a bare description glob).",
+    ),
+    overlap: str = typer.Option(
+        "paint", "--overlap", help="paint (a later --roi wins where labels overlap) or error."
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Keep cases missing a label (it stays background)."
+    ),
+    resample_uneven: bool = typer.Option(
+        False, "--resample-uneven", help="Interpolate series with uneven or missing slices."
+    ),
+    index: Path | None = typer.Option(
+        None, "--index", help="Header index cache (default: OUT/dicom_index.json)."
+    ),
+    overwrite: bool = OverwriteOption,
+    num_processes: int | None = ProcessesOption,
+) -> None:
+    """DICOM archive with RTSTRUCT or DICOM-SEG (PACS/TPS export) → raw dataset."""
+    from voxseg.data.importers import import_dicom as run
+
+    report = run(
+        src,
+        out,
+        roi,
+        modality=modality,
+        channels=channel or (),
+        overlap=overlap,
+        allow_missing=allow_missing,
+        resample_uneven=resample_uneven,
+        index=index,
+        overwrite=overwrite,
+        num_processes=num_processes,
+    )
+    for w in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    for d in report.skipped:
+        err_console.print(
+            f"[yellow]skipped[/] {d['item']}: {d['reason']}", highlight=False, soft_wrap=True
+        )
+    for d in report.failed:
+        err_console.print(
+            f"[red]failed[/] {d['item']}: {d['reason']}", highlight=False, soft_wrap=True
+        )
+    if report.unmatched_rois:
+        shown = ", ".join(f"{k} ({v})" for k, v in report.unmatched_rois.items())
+        console.print(f"ROIs matching no --roi: {shown}", highlight=False, soft_wrap=True)
+    console.print(
+        f"imported {len(report.cases)} case(s), skipped {len(report.skipped)}, "
+        f"failed {len(report.failed)}; report: {report.out / 'import_report.json'}, "
+        f"patient identifiers: {report.out / 'case_map.csv'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _finish_import(report.out, num_processes)
+    if not report.ok:
+        sys.exit(1)
+
+
 def _parse_labels(items: list[str] | None) -> dict[str, int] | None:
     from voxseg.errors import VoxsegError
 
