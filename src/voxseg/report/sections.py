@@ -562,5 +562,7 @@ def case_table(ev: Evaluation, labels: list[str], case_href: Callable[[str], str
         f"<p><input type='search' class='filter' data-table='{tid}' placeholder='filter cases…' "
         "aria-label='filter cases'> <span class='hint'>click a heading to sort; click a case "
         "to open its slice viewer</span></p>"
-        + table(headers, rows, cls="cases sortable", table_id=tid, raw=True)
+        + table(headers, rows, cls="cases sortable", table_id=tid, raw=True).replace(
+            "<th>mean Dice</th>", '<th aria-sort="ascending">mean Dice</th>', 1
+        )
     )
