@@ -159,3 +159,20 @@ def test_probability_map_is_contoured_at_level_and_empty_mask_gives_empty_mesh()
     np.testing.assert_allclose(np.unique(mesh.points[interior, 0]), [5.5, 11.5], atol=1e-5)
     empty = mask_to_surface(Image(np.zeros((3, 3, 3), np.uint8)))
     assert empty.points.shape == (0, 3) and empty.num_cells == 0
+
+
+def test_stl_is_readable_by_vtk_with_the_same_triangles(tmp_path):
+    from voxseg.io import write_stl
+
+    points = np.array([[0.0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 3]])
+    polys = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]])
+    write_stl(PolyData(points, polys=polys), tmp_path / "mesh.stl")
+    reader = vtk.vtkSTLReader()
+    reader.SetFileName(str(tmp_path / "mesh.stl"))
+    reader.Update()
+    out = reader.GetOutput()
+    assert out.GetNumberOfCells() == 4
+    got = numpy_support.vtk_to_numpy(out.GetPoints().GetData())
+    np.testing.assert_allclose(sorted(map(tuple, got)), sorted(map(tuple, points)))
+    with pytest.raises(VoxsegError, match="needs triangles"):
+        write_stl(PolyData(points), tmp_path / "lines.stl")

@@ -10,7 +10,8 @@ import typer
 from voxseg.cli._app import HomeOption, app, console, user_errors
 
 pipeline_app = typer.Typer(
-    help="Multi-stage pipelines: cascades, localise → crop → segment (cord lesions, spine).",
+    help="Multi-stage pipelines: cascades, localise → crop → segment (cord lesions, spine), "
+    "vessel tracing from seeds.",
     no_args_is_help=True,
 )
 app.add_typer(pipeline_app, name="pipeline")
@@ -31,7 +32,7 @@ def _ints(text: str | None, what: str) -> list[int] | None:
 @pipeline_app.command("init")
 @user_errors
 def init(
-    recipe: str = typer.Argument(..., help="cord-lesion, spine or cascade."),
+    recipe: str = typer.Argument(..., help="cord-lesion, spine, cascade or vessels."),
     dataset: str = typer.Argument(..., help="Dataset folder, or its name in $VOXSEG_HOME/raw."),
     out: Path = typer.Argument(..., help="Pipeline folder to create."),
     spacing: float = typer.Option(0.5, help="cord-lesion: isotropic spacing of the crop (mm)."),
@@ -46,6 +47,10 @@ def init(
     ),
     margin_mm: float = typer.Option(10.0, help="spine: margin around the located box (mm)."),
     num_folds: int = typer.Option(5, "--folds", help="cascade: folds of the lower stage."),
+    patch_percentile: float = typer.Option(
+        90.0,
+        help="vessels: the local model's patch holds this percentile of the sampled box sides.",
+    ),
     patch_size: str | None = typer.Option(None, help="Patch size ZxYxX of the last stage."),
     device: str | None = typer.Option(None, help="Plan for cuda or cpu (default: detected)."),
     settings: list[str] = typer.Option([], "--set", help="Model setting for every stage."),
@@ -66,6 +71,8 @@ def init(
         options.update(heatmap_shape=_ints(heatmap_shape, "--heatmap-shape"), margin_mm=margin_mm)
     elif recipe == "cascade":
         options.update(num_folds=num_folds)
+    elif recipe == "vessels":
+        options.update(patch_percentile=patch_percentile)
     spec = init_pipeline(recipe, _dataset(dataset, home), out, force=force, **options)
     for s in spec.stages:
         console.print(f"stage [bold]{s.name}[/]: {s.input.kind} → {', '.join(s.labels)}")
@@ -104,8 +111,18 @@ def predict(
     ),
     save_stages: bool = typer.Option(False, "--save-stages", help="Also write stage outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo finished cases."),
+    seeds: Path | None = typer.Option(
+        None,
+        "--seeds",
+        help="vessels: folder of {case}.json/.mrk.json/.vtp seed files, or one SeqSeg seed file "
+        "(default: seeds/ beside INPUTS).",
+    ),
+    allow_short: bool = typer.Option(
+        False, "--allow-short", help="vessels: exit 0 even when a trace is short."
+    ),
 ) -> None:
-    """Run the pipeline on new scans; every output lies on its input's grid."""
+    """Run the pipeline on new scans; every output lies on its input's grid. A vessels
+    pipeline traces each scan from its seeds (OUTPUT/{case}/: surface, centerline, steps)."""
     from voxseg.pipelines import predict_pipeline_folder
 
     report = predict_pipeline_folder(
@@ -116,6 +133,8 @@ def predict(
         tta=tta,
         save_stages=save_stages,
         overwrite=overwrite,
+        seeds=seeds,
+        allow_short=allow_short,
     )
     n = len(report["cases"])
     mean = sum(report["cases"].values()) / n if n else math.nan

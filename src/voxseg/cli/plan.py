@@ -70,6 +70,7 @@ def plan(
     from voxseg.config import apply_overrides
     from voxseg.data.dataset import Dataset
     from voxseg.data.fingerprint import load_or_compute_fingerprint
+    from voxseg.pipelines.vessels import local_model_options
     from voxseg.planning import PlannerOptions, default_device, plan_dataset, write_plans
     from voxseg.workspace import Workspace
 
@@ -90,9 +91,12 @@ def plan(
         spacing=list(spacing) if spacing else None,
         patch_size=parse_ints(patch_size, "--patch-size"),
     )
+    options, note = local_model_options(fingerprint, ds.info, options, ds.root)
     plans = apply_overrides(plan_dataset(fingerprint, ds.info, options), overrides)
     path = write_plans(plans, out_dir)
     print_plans(plans)
+    if note:
+        console.print(note)
     console.print(f"plan written to {path}")
 
 

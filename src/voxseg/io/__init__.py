@@ -10,7 +10,7 @@ from voxseg.io.image import (
     to_sitk,
 )
 
-_VTP_NAMES = ("PolyData", "mask_to_surface", "read_vtp", "write_vtp")
+_VTP_NAMES = ("PolyData", "mask_to_surface", "read_vtp", "write_stl", "write_vtp")
 
 
 def __getattr__(name: str):
@@ -35,5 +35,6 @@ __all__ = [
     "read_vtp",
     "to_sitk",
     "write_image",
+    "write_stl",
     "write_vtp",
 ]

@@ -108,6 +108,30 @@ def write_vtp(poly: PolyData, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def write_stl(poly: PolyData, path: str | os.PathLike[str]) -> Path:
+    """Write the triangles of ``poly`` to a binary ``.stl`` file (LPS mm), atomically; STL
+    holds no lines and no point arrays."""
+    poly.validate()
+    if poly.polys is None or len(poly.polys) == 0:
+        raise VoxsegError(f"{path}: an STL file needs triangles; the mesh has none")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.stl")
+    writer = vtk.vtkSTLWriter()
+    writer.SetInputData(to_vtk(PolyData(poly.points, polys=poly.polys)))
+    writer.SetFileName(str(tmp))
+    writer.SetFileTypeToBinary()
+    try:
+        with _vtk_messages() as messages:
+            ok = writer.Write()
+        if ok != 1 or writer.GetErrorCode() != 0:
+            raise VoxsegError(f"{path}: cannot write STL file ({_last_error(messages)})")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def read_vtp(path: str | os.PathLike[str]) -> PolyData:
     """Read a ``.vtp`` file (polygons other than triangles are triangulated)."""
     path = Path(path)

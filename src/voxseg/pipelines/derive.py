@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voxseg.errors import VoxsegError
 from voxseg.io.image import Image
 from voxseg.pipelines.spec import (
     BBoxCropInput,
     CenterlineCropInput,
+    CenterlinePatchesInput,
     FullInput,
     PreviousPredictionInput,
     StageSpec,
@@ -76,6 +78,12 @@ def derive(
     """
     image = _channels(image)
     spec = stage.input
+    if isinstance(spec, CenterlinePatchesInput):
+        raise VoxsegError(
+            f"stage {stage.name!r} traces vessels from seeds: its input is not derived from "
+            "the image alone; use 'voxseg pipeline predict PIPELINE IMAGES OUT --seeds SEEDS' "
+            "or 'voxseg trace'"
+        )
     if isinstance(spec, FullInput):
         return Derived(image, lambda seg: np.asarray(seg), label)
     source = sources[spec.source]

@@ -128,12 +128,32 @@ def predict_pipeline_folder(
     save_stages: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    seeds: str | os.PathLike[str] | None = None,
+    allow_short: bool = False,
 ) -> dict:
     """Predict every case of ``inputs`` (a file or a folder, as ``voxseg predict``) into
-    ``output_dir``; returns ``{"cases": {id: seconds}, "messages": [...], "skipped": [...]}``."""
+    ``output_dir``; returns ``{"cases": {id: seconds}, "messages": [...], "skipped": [...]}``.
+    A vessels pipeline traces each case from its seed file instead (``seeds``,
+    ``allow_short``: :func:`voxseg.pipelines.vessels.trace_pipeline_folder`)."""
     from voxseg.inference.files import discover_inputs
+    from voxseg.pipelines.spec import CenterlinePatchesInput
 
-    runner = PipelineRunner(pipeline_dir, device=device, tta=tta).load()
+    spec = read_spec(pipeline_dir)
+    if any(isinstance(s.input, CenterlinePatchesInput) for s in spec.stages):
+        from voxseg.pipelines.vessels import trace_pipeline_folder
+
+        return trace_pipeline_folder(
+            pipeline_dir,
+            inputs,
+            output_dir,
+            seeds=seeds,
+            device=device,
+            tta=tta,
+            allow_short=allow_short,
+            overwrite=overwrite,
+            quiet=quiet,
+        )
+    runner = PipelineRunner(pipeline_dir, device=device, tta=tta, spec=spec).load()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"cases": {}, "messages": [], "skipped": []}

@@ -1,5 +1,6 @@
 """Ready-made pipelines: ``cord-lesion`` (SCT's deepseg lesion), ``spine`` (heatmap → crop →
-segment) and ``cascade`` (nnU-Net's ``3d_lowres`` → ``3d_cascade_fullres``)."""
+segment), ``cascade`` (nnU-Net's ``3d_lowres`` → ``3d_cascade_fullres``) and ``vessels``
+(SeqSeg: a local model on centerline patches, tracing from seeds)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from voxseg.errors import VoxsegError
 from voxseg.pipelines.spec import (
     BBoxCropInput,
     CenterlineCropInput,
+    CenterlinePatchesInput,
     FullInput,
     PipelineSpec,
     PlanSettings,
@@ -19,7 +21,7 @@ from voxseg.pipelines.spec import (
     write_spec,
 )
 
-RECIPES = ("cord-lesion", "spine", "cascade")
+RECIPES = ("cord-lesion", "spine", "cascade", "vessels")
 #: The lesion stage centres 3 of 4 patches on a lesion (nnU-Net: 1 of 3): lesions fill
 #: < 1 % of the cord window, and on ``voxseg synth cord`` the stage learned nothing in
 #: 1 000 iterations at 1/3, while at 3/4 its validation Dice left 0 after ≈ 1 300.
@@ -204,6 +206,52 @@ def cascade(
     )
 
 
+def vessels(
+    ds: Dataset,
+    *,
+    device: str | None = None,
+    patch_size: list[int] | None = None,
+    patch_percentile: float = 90.0,
+    sampler: dict | None = None,
+    tracing: dict | None = None,
+    settings: list[str] | None = None,
+) -> PipelineSpec:
+    """SeqSeg: centerline-guided patches of the training trees (``centerlines/`` or extracted
+    from the masks) → a local model whose patch holds the ``patch_percentile`` of the sampled
+    box sides (unless ``patch_size``) → tracing every new scan from its seed file."""
+    labels = _foreground(ds)
+    if "vessel" in labels:
+        value = labels["vessel"]
+    elif len(labels) == 1:
+        value = next(iter(labels.values()))
+    else:
+        raise VoxsegError(
+            f"{ds.root / 'dataset.json'}: the vessels recipe needs a label named 'vessel' or a "
+            f"single foreground label; labels: {', '.join(labels)}"
+        )
+    return PipelineSpec(
+        name=f"{ds.name}-vessels",
+        recipe="vessels",
+        dataset=str(ds.root),
+        channel_names=dict(ds.info.channel_names),
+        labels={"background": 0, "vessel": value},
+        stages=[
+            StageSpec(
+                name="vessel",
+                labels={"vessel": [value]},
+                input=CenterlinePatchesInput(
+                    sampler=dict(sampler or {}),
+                    patch_percentile=patch_percentile,
+                    tracing=dict(tracing or {}),
+                ),
+                plan=PlanSettings(device=device, patch_size=patch_size),
+                settings=list(settings or []),
+                output={"vessel": value},
+            )
+        ],
+    )
+
+
 def init_pipeline(
     recipe: str,
     dataset: str | os.PathLike[str],
@@ -213,7 +261,12 @@ def init_pipeline(
     **options,
 ) -> PipelineSpec:
     """Write ``pipeline.json`` of ``recipe`` for ``dataset`` into the folder ``out``."""
-    builders = {"cord-lesion": cord_lesion, "spine": spine, "cascade": cascade}
+    builders = {
+        "cord-lesion": cord_lesion,
+        "spine": spine,
+        "cascade": cascade,
+        "vessels": vessels,
+    }
     if recipe not in builders:
         raise VoxsegError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
     out = Path(out)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -75,8 +75,24 @@ class PreviousPredictionInput(_Strict):
     source: str
 
 
+class CenterlinePatchesInput(_Strict):
+    """SeqSeg's local model: trained on centerline-guided patches of the dataset (the
+    sampler's ``sampler`` settings), its patch holding the ``patch_percentile`` of the
+    sampled box sides; a new scan is traced from its seed file (``tracing``: tracing
+    settings, e.g. ``{"max_steps": 300}``)."""
+
+    kind: Literal["centerline_patches"] = "centerline_patches"
+    sampler: dict[str, Any] = Field(default_factory=dict, description="SamplerConfig settings")
+    patch_percentile: float = Field(90.0, gt=0, le=100)
+    tracing: dict[str, Any] = Field(default_factory=dict, description="TracingConfig settings")
+
+
 InputSpec = Annotated[
-    FullInput | BBoxCropInput | CenterlineCropInput | PreviousPredictionInput,
+    FullInput
+    | BBoxCropInput
+    | CenterlineCropInput
+    | PreviousPredictionInput
+    | CenterlinePatchesInput,
     Field(discriminator="kind"),
 ]
 

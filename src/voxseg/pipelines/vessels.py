@@ -27,6 +27,50 @@ def tracing_predictor(
     return Predictor(model, folds=folds, checkpoint=checkpoint, device=device, tta=tta, step=step)
 
 
+def local_model_options(fingerprint, info, options, root: Path, percentile: float | None = None):
+    """Planner options for a centerline patch dataset ``root``: the patch of
+    :func:`voxseg.vessels.sampling.local_patch_size` at the spacing the planner picks (a
+    first plan gives the spacing). Other datasets, and options with a patch, are returned
+    as they are. Returns ``(options, note)``; ``note`` says what was chosen."""
+    from voxseg.planning import plan_dataset
+    from voxseg.vessels.sampling import LOCAL_PATCH_PERCENTILE, is_patch_dataset, local_patch_size
+
+    if options.patch_size is not None or not is_patch_dataset(root):
+        return options, None
+    pct = LOCAL_PATCH_PERCENTILE if percentile is None else percentile
+    spacing = plan_dataset(fingerprint, info, options).configurations["3d_fullres"].spacing
+    patch = local_patch_size(root, spacing, pct)
+    note = (
+        f"centerline patch dataset: the local model's patch {'x'.join(map(str, patch))} holds "
+        f"the {pct:g}th percentile of the sampled box sides at {tuple(spacing)} mm"
+    )
+    return options.model_copy(update={"patch_size": patch}), note
+
+
+def build_patch_dataset(
+    stage, dataset, folder: Path, *, cases: list[str] | None = None, quiet: bool = False
+):
+    """The training data of a tracing stage: the centerline-guided patch dataset of
+    ``dataset``'s training cases (:func:`voxseg.vessels.sample_dataset`, the stage's
+    ``sampler`` settings, its vessel label) in ``folder``; finished patches are kept."""
+    from voxseg.data import Dataset
+    from voxseg.vessels import SamplerConfig, sample_dataset
+
+    if cases is not None:
+        raise VoxsegError(
+            f"stage {stage.name!r}: a tracing stage trains on all training cases' patches; "
+            "fine-tuning it on a subset is not supported"
+        )
+    values = sorted({v for vs in stage.labels.values() for v in vs})
+    settings = {"label": values[0] if len(values) == 1 else None, **stage.input.sampler}
+    try:
+        config = SamplerConfig(**settings)
+    except ValueError as exc:
+        raise VoxsegError(f"stage {stage.name!r}: invalid sampler settings:\n{exc}") from exc
+    sample_dataset(dataset.root, folder, config, progress=not quiet)
+    return Dataset(folder)
+
+
 def check_trace(result, allow_short: bool, where: str = "") -> None:
     """Raise a :class:`VoxsegError` listing the short-trace warnings of ``result`` unless
     ``allow_short``."""
@@ -66,17 +110,23 @@ def trace_folder(
     folds: list[str] | None = None,
     checkpoint: str = "final",
     label: int = 1,
+    output_value: int = 1,
     seed_radius: float | None = None,
     allow_short: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Trace every case of ``inputs`` (a file or a folder, as ``voxseg predict``) from its
-    seed file in ``seeds`` with the local model ``model``; each case's outputs go to
-    ``output_dir/{case}/`` (segmentation, probabilities, surface.vtp/.stl, centerline.vtp
-    with radii, steps.json). Returns ``{"cases": {id: seconds}, "skipped": [...],
-    "short": {id: warnings}}``; a short trace is an error unless ``allow_short``."""
+    seed file in ``seeds`` (see :func:`seed_file`) with the local model ``model``. Each case
+    gets its label map ``output_dir/{case}{ending}`` (value ``output_value``) and the
+    folder ``output_dir/{case}/`` (segmentation, probabilities, surface.vtp and .stl,
+    centerline.vtp with radii, steps.json, overview.png). Returns ``{"cases": {id:
+    seconds}, "skipped": [...], "messages": [...]}``; a short trace is an error unless
+    ``allow_short`` (every case is traced and written first)."""
+    import numpy as np
+
     from voxseg.inference.files import discover_inputs
+    from voxseg.io import write_image
     from voxseg.vessels import PredictorSegmenter, TracingConfig, read_seeds, trace
     from voxseg.vessels.outputs import OUTPUT_FILES
 
@@ -84,11 +134,12 @@ def trace_folder(
     predictor = tracing_predictor(model, folds=folds, checkpoint=checkpoint, device=device, tta=tta)
     out = Path(output_dir)
     seeds = Path(seeds)
-    report: dict[str, Any] = {"cases": {}, "skipped": [], "short": {}}
+    report: dict[str, Any] = {"cases": {}, "skipped": [], "messages": []}
     short: list[str] = []
     for case in discover_inputs(inputs):
         folder = out / case.case_id
-        if (folder / OUTPUT_FILES["steps"]).is_file() and not overwrite:
+        target = out / f"{case.case_id}{case.ending}"
+        if target.is_file() and (folder / OUTPUT_FILES["steps"]).is_file() and not overwrite:
             report["skipped"].append(case.case_id)
             continue
         path, name = seed_file(seeds, case.case_id)
@@ -96,9 +147,13 @@ def trace_folder(
         image = case.read()
         result = trace(image, case_seeds, PredictorSegmenter(predictor, label=label), config)
         result.write(folder, case.ending, image=image)
+        seg = result.segmentation
+        write_image(
+            seg.with_array((np.asarray(seg.array) > 0).astype(np.uint8) * output_value), target
+        )
         report["cases"][case.case_id] = result.seconds
         if result.warnings:
-            report["short"][case.case_id] = result.warnings
+            report["messages"] += [f"{case.case_id}: {w}" for w in result.warnings]
             short.append(case.case_id)
         if not quiet:
             print(
@@ -113,3 +168,50 @@ def trace_folder(
             "--allow-short accepts them"
         )
     return report
+
+
+def trace_pipeline_folder(
+    pipeline_dir: str | os.PathLike[str],
+    inputs: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    seeds: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    tta: bool | None = None,
+    allow_short: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """``voxseg pipeline predict`` of a vessels pipeline: trace every case of ``inputs``
+    from its seeds (``seeds``: a folder or one SeqSeg file; default: ``seeds/`` beside the
+    ``inputs`` folder, as in a raw dataset) with the pipeline's local model."""
+    from voxseg.pipelines.spec import CenterlinePatchesInput, read_spec, stage_dir
+
+    spec = read_spec(pipeline_dir)
+    (stage,) = [s for s in spec.stages if isinstance(s.input, CenterlinePatchesInput)]
+    if seeds is None:
+        seeds = Path(inputs).absolute().parent / "seeds"
+        if not seeds.is_dir():
+            raise VoxsegError(
+                f"{seeds}: no seeds folder beside {inputs}; give the seed files with --seeds"
+            )
+    folder = stage_dir(pipeline_dir, stage.name)
+    if not (folder / "config.json").is_file():
+        raise VoxsegError(
+            f"{folder}: stage {stage.name!r} is not trained; run "
+            f"'voxseg pipeline train {pipeline_dir} DATASET'"
+        )
+    return trace_folder(
+        folder,
+        inputs,
+        seeds,
+        output_dir,
+        tracing=stage.input.tracing,
+        device=device,
+        tta=tta,
+        folds=None if stage.folds == ["all"] else stage.folds,
+        output_value=spec.labels["vessel"],
+        allow_short=allow_short,
+        overwrite=overwrite,
+        quiet=quiet,
+    )

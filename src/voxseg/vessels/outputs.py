@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from voxseg.config import write_json
-from voxseg.io import Image, mask_to_surface, write_image, write_vtp
+from voxseg.io import Image, mask_to_surface, write_image, write_stl, write_vtp
 
 #: File names inside a trace output folder (``{ending}`` is the image file ending).
 OUTPUT_FILES = {
     "segmentation": "segmentation{ending}",
     "probabilities": "probabilities{ending}",
     "surface": "surface.vtp",
+    "surface_stl": "surface.stl",
     "centerline": "centerline.vtp",
     "steps": "steps.json",
     "overview": "overview.png",
@@ -30,7 +31,10 @@ def write_trace(
     out.mkdir(parents=True, exist_ok=True)
     write_image(result.segmentation, out / f"segmentation{file_ending}")
     write_image(result.probabilities, out / f"probabilities{file_ending}")
-    write_vtp(mask_to_surface(result.segmentation), out / "surface.vtp")
+    surface = mask_to_surface(result.segmentation)
+    write_vtp(surface, out / "surface.vtp")
+    if surface.polys is not None and len(surface.polys):
+        write_stl(surface, out / "surface.stl")
     if result.centerline is not None and result.centerline.branches:
         result.centerline.write(out / "centerline.vtp")
     write_json(out / "steps.json", result.steps_json())

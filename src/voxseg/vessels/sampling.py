@@ -41,6 +41,11 @@ from voxseg.vessels.centerline import extract_centerline, require_centerline
 from voxseg.vessels.local import component_at_centre
 from voxseg.vessels.subvolume import box_around, crop
 
+#: The per-patch table of a patch dataset (one :class:`PatchRecord` per row).
+PATCH_STATS = "patch_stats.csv"
+#: The local model's patch holds this percentile of the sampled boxes' sides.
+LOCAL_PATCH_PERCENTILE = 90.0
+
 
 class SamplerConfig(BaseModel):
     """Constants of the patch sampler (defaults: SeqSeg's)."""
@@ -277,7 +282,7 @@ def sample_dataset(
         folds = kfold_splits(list(groups), min(config.num_folds, len(cases)), config.seed, groups)
         write_json(out / "splits.json", folds)
     write_json(out / "sampler.json", {"source": str(source.root), **config.model_dump()})
-    _write_csv(out / "patch_stats.csv", all_rows)
+    _write_csv(out / PATCH_STATS, all_rows)
     return out
 
 
@@ -311,3 +316,37 @@ def _normals(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = np.cross(t, helper)
     u /= np.linalg.norm(u)
     return u, np.cross(t, u)
+
+
+def is_patch_dataset(root: str | os.PathLike[str]) -> bool:
+    """Does ``root`` hold a centerline patch dataset (its ``patch_stats.csv``)?"""
+    return (Path(root) / PATCH_STATS).is_file()
+
+
+def local_patch_size(
+    root: str | os.PathLike[str],
+    spacing: list[float] | tuple[float, ...],
+    percentile: float = LOCAL_PATCH_PERCENTILE,
+    multiple: int = 4,
+    min_voxels: int = 8,
+) -> list[int]:
+    """The local model's patch (voxels at ``spacing``, z y x) for the patch dataset ``root``.
+
+    Each sampled box has side ``size·r`` (``r`` the centerline radius at its point, ``size``
+    ~ N(size_mean, size_std), SeqSeg's 5 ± 0.8), and the tracer asks the model for boxes of
+    ``box_scale·r`` (5·r). The patch holds the ``percentile`` (90th) of the sampled sides in
+    mm, rounded up to a multiple of ``multiple`` voxels (at least ``min_voxels``), so the
+    model sees whole cross-sections of all but the largest vessels. The planner's own rule
+    (the median patch shape) gives the median box: with radii of a few voxels that is about
+    10³, too small to hold the larger vessels the tracer boxes around.
+    """
+    path = Path(root) / PATCH_STATS
+    if not path.is_file():
+        raise VoxsegError(f"{path}: not found; is {root} a patch dataset (voxseg vessels sample)?")
+    with open(path, newline="") as f:
+        sides = [float(row["side_mm"]) for row in csv.DictReader(f)]
+    if not sides:
+        raise VoxsegError(f"{path}: no patches")
+    side = float(np.percentile(sides, percentile))
+    voxels = side / np.asarray(spacing, dtype=float)
+    return [int(max(min_voxels, multiple * np.ceil(v / multiple))) for v in voxels]
