@@ -53,6 +53,11 @@ def evaluate(
         "--centerlines",
         help="Folder of reference <case>.vtp: adds centerline overlap and distance (vessels).",
     ),
+    report: bool = typer.Option(
+        False,
+        "--report",
+        help="Also write an HTML report (tables, plots, a slice viewer per case) to OUTPUT/report.",
+    ),
 ) -> None:
     """Dice, IoU, precision, recall, HD95, ASSD, NSD and volumes per case and label."""
     from voxseg.evaluation import evaluate_folder, summary_table
@@ -78,3 +83,10 @@ def evaluate(
     target = output if output is not None else (pred if pred.is_dir() else None)
     if target is not None:
         console.print(f"summary.json and metrics.csv written to {target}")
+    if report:
+        if target is None:
+            raise VoxsegError("--report needs a folder: give -o/--output for a single case")
+        from voxseg.report import write_report
+
+        index = write_report(target, target / "report", num_processes=num_processes)
+        console.print(f"report written to {index}")

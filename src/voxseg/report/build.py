@@ -37,6 +37,8 @@ from voxseg.report.sources import DatasetSource, EvalCase, Evaluation, Sources, 
 ASSETS = ("report.css", "report.js", "viewer.js")
 #: Intensity values drawn per case and channel for the dataset's histograms.
 HISTOGRAM_SAMPLES = 20_000
+#: Foreground intensities sampled when the report computes a missing fingerprint.
+FINGERPRINT_SAMPLES = 1_000_000
 
 
 @dataclass
@@ -342,6 +344,9 @@ def write_report(
         ds_href = href_for({j.sources.case_id: j.slug for j in groups[0][1]})
     if src.dataset is not None and (src.kind == "dataset" or src.dataset.fingerprint is not None):
         problems = _check(src.dataset) if src.kind == "dataset" else None
+        if src.dataset.fingerprint is None and src.dataset.raw is not None:
+            say("computing the dataset fingerprint (voxseg plan caches it)")
+            src.dataset.fingerprint = _fingerprint(src.dataset, num_processes)
         hists = _histograms(samples, channels)
         parts.append(sections.dataset_section(src.dataset, problems, hists, ds_href))
         nav.append(("dataset", "Dataset"))
@@ -401,6 +406,23 @@ def write_report(
     atomic_write_text(index, page(title, "".join(body), scripts=["report.js"]))
     say(f"report written to {index} in {time.perf_counter() - tic:.1f} s")
     return index
+
+
+def _fingerprint(ds: DatasetSource, num_processes: int | None) -> dict[str, Any] | None:
+    """The fingerprint of a raw dataset that has none cached (not written anywhere)."""
+    from voxseg.data import Dataset
+    from voxseg.data.fingerprint import compute_fingerprint
+
+    try:
+        fp = compute_fingerprint(
+            Dataset(ds.raw),
+            num_processes=num_processes or 1,
+            samples_total=FINGERPRINT_SAMPLES,
+            progress=False,
+        )
+    except VoxsegError:
+        return None  # a dataset with errors: the check section says which
+    return fp.model_dump(mode="json")
 
 
 def _check(ds: DatasetSource) -> tuple[list[str], list[str]] | None:

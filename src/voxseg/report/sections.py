@@ -79,7 +79,7 @@ def dataset_section(
     parts.append(kv_table(items))
     if fp is None:
         parts.append(
-            "<p class='note'>No fingerprint found (run <code>voxseg plan</code>): label "
+            "<p class='note'>No fingerprint (the dataset check found errors): label "
             "volumes, spacings and intensity statistics are not shown.</p>"
         )
     else:

@@ -1,0 +1,101 @@
+"""What the report writes for each kind of target, read back from the files (no browser)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from voxseg.errors import VoxsegError
+from voxseg.report import collect, write_report
+from voxseg.report.cases import strides_for
+from voxseg.report.svg import nice_ticks
+
+
+def _case_data(path):
+    return json.loads(
+        re.search(r"window.VOXSEG_CASE=(\{.*?\});</script>", path.read_text()).group(1)
+    )
+
+
+def test_evaluation_report_lists_every_case_worst_first(eval_folder, eval_report):
+    html = (eval_report / "index.html").read_text()
+    summary = json.loads((eval_folder / "summary.json").read_text())
+    cases = [c["case"] for c in summary["metric_per_case"]]
+    mean = {
+        c["case"]: np.nanmean([m["dice"] for m in c["metrics"].values()])
+        for c in summary["metric_per_case"]
+    }
+    order = re.findall(r"<a href='cases/([^']+)\.html'>", html)
+    assert order == sorted(cases, key=lambda c: mean[c])
+    for case in cases:
+        data = _case_data(eval_report / "cases" / f"{case}.html")
+        assert set(data["layers"]) == {"reference", "prediction"}
+        assert data["image"]["dtype"] == "int16"  # CT keeps Hounsfield units
+        assert [lab["name"] for lab in data["labels"]] == ["liver", "kidney", "spleen"]
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in html
+
+
+def test_evaluate_report_flag_writes_a_report(eval_folder, tmp_path):
+    from voxseg.cli import app
+
+    pred = tmp_path / "pred"
+    shutil.copytree(eval_folder, pred)
+    ref = eval_folder.parent / "raw" / "Dataset001_Organs" / "labelsTs"
+    out = tmp_path / "metrics"
+    result = CliRunner().invoke(app, ["evaluate", str(pred), str(ref), "-o", str(out), "--report"])
+    assert result.exit_code == 0, result.output
+    index = (out / "report" / "index.html").read_text()
+    assert "organs_test_000" in index
+    assert (out / "report" / "cases" / "organs_test_000.html").is_file()
+
+
+def test_dataset_report_has_statistics_check_and_reference_viewers(eval_folder, tmp_path):
+    raw = eval_folder.parent / "raw" / "Dataset001_Organs"
+    index = write_report(raw, tmp_path / "r", num_processes=1)
+    html = index.read_text()
+    for heading in ("Labels", "Spacing and size", "Intensities", "Dataset check"):
+        assert f"<h3>{heading}</h3>" in html
+    pages = sorted((tmp_path / "r" / "cases").glob("*.html"))
+    assert [p.stem for p in pages] == [f"organs_{i:03d}" for i in range(3)]
+    assert set(_case_data(pages[0])["layers"]) == {"reference"}
+
+
+def test_model_report_has_plan_rules_and_training_curves(tiny_model, tmp_path):
+    index = write_report(tiny_model, tmp_path / "r")
+    html = index.read_text()
+    assert "Training: " in html and "fold all" in html
+    assert "why these values" in html  # the planner's explanations
+    assert html.count('<svg class="plot"') >= 3  # loss, learning rate, seconds/iteration
+    src = collect(tiny_model / "fold_all")
+    assert src.kind == "model" and [f.fold for f in src.models[0].folds] == ["all"]
+
+
+def test_nothing_to_report_names_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VoxsegError, match="empty: nothing to report"):
+        write_report(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(VoxsegError, match="missing: not found"):
+        write_report(tmp_path / "missing", tmp_path / "out")
+
+
+def test_a_large_ct_case_is_subsampled_within_the_budget():
+    shape, spacing = (300, 512, 512), (2.5, 0.8, 0.8)
+    s = strides_for(shape, spacing, max_inplane=256, max_voxels=2_500_000)
+    kept = [math.ceil(n / k) for n, k in zip(shape, s, strict=True)]
+    assert kept[1] <= 256 and kept[2] <= 256
+    assert math.prod(kept) <= 2_500_000
+    # in-plane first to 256 (1.6 mm), then always the finest axis in mm: y, x to 2.4 mm,
+    # y, x to 3.2 mm (z is 2.5), z to 5 mm → 150 × 128 × 128
+    assert s == (2, 4, 4)
+
+
+def test_ticks_are_round_numbers():
+    assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(3, 47) == [10, 20, 30, 40]
