@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from voxseg.cli import (  # noqa: F401  (registers the verbs)
+    auto,
     dataset,
     demo,
     doctor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,8 +20,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+#: width of tables and lines when the output is not a terminal (a log file, ``| tee``, CI):
+#: rich's default of 80 columns would cut table cells ("spa…"); $COLUMNS still wins
+LOG_WIDTH = 200
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=LOG_WIDTH)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

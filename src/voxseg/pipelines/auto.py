@@ -1,0 +1,354 @@
+"""``voxseg auto``: from a dataset to a ready model folder within a time budget.
+
+check → plan for the device → preprocess → train the configurations the budget and the data
+call for → model selection on validation → post-processing chosen on the same validation
+predictions → ``models/<dataset>/auto/``, a model folder that ``voxseg predict -m`` takes
+as it is, with ``summary.json`` saying what was trained, for how long, and why the winner won.
+
+How the budget is spent (the rules, also in the README):
+
+- The clock starts with the command. Checking, planning and preprocessing are timed and come
+  out of the budget first; ``SELECTION_RESERVE`` is kept for the selection at the end.
+- What is trained: 2D data → ``2d``. 3D on a CPU → the whole-image ``3d_lowres`` (the CPU
+  plan's low-resolution stage holds the median image in one patch), plus ``3d_fullres`` once
+  the training time reaches ``CPU_FULLRES_MIN_SECONDS``. 3D on a GPU → ``3d_fullres``, plus
+  ``2d`` and ``3d_lowres`` once each run would still get ``GPU_EXTRA_MIN_SECONDS``.
+- Validation: 5-fold cross-validation when every fold of every configuration would get at
+  least ``CV_MIN_RUN_SECONDS``; otherwise one held-out split (fold 0 of ``splits.json``: 80 %
+  train, 20 % validation). The output says which.
+- Each run gets an equal share of the training time left when it starts (time a run did not
+  use passes to the next), trained with the ``adamw`` recipe and a time budget
+  (:mod:`voxseg.training.budget`).
+- A re-run after an interruption skips finished steps and runs, resumes an interrupted run
+  from its last checkpoint, and spends only the budget left (``auto_state.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxseg.config import read_json, write_json
+from voxseg.errors import VoxsegError
+from voxseg.training.budget import format_duration
+
+#: the model folder ``voxseg auto`` writes: ``models/<dataset>/<AUTO_MODEL>/``
+AUTO_MODEL = "auto"
+STATE_FILE = "auto_state.json"
+SUMMARY_FILE = "summary.json"
+#: training runs are named ``auto_<configuration>`` in ``models/<dataset>/<plan>/``
+RUN_PREFIX = "auto_"
+RECIPE = "adamw"
+NUM_FOLDS = 5
+#: a fold of cross-validation is worth training when it gets at least this long
+CV_MIN_RUN_SECONDS = 600.0
+#: on a CPU, ``3d_fullres`` joins the whole-image ``3d_lowres`` from this much training time
+CPU_FULLRES_MIN_SECONDS = 7200.0
+#: on a GPU, ``2d`` and ``3d_lowres`` join ``3d_fullres`` when each run still gets this long
+GPU_EXTRA_MIN_SECONDS = 1800.0
+#: kept for model selection and post-processing at the end: seconds + share of the budget
+SELECTION_RESERVE = (10.0, 0.02)
+
+
+@dataclass
+class AutoPlan:
+    """What ``auto`` trains: configurations, folds, and the validation scheme in words."""
+
+    configurations: list[str]
+    folds: list[str]
+    validation: str
+
+
+@dataclass
+class AutoState:
+    """Seconds spent by earlier (interrupted) runs of the same ``auto`` command."""
+
+    budget: float
+    spent: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+def choose_runs(
+    configurations: list[str], spatial_dims: int, device_type: str, train_seconds: float
+) -> AutoPlan:
+    """The configurations and folds for ``train_seconds`` of training (the rules above)."""
+
+    def has(name: str) -> bool:
+        return name in configurations
+
+    if spatial_dims == 2 or not (has("3d_fullres") or has("3d_lowres")):
+        chosen = ["2d"] if has("2d") else configurations[:1]
+    elif device_type == "cpu":
+        chosen = ["3d_lowres"] if has("3d_lowres") else ["3d_fullres"]
+        if has("3d_lowres") and has("3d_fullres") and train_seconds >= CPU_FULLRES_MIN_SECONDS:
+            chosen.append("3d_fullres")
+    else:
+        chosen = ["3d_fullres"] if has("3d_fullres") else ["3d_lowres"]
+        for extra in ("2d", "3d_lowres"):
+            if has(extra) and extra not in chosen:
+                if train_seconds / (len(chosen) + 1) >= GPU_EXTRA_MIN_SECONDS:
+                    chosen.append(extra)
+    if train_seconds / (len(chosen) * NUM_FOLDS) >= CV_MIN_RUN_SECONDS:
+        folds = [str(k) for k in range(NUM_FOLDS)]
+        validation = f"{NUM_FOLDS}-fold cross-validation"
+    else:
+        folds = ["0"]
+        validation = (
+            "a held-out split of the training cases (fold 0 of splits.json): the budget "
+            f"does not allow {NUM_FOLDS} runs of {format_duration(CV_MIN_RUN_SECONDS)} per "
+            "configuration"
+        )
+    return AutoPlan(chosen, folds, validation)
+
+
+def run_auto(
+    dataset: str | os.PathLike[str],
+    budget_seconds: float,
+    *,
+    device: str = "auto",
+    home: str | os.PathLike[str] | None = None,
+    num_processes: int | None = None,
+    log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+) -> Path:
+    """Run the whole flow within ``budget_seconds``; return the ``auto`` model folder."""
+    from voxseg.data import Dataset, ensure_valid
+    from voxseg.data.fingerprint import load_or_compute_fingerprint
+    from voxseg.devices import pick_device
+    from voxseg.planning import PlannerOptions, plan_dataset, read_plans, write_plans
+    from voxseg.planning.plans import plans_path
+    from voxseg.preprocessing import preprocess_dataset
+    from voxseg.workspace import Workspace
+
+    started = clock()
+    num_processes = num_processes or max(1, min(4, os.cpu_count() or 1))
+    ws = Workspace.from_env(home).ensure()
+    root = ws.dataset_dir(dataset)
+    ds = Dataset(root)
+    name = ds.name
+    out = ws.models / name / AUTO_MODEL
+    out.mkdir(parents=True, exist_ok=True)
+    state = _load_state(out / STATE_FILE, budget_seconds)
+
+    def spent() -> float:
+        return state.spent + clock() - started
+
+    def save_state(step: str) -> None:
+        state.steps[step] = round(spent(), 1)
+        write_json(
+            out / STATE_FILE,
+            {"budget": state.budget, "spent": round(spent(), 1), "steps": state.steps},
+        )
+
+    if state.spent:
+        log(f"resuming: {format_duration(state.spent)} of {format_duration(state.budget)} spent")
+    torch_device = pick_device(device)
+    kind = "cpu" if torch_device.type == "cpu" else "cuda"
+    log(f"dataset {name} ({root}); device {torch_device}; budget {format_duration(state.budget)}")
+
+    ensure_valid(root, num_processes=num_processes)
+    save_state("check")
+    pre = ws.plans_dir(name)
+    fingerprint = load_or_compute_fingerprint(ds, pre, num_processes=num_processes)
+    plan_file = plans_path(pre, AUTO_MODEL)
+    if plan_file.is_file() and read_plans(pre, AUTO_MODEL).device == kind:
+        plans = read_plans(pre, AUTO_MODEL)
+    else:
+        plans = plan_dataset(
+            fingerprint, ds.info, PlannerOptions(plan_name=AUTO_MODEL, device=kind)
+        )
+        write_plans(plans, pre)
+    save_state("plan")
+    dims = 3 if any(c.spatial_dims == 3 for c in plans.configurations.values()) else 2
+    left = state.budget - spent()
+    reserve = SELECTION_RESERVE[0] + SELECTION_RESERVE[1] * state.budget
+    # preprocessing is not yet done: plan the runs on the budget after a first estimate of it
+    auto = choose_runs(list(plans.configurations), dims, kind, max(0.0, left - reserve))
+    log(f"training {', '.join(auto.configurations)}; validation: {auto.validation}")
+    for cfg_name in auto.configurations:
+        source = plans.configuration(cfg_name).data_from
+        preprocess_dataset(
+            ds,
+            plans,
+            source,
+            ws.preprocessed_dir(name, AUTO_MODEL, source),
+            num_processes=num_processes,
+        )
+    save_state("preprocess")
+
+    runs = [(c, f) for c in auto.configurations for f in auto.folds]
+    trained: list[dict[str, Any]] = []
+    for i, (cfg_name, fold) in enumerate(runs):
+        share = (state.budget - spent() - reserve) / (len(runs) - i)
+        trained.append(
+            _train_run(ws, root, cfg_name, fold, share, torch_device.type, log, clock, home)
+        )
+        save_state(f"train {cfg_name} fold {fold}")
+
+    selection = _select(name, auto, home)
+    folder = _write_model_folder(ws, name, selection, out)
+    summary = {
+        "dataset": name,
+        "dataset_path": str(root),
+        "device": str(torch_device),
+        "budget_seconds": state.budget,
+        "spent_seconds": round(spent(), 1),
+        "steps_seconds": state.steps,
+        "configurations": auto.configurations,
+        "folds": auto.folds,
+        "validation": auto.validation,
+        "recipe": RECIPE,
+        "runs": trained,
+        "ranking": [c.to_dict() for c in selection.ranking],
+        "winner": selection.best.name,
+        "why": _why(selection, auto),
+        "postprocessing": selection.postprocessing,
+        "validation_dice_postprocessed": selection.postprocessed_dice,
+        "predict": predict_command(folder),
+    }
+    save_state("select")
+    summary["spent_seconds"] = round(spent(), 1)
+    write_json(folder / SUMMARY_FILE, summary)
+    return folder
+
+
+def predict_command(folder: Path) -> str:
+    return f"voxseg predict -i INPUT_FOLDER -o OUTPUT_FOLDER -m {shlex.quote(str(folder))}"
+
+
+def _load_state(path: Path, budget: float) -> AutoState:
+    if not path.is_file():
+        return AutoState(budget)
+    saved = read_json(path)
+    return AutoState(budget, float(saved.get("spent", 0.0)), dict(saved.get("steps", {})))
+
+
+def _train_run(
+    ws: Any,
+    root: Path,
+    cfg_name: str,
+    fold: str,
+    seconds: float,
+    device_type: str,
+    log: Callable[[str], None],
+    clock: Callable[[], float],
+    home: Any,
+) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) one configuration's fold."""
+    from voxseg.config import apply_overrides, load_model
+    from voxseg.training import ModelConfig, apply_recipe, train_fold
+    from voxseg.training.trainer import CHECKPOINT_LAST, FINAL_WEIGHTS
+
+    model = RUN_PREFIX + cfg_name
+    fold_dir = ws.model_dir(root.name, AUTO_MODEL, model, fold)
+    record = {"configuration": cfg_name, "fold": fold, "model": str(fold_dir.parent)}
+    if (fold_dir / FINAL_WEIGHTS).is_file() and (
+        fold_dir / "validation" / "summary.json"
+    ).is_file():
+        log(f"{cfg_name} fold {fold}: already trained")
+        return {**record, **_run_figures(fold_dir)}
+    resume = (fold_dir / CHECKPOINT_LAST).is_file()
+    if resume:
+        cfg = load_model(ModelConfig, fold_dir / "config.json")
+        log(f"{cfg_name} fold {fold}: resuming")
+    else:
+        if seconds <= 0:
+            raise VoxsegError(
+                f"the time budget is spent before training {cfg_name} fold {fold}; "
+                "give a larger --time-budget"
+            )
+        cfg = apply_recipe(
+            ModelConfig(
+                dataset=root.name,
+                dataset_path=str(root),
+                plan=AUTO_MODEL,
+                configuration=cfg_name,
+                model_name=model,
+            ),
+            RECIPE,
+        )
+        cfg = apply_overrides(
+            cfg,
+            [
+                f"training.time_budget={max(seconds, 1.0):.1f}",
+                "training.iterations_per_epoch=auto",
+                f"training.device={device_type}",
+            ],
+        )
+        log(f"{cfg_name} fold {fold}: training for {format_duration(seconds)}")
+    tic = clock()
+    train_fold(cfg, fold, home=ws.root, resume=resume, force=not resume)
+    return {**record, "seconds": round(clock() - tic, 1), **_run_figures(fold_dir)}
+
+
+def _run_figures(fold_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if (fold_dir / "budget.json").is_file():
+        out["budget"] = read_json(fold_dir / "budget.json")
+    summary = fold_dir / "validation" / "summary.json"
+    if summary.is_file():
+        out["validation_foreground_dice"] = read_json(summary)["foreground_mean"].get("dice")
+    return out
+
+
+def _select(name: str, auto: AutoPlan, home: Any) -> Any:
+    from voxseg.inference.selection import select_models
+
+    return select_models(
+        name,
+        plan=AUTO_MODEL,
+        models=[RUN_PREFIX + c for c in auto.configurations],
+        folds=auto.folds,
+        ensembles=False,
+        postprocess=True,
+        home=home,
+    )
+
+
+def _write_model_folder(ws: Any, name: str, selection: Any, out: Path) -> Path:
+    """Copy the winner into ``models/<dataset>/auto/`` as a plain model folder (weights are
+    hard-linked where the file system allows) with the chosen post-processing."""
+    from voxseg.training.trainer import FINAL_WEIGHTS
+
+    best = selection.best.members[0].folder
+    for item in ("config.json", "plans.json", "dataset.json"):
+        shutil.copyfile(best / item, out / item)
+    for fold in selection.best.folds:
+        src, dst = best / f"fold_{fold}", out / f"fold_{fold}"
+        dst.mkdir(parents=True, exist_ok=True)
+        for path in src.iterdir():
+            if path.is_file() and not path.name.startswith("checkpoint_"):
+                target = dst / path.name
+                target.unlink(missing_ok=True)
+                if path.name == FINAL_WEIGHTS:
+                    try:
+                        os.link(path, target)
+                        continue
+                    except OSError:
+                        pass
+                shutil.copyfile(path, target)
+    pp = out / "postprocessing.json"
+    pp.unlink(missing_ok=True)
+    if selection.postprocessing_file is not None and selection.postprocessing_file.is_file():
+        shutil.copyfile(selection.postprocessing_file, pp)
+    return out
+
+
+def _why(selection: Any, auto: AutoPlan) -> str:
+    best = selection.best
+    text = (
+        f"{best.name} has the best foreground mean Dice on {auto.validation.split(':')[0]} "
+        f"({best.foreground_dice:.3f} over {best.num_cases} cases)"
+    )
+    if len(selection.ranking) > 1:
+        second = selection.ranking[1]
+        text += f"; next: {second.name} {second.foreground_dice:.3f}"
+    if selection.postprocessing:
+        text += f"; post-processing raises it to {selection.postprocessed_dice:.3f}"
+    return text
