@@ -288,7 +288,8 @@ def write_report(
     jobs = [j for _, js in groups for j in js]
     if jobs:
         say(f"writing {len(jobs)} case page(s)")
-        n = num_processes or min(4, os.cpu_count() or 1)
+        # a worker process costs seconds to start: few cases are written in this one
+        n = num_processes or (min(4, os.cpu_count() or 1) if len(jobs) >= 8 else 1)
         failures: list[str] = []
         if n > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:

@@ -8,29 +8,9 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-#: Label colours by label value (value 1 first); the viewer and the legends share them.
-LABEL_COLORS = (
-    "#e6194b",
-    "#3cb44b",
-    "#4363d8",
-    "#f58231",
-    "#911eb4",
-    "#42d4f4",
-    "#f032e6",
-    "#bfef45",
-    "#fabed4",
-    "#469990",
-    "#dcbeff",
-    "#9a6324",
-    "#fffac8",
-    "#800000",
-    "#aaffc3",
-    "#808000",
-)
+from voxseg.data.colors import label_color
 
-
-def label_color(value: int) -> str:
-    return LABEL_COLORS[(int(value) - 1) % len(LABEL_COLORS)]
+__all__ = ["Markup", "details", "fmt", "json_block", "kv_table", "label_color", "page", "table"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
