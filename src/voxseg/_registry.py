@@ -3,7 +3,9 @@ normalisations and post-processing steps.
 
 A component is addressed by a registered name (``"unet"``), by a dotted path to a
 user's own object (``"mypkg.nets:MyNet"``) or by a package entry point in the group
-``voxseg.<kind>``. Unknown names raise an error listing the valid ones.
+``voxseg.<kind>``. Unknown names raise an error listing the valid ones. Every built-in
+registers when its registry's package is imported; installed plug-in packages register
+through the ``voxseg.plugins`` entry-point group (:func:`load_plugins`).
 
 A model folder is data: a ``module:attr`` name, or keyword arguments a factory does not
 declare, would let a downloaded ``config.json`` import and call any installed code. Both
@@ -44,9 +46,11 @@ class Registry(Generic[T]):
         return decorator
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
+        load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
@@ -54,6 +58,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Callable[..., T]:
         """The factory for ``name``: a registered name, ``module:attr`` or an entry point."""
+        load_plugins()
         if name in self._items:
             return self._items[name]
         if ":" in name:
@@ -76,6 +81,36 @@ class Registry(Generic[T]):
     def build(self, name: str, /, **kwargs: Any) -> T:
         """Build the component ``name`` with keyword arguments from the config."""
         return self.checked(name, kwargs)(**kwargs)
+
+
+#: Entry-point group of installed plug-in packages (see :func:`load_plugins`).
+PLUGIN_GROUP = "voxseg.plugins"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every installed plug-in once, the first time any registry is asked for a name.
+
+    A plug-in is an entry point in the group ``voxseg.plugins`` naming a module (importing it
+    runs its ``@register_network(...)``, ``@register_loss(...)``, ... decorators) or a
+    function (called with no arguments). In the plug-in's ``pyproject.toml``::
+
+        [project.entry-points."voxseg.plugins"]
+        mynets = "mypkg.voxseg_plugin"
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            loaded = ep.load()
+        except ImportError as exc:
+            raise VoxsegError(
+                f"plug-in {ep.name!r} ({ep.value}) cannot be imported: {exc}"
+            ) from exc
+        if callable(loaded):
+            loaded()
 
 
 TRUST_CODE_ENV = "VOXSEG_TRUST_CODE"

@@ -4,12 +4,8 @@ import torch
 from scipy import ndimage
 
 from voxseg.io.image import Geometry
-from voxseg.pipelines.heatmap import (
-    HeatmapLoss,
-    HeatmapMSELoss,
-    heatmap_target,
-    physical_box,
-)
+from voxseg.losses.heatmap import HeatmapLoss, HeatmapMSELoss, heatmap_target
+from voxseg.pipelines.heatmap import physical_box
 
 
 def test_heatmap_target_is_scipys_gaussian_scaled_to_one():

@@ -3,7 +3,7 @@ import torch
 from scipy import ndimage
 
 from voxseg.augment import AUGMENTATIONS
-from voxseg.pipelines.mask_augment import MASK_AUGMENTATION, morph, remove_components
+from voxseg.augment.mask import MASK_AUGMENTATION, morph, remove_components
 
 
 def _mask(rng):

@@ -4,7 +4,7 @@ import pytest
 from voxseg.preprocessing.normalization import NORMALIZATIONS
 from voxseg.preprocessing.nyul import fit_nyul, nyul_normalization, piecewise_linear
 
-NYUL = "voxseg.preprocessing.nyul:nyul_normalization"
+NYUL = "nyul"
 
 
 def test_mapping_matches_a_hand_computation():

@@ -7,7 +7,7 @@ patch are one ``grid_sample``; the input may be larger than the patch
 (``required_input_size``). Intensity transforms are registered in ``AUGMENTATIONS``.
 """
 
-from voxseg.augment import intensity, noise, resolution
+from voxseg.augment import intensity, mask, noise, resolution
 from voxseg.augment._registry import AUGMENTATIONS
 from voxseg.augment.augmenter import Augmenter, build_augmentation
 from voxseg.augment.config import (
@@ -25,6 +25,7 @@ from voxseg.augment.config import (
     ScalingConfig,
     augmentation_preset,
 )
+from voxseg.augment.mask import previous_mask_augmentation
 from voxseg.augment.spatial import SpatialParams, SpatialTransform, required_input_size
 
 __all__ = [
@@ -47,7 +48,9 @@ __all__ = [
     "augmentation_preset",
     "build_augmentation",
     "intensity",
+    "mask",
     "noise",
+    "previous_mask_augmentation",
     "required_input_size",
     "resolution",
 ]

@@ -18,6 +18,7 @@ from voxseg.losses._targets import labels_to_regions
 from voxseg.losses.ce import CrossEntropyLoss, FocalLoss
 from voxseg.losses.compound import CombinedLoss, DiceCELoss
 from voxseg.losses.dice import DiceLoss, TverskyLoss
+from voxseg.losses.heatmap import HeatmapLoss, HeatmapMSELoss
 
 __all__ = [
     "LOSSES",
@@ -27,6 +28,8 @@ __all__ = [
     "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
+    "HeatmapLoss",
+    "HeatmapMSELoss",
     "LossConfig",
     "TverskyLoss",
     "build_loss",

@@ -6,7 +6,6 @@
 the scan's own geometry.
 """
 
-from voxseg.pipelines import heatmap, mask_augment  # noqa: F401  (registers loss, augmentation)
 from voxseg.pipelines.derive import Derived, crop_bbox, crop_centerline, derive, stage_label_map
 from voxseg.pipelines.evaluate import evaluate_pipeline, lesion_summary
 from voxseg.pipelines.finetune import finetune_pipeline
@@ -25,7 +24,6 @@ from voxseg.pipelines.spec import (
     write_spec,
 )
 from voxseg.pipelines.train import train_pipeline, train_stage
-from voxseg.preprocessing import nyul  # noqa: F401  (registers the nyul normalisation)
 
 __all__ = [
     "RECIPES",

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from voxseg.augment.mask import MASK_AUGMENTATION
 from voxseg.config import apply_overrides, write_json
 from voxseg.data import Dataset
 from voxseg.data.dataset import write_dataset_json
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, read_image, write_image
 from voxseg.pipelines.derive import derive, stage_label_map
-from voxseg.pipelines.heatmap import HEATMAP_LOSS
-from voxseg.pipelines.mask_augment import MASK_AUGMENTATION
 from voxseg.pipelines.spec import (
     CenterlineCropInput,
     FullInput,
@@ -37,7 +36,8 @@ from voxseg.pipelines.spec import (
 )
 
 PLAN_NAME = "pipeline"
-NYUL_SCHEME = "voxseg.preprocessing.nyul:nyul_normalization"
+NYUL_SCHEME = "nyul"
+HEATMAP_LOSS = "heatmap"
 EXTRA_CHANNEL = "noNorm"
 
 SourceFn = Callable[[str, Image, np.ndarray | None], dict[str, np.ndarray]]

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from voxseg.augment import AUGMENTATIONS
+from voxseg.augment._registry import AUGMENTATIONS
 
-#: The augmentation by a path that resolves in any process (no import of this package needed).
-MASK_AUGMENTATION = "voxseg.pipelines.mask_augment:previous_mask_augmentation"
+#: The registered name of the augmentation.
+MASK_AUGMENTATION = "previous_mask"
 
 
 def _uniform(generator: torch.Generator) -> float:
