@@ -9,8 +9,8 @@ import os
 import re
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from PIL import Image as PILImage
 
 #: Screenshots for the README are written here when set (``VOXSEG_REPORT_SCREENSHOTS=docs/report``).
@@ -103,7 +103,7 @@ def test_viewer_scrolls_and_toggles_layers(eval_report, watch):
 
 def test_overlay_puts_prediction_pixels_where_the_label_is(eval_report, eval_folder, watch):
     """Golden test: the canvas of the axial slice shown, with the prediction filled opaquely,
-    has the label colour exactly where SimpleITK's LPS-oriented prediction holds the label."""
+    has the label colour exactly where nibabel's reoriented prediction holds the label."""
     page_path = eval_report / "cases" / "organs_test_001.html"
     data = json.loads(
         re.search(r"window.VOXSEG_CASE=(\{.*?\});</script>", page_path.read_text()).group(1)
@@ -127,8 +127,10 @@ def test_overlay_puts_prediction_pixels_where_the_label_is(eval_report, eval_fol
     shape = data["shape"]
     rgb = pixels.reshape(shape[1], shape[2], 4)[..., :3]
 
-    pred = sitk.DICOMOrient(sitk.ReadImage(str(eval_folder / "organs_test_001.nii.gz")), "LPS")
-    arr = sitk.GetArrayFromImage(pred)  # [z, y, x]
+    # nibabel's closest canonical orientation is RAS, its array [x, y, z]: LPS [z, y, x]
+    # is that transposed and flipped along y and x
+    ras = nib.as_closest_canonical(nib.load(eval_folder / "organs_test_001.nii.gz"))
+    arr = np.asarray(ras.dataobj).transpose(2, 1, 0)[:, ::-1, ::-1]
     (z0, _), (y0, y1), (x0, x1) = data["box"]
     sz, sy, sx = data["strides"]
     expected = arr[z0 + k * sz, y0:y1:sy, x0:x1:sx]

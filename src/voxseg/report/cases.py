@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from voxseg.errors import VoxsegError
-from voxseg.io import Image, read_image
+from voxseg.io import Image, from_sitk, read_image, to_sitk
 
 #: Voxels kept around the labelled box, per axis (in voxels of the original grid).
 MARGIN_VOXELS = 12
@@ -52,11 +52,13 @@ class CaseView:
 
 
 def _canonical(img: Image) -> Image:
+    """The image in LPS orientation by axis permutation and flips (SimpleITK's DICOMOrient,
+    the same as ``voxseg.spatial.reorient`` without importing the resampling stack)."""
     if img.is_2d:
         return img
-    from voxseg.spatial.orientation import reorient
+    import SimpleITK as sitk
 
-    return reorient(img, "LPS")[0]
+    return from_sitk(sitk.DICOMOrient(to_sitk(img), "LPS"))
 
 
 def _box(masks: list[np.ndarray], shape: tuple[int, ...]) -> tuple[slice, ...]:
