@@ -42,6 +42,15 @@ def predict(
     part_id: int = typer.Option(0, help="… and predict this one (0-based)."),
     overwrite: bool = typer.Option(False, help="Predict cases whose output exists again."),
     overlays: bool = typer.Option(False, "--overlays", help="Write an overlay PNG per case."),
+    output_type: list[str] | None = typer.Option(
+        None,
+        "--output-type",
+        help="Also write DICOM on the source series (DICOM input only): dicom-seg "
+        "(CASE_SEG.dcm), rtstruct (CASE_RTSTRUCT.dcm); --output-type rtstruct dicom-seg.",
+    ),
+    seg_fractional: bool = typer.Option(
+        False, "--seg-fractional", help="Write the DICOM-SEG as class probabilities."
+    ),
     postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess"),
     amp: str = typer.Option(
         "auto",
@@ -51,7 +60,11 @@ def predict(
 ) -> None:
     """Predict every case in INPUT and write label maps in the input geometry to OUTPUT."""
     from voxseg.inference import Predictor, predict_folder
+    from voxseg.inference.files import DICOM_OUTPUT_TYPES
 
+    output_types = list(output_type or [])
+    output_types += [a for a in ctx.args if a.lower() in DICOM_OUTPUT_TYPES]
+    ctx.args = [a for a in ctx.args if a.lower() not in DICOM_OUTPUT_TYPES]
     fold_list = collect_folds(folds, ctx)
     predictor = Predictor(
         model,
@@ -74,6 +87,8 @@ def predict(
         part_id=part_id,
         overwrite=overwrite,
         overlays=overlays,
+        output_types=output_types,
+        seg_fractional=seg_fractional,
     )
     console.print(
         f"predicted {len(report.done)}, skipped {len(report.skipped)} (already done), "

@@ -6,28 +6,49 @@ from __future__ import annotations
 import os
 import re
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, file_ending, read_image, write_image
+from voxseg.io.dicom import DicomSeries, folder_series, read_dicom_folder
+from voxseg.io.formats import SUPPORTED_ENDINGS as IMAGE_ENDINGS
 from voxseg.locks import LOCK_NAME, folder_lock
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _DICOM_SUFFIXES = {".dcm", ".ima", ""}
 
 
+#: ``--output-type`` values besides the default image file (DICOM input only).
+DICOM_OUTPUT_TYPES = ("dicom-seg", "rtstruct")
+_OUTPUT_SUFFIX = {"dicom-seg": "_SEG.dcm", "rtstruct": "_RTSTRUCT.dcm"}
+
+
 @dataclass
 class CaseInput:
-    """One case to predict: its channel files (or a DICOM folder) and the output ending."""
+    """One case to predict: its channel files (or a DICOM folder, with the SeriesInstanceUID
+    when the folder holds several series) and the output ending."""
 
     case_id: str
     paths: list[Path]
     ending: str
+    series_uid: str | None = None
+
+    @property
+    def is_dicom(self) -> bool:
+        return len(self.paths) == 1 and self.paths[0].is_dir()
+
+    def read_dicom(self) -> tuple[Image, DicomSeries]:
+        """The image and its series (slice headers, for writers that reference them)."""
+        return read_dicom_folder(self.paths[0], series=self.series_uid)
 
     def read(self) -> Image:
+        if self.is_dicom:
+            return self.read_dicom()[0]
         images = [read_image(p) for p in self.paths]
         if len(images) == 1:
             return images[0]
@@ -51,12 +72,28 @@ def _stem(path: Path) -> str:
 
 
 def _is_dicom_folder(folder: Path) -> bool:
-    files = [p for p in folder.iterdir() if p.is_file()]
-    return (
-        bool(files)
-        and all(p.suffix.lower() in _DICOM_SUFFIXES for p in files)
-        and any(_looks_like_dicom(p) for p in files[:3])
-    )
+    """A folder whose files (beside any JSON/CSV/text) are DICOM."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    dicom = [p for p in files if p.suffix.lower() in _DICOM_SUFFIXES]
+    return bool(dicom) and any(_looks_like_dicom(p) for p in dicom[:3])
+
+
+def _dicom_cases(folder: Path) -> list[CaseInput]:
+    """One case per image series in ``folder`` (RTSTRUCT, SEG and other objects left out);
+    the folder name is the case id, with the SeriesNumber when there are several series."""
+    series = folder_series(folder)
+    if len(series) == 1:
+        return [CaseInput(folder.name, [folder], ".nii.gz")]
+    cases = []
+    for i, s in enumerate(series):
+        number = s.first.series_number
+        suffix = f"S{number}" if number is not None else f"{i}"
+        cases.append(CaseInput(f"{folder.name}_{suffix}", [folder], ".nii.gz", s.uid))
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        for i, c in enumerate(cases):
+            c.case_id = f"{folder.name}_{i}"
+    return cases
 
 
 def _looks_like_dicom(path: Path) -> bool:
@@ -78,14 +115,14 @@ def discover_inputs(path: str | os.PathLike[str]) -> list[CaseInput]:
     if path.is_file():
         return [CaseInput(_strip_channel(_stem(path)), [path], file_ending(path))]
     if _is_dicom_folder(path):
-        return [CaseInput(path.name, [path], ".nii.gz")]
+        return _dicom_cases(path)
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and _is_dicom_folder(p))
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    cases: list[CaseInput] = [CaseInput(d.name, [d], ".nii.gz") for d in subdirs]
+    cases: list[CaseInput] = [c for d in subdirs for c in _dicom_cases(d)]
     grouped: dict[str, dict[int, Path]] = {}
     singles: list[Path] = []
     for f in files:
-        if not file_ending(f):
+        if file_ending(f) not in IMAGE_ENDINGS:  # dataset.json, labels.csv, notes …
             continue
         m = _CHANNEL.match(_stem(f))
         if m:
@@ -138,12 +175,19 @@ def predict_folder(
     overwrite: bool = False,
     overlays: bool = False,
     quiet: bool = False,
+    output_types: Sequence[str] = (),
+    seg_fractional: bool = False,
 ) -> PredictReport:
-    """Predict every case under ``inputs`` into ``output_dir``; see :class:`PredictReport`."""
+    """Predict every case under ``inputs`` into ``output_dir``; see :class:`PredictReport`.
+
+    ``output_types`` adds DICOM outputs on the source series (``dicom-seg``: ``{case}_SEG.dcm``,
+    ``rtstruct``: ``{case}_RTSTRUCT.dcm``) beside the label map; DICOM input only.
+    """
     from rich.progress import Progress
 
     output_dir = Path(output_dir)
     cases = select_part(discover_inputs(inputs), num_parts, part_id)
+    output_types = _check_output_types(output_types, cases, seg_fractional)
     report = PredictReport()
     lock = LOCK_NAME if num_parts == 1 else f".voxseg-part{part_id}of{num_parts}.lock"
     with (
@@ -153,14 +197,16 @@ def predict_folder(
         task = progress.add_task("predicting", total=len(cases))
         for case in cases:
             out = output_path(case, output_dir, fmt)
-            if out.exists() and not overwrite:
+            extra = [output_dir / f"{case.case_id}{_OUTPUT_SUFFIX[t]}" for t in output_types]
+            if all(p.exists() for p in (out, *extra)) and not overwrite:
                 report.skipped.append(case.case_id)
                 progress.advance(task)
                 continue
             progress.update(task, description=f"predicting {case.case_id}")
             try:
-                image = case.read()
-                pred = predictor.predict(image, probabilities=save_probabilities)
+                image, series = case.read_dicom() if output_types else (case.read(), None)
+                want_probabilities = save_probabilities or seg_fractional
+                pred = predictor.predict(image, probabilities=want_probabilities)
                 if save_probabilities and pred.probabilities is not None:
                     save_probabilities_npz(output_dir / f"{case.case_id}.npz", pred.probabilities)
                 if overlays:
@@ -170,6 +216,8 @@ def predict_folder(
                         output_dir / "overlays" / f"{case.case_id}.png", image, pred.segmentation
                     )
                 write_image(pred.segmentation, out)
+                for kind, path in zip(output_types, extra, strict=True):
+                    _write_dicom_output(kind, path, pred, series, predictor, seg_fractional)
                 report.done.append(case.case_id)
             except Exception as exc:  # noqa: BLE001 — one bad case must not stop the others
                 detail = str(exc) if isinstance(exc, VoxsegError) else traceback.format_exc(limit=3)
@@ -177,6 +225,65 @@ def predict_folder(
                 progress.console.print(f"[red]failed[/] {case.case_id}: {exc}")
             progress.advance(task)
     return report
+
+
+def _check_output_types(
+    output_types: Sequence[str], cases: list[CaseInput], seg_fractional: bool
+) -> list[str]:
+    """Known, de-duplicated output types; DICOM outputs need DICOM input (clear error)."""
+    types = list(dict.fromkeys(t.lower() for t in output_types))
+    unknown = [t for t in types if t not in DICOM_OUTPUT_TYPES]
+    if unknown:
+        raise VoxsegError(
+            f"--output-type {unknown[0]!r} is not one of {', '.join(DICOM_OUTPUT_TYPES)} "
+            "(the label map in the input's format is always written)"
+        )
+    if seg_fractional and "dicom-seg" not in types:
+        raise VoxsegError("--seg-fractional needs --output-type dicom-seg")
+    not_dicom = [c for c in cases if not c.is_dicom]
+    if types and not_dicom:
+        raise VoxsegError(
+            f"--output-type {' '.join(types)} writes DICOM objects that refer to the source "
+            f"series; {not_dicom[0].paths[0]} is not a DICOM series (give a DICOM folder)"
+        )
+    return types
+
+
+def _write_dicom_output(
+    kind: str,
+    path: Path,
+    pred: Any,
+    series: DicomSeries | None,
+    predictor: Any,
+    fractional: bool,
+) -> None:
+    """One DICOM-SEG or RTSTRUCT of a prediction on its source series."""
+    from voxseg.io.dicom_seg import write_dicom_seg
+    from voxseg.io.rtstruct import write_rtstruct
+
+    if series is None:
+        raise VoxsegError(f"{path}: DICOM outputs need the source series")
+    model = predictor.model
+    labels = {k: v for k, v in model.info.labels.items() if isinstance(v, int)}
+    name = Path(model.folder).name
+    plan = str(getattr(model.config, "configuration", ""))
+    if kind == "dicom-seg":
+        if fractional:
+            data = pred.probabilities.array
+        else:
+            data = pred.segmentation.array
+        write_dicom_seg(
+            data, series, labels, path, fractional=fractional, model_name=name, plan=plan
+        )
+    else:
+        write_rtstruct(
+            pred.segmentation.array,
+            series,
+            labels,
+            path,
+            structure_set_label=name,
+            description=f"voxseg {name} ({plan})",
+        )
 
 
 def save_probabilities_npz(path: Path, probabilities: Image) -> None:

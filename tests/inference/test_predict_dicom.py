@@ -1,0 +1,146 @@
+"""``voxseg predict`` on DICOM: cases found beside JSON files, one case per series, and
+DICOM-SEG/RTSTRUCT outputs equal to the NIfTI prediction when read back independently."""
+
+from __future__ import annotations
+
+import json
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from voxseg.cli import app
+from voxseg.inference.files import discover_inputs
+from voxseg.io import read_image
+from voxseg.io.dicom import read_dicom_folder
+from voxseg.io.rtstruct import read_rtstruct, roi_mask
+from voxseg.synth.dicom import series_datasets, write_datasets
+
+
+@pytest.fixture
+def raw_dir(tiny_model):
+    return tiny_model.parents[3] / "raw" / "Dataset001_Organs"
+
+
+def _dicom_case(raw_dir, folder, orientation="HFS", series_number=1):
+    """A test image of the tiny dataset written as a CT series (values as int16 HU)."""
+    image = read_image(sorted((raw_dir / "imagesTs").iterdir())[0])
+    values = np.rint(image.array).astype(np.int16)
+    datasets = series_datasets(
+        values,
+        spacing=image.spacing,
+        first_position=(-20.0, -30.0, 15.0),
+        orientation=orientation,
+        series_number=series_number,
+        intercept=-1024,
+    )
+    write_datasets(datasets, folder)
+    return datasets
+
+
+def test_discovery_skips_json_and_splits_series(tmp_path, rng):
+    root = tmp_path / "in"
+    a = series_datasets(np.zeros((3, 4, 5)), spacing=(1, 1, 1), first_position=(0, 0, 0))
+    b = series_datasets(
+        np.zeros((2, 4, 5)), spacing=(1, 1, 1), first_position=(0, 0, 0), series_number=7
+    )
+    write_datasets(a, root / "p1")
+    write_datasets(b, root / "p2")
+    write_datasets(
+        series_datasets(np.zeros((4, 4, 5)), spacing=(1, 1, 1), first_position=(0, 0, 0)),
+        root / "p2",
+        shuffled_names=False,
+    )
+    (root / "labels.json").write_text("{}")
+    (root / "manifest.json").write_text("{}")
+    (root / "p1" / "notes.json").write_text("{}")
+    cases = discover_inputs(root)
+    assert [c.case_id for c in cases] == ["p1", "p2_S1", "p2_S7"]
+    assert [c.read().shape[0] for c in cases] == [3, 4, 2]
+
+
+def test_output_types_need_dicom_input(tiny_model, raw_dir, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "-i",
+            str(raw_dir / "imagesTs"),
+            "-o",
+            str(tmp_path / "o"),
+            "-m",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-tta",
+            "--output-type",
+            "rtstruct",
+        ],
+    )
+    assert result.exit_code != 0
+    assert "is not a DICOM series" in result.output
+
+
+def test_predict_writes_seg_and_rtstruct_equal_to_the_nifti(tiny_model, raw_dir, tmp_path):
+    inputs = tmp_path / "in"
+    datasets = _dicom_case(raw_dir, inputs / "patient", orientation="FFS")
+    (inputs / "labels.json").write_text(json.dumps({"x": 1}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "-i",
+            str(inputs),
+            "-o",
+            str(out),
+            "-m",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-tta",
+            "--output-type",
+            "rtstruct",
+            "dicom-seg",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    nifti = read_image(out / "patient.nii.gz").array
+    _, series = read_dicom_folder(inputs / "patient")
+    labels = {
+        k: v for k, v in json.loads((tiny_model / "dataset.json").read_text())["labels"].items()
+    }
+    seg = hd.seg.segread(out / "patient_SEG.dcm")
+    assert seg.StudyInstanceUID == datasets[0].StudyInstanceUID
+    pixels = seg.get_pixels_by_source_instance(
+        series.sop_instance_uids, assert_missing_frames_are_empty=True
+    )
+    structure = read_rtstruct(out / "patient_RTSTRUCT.dcm")
+    assert pydicom.dcmread(out / "patient_RTSTRUCT.dcm").PatientID == datasets[0].PatientID
+    for number, (name, value) in enumerate((k, v) for k, v in labels.items() if v != 0):
+        assert seg.get_segment_description(number + 1).segment_label == name
+        np.testing.assert_array_equal(pixels[..., number] > 0, nifti == value)
+        mask, report = roi_mask(structure.roi(name), series)
+        np.testing.assert_array_equal(mask, nifti == value)
+    # a second run finds every output and skips the case
+    again = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "-i",
+            str(inputs),
+            "-o",
+            str(out),
+            "-m",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--output-type",
+            "rtstruct",
+            "--output-type",
+            "dicom-seg",
+        ],
+    )
+    assert again.exit_code == 0 and "skipped 1" in again.output
