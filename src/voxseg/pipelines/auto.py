@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from voxseg.config import read_json, write_json
-from voxseg.errors import VoxsegError
 from voxseg.training.budget import format_duration
 
 #: the model folder ``voxseg auto`` writes: ``models/<dataset>/<AUTO_MODEL>/``
@@ -52,6 +51,8 @@ CV_MIN_RUN_SECONDS = 600.0
 CPU_FULLRES_MIN_SECONDS = 7200.0
 #: on a GPU, ``2d`` and ``3d_lowres`` join ``3d_fullres`` when each run still gets this long
 GPU_EXTRA_MIN_SECONDS = 1800.0
+#: a run never gets less than this share of the budget (the run then ends late, and says so)
+MIN_RUN_FRACTION = 0.1
 #: kept for model selection and post-processing at the end: seconds + share of the budget
 SELECTION_RESERVE = (10.0, 0.02)
 
@@ -187,7 +188,9 @@ def run_auto(
     for i, (cfg_name, fold) in enumerate(runs):
         share = (state.budget - spent() - reserve) / (len(runs) - i)
         trained.append(
-            _train_run(ws, root, cfg_name, fold, share, torch_device.type, log, clock, home)
+            _train_run(
+                ws, root, cfg_name, fold, share, state.budget, torch_device.type, log, clock, home
+            )
         )
         save_state(f"train {cfg_name} fold {fold}")
 
@@ -235,6 +238,7 @@ def _train_run(
     cfg_name: str,
     fold: str,
     seconds: float,
+    budget: float,
     device_type: str,
     log: Callable[[str], None],
     clock: Callable[[], float],
@@ -258,10 +262,12 @@ def _train_run(
         cfg = load_model(ModelConfig, fold_dir / "config.json")
         log(f"{cfg_name} fold {fold}: resuming")
     else:
-        if seconds <= 0:
-            raise VoxsegError(
-                f"the time budget is spent before training {cfg_name} fold {fold}; "
-                "give a larger --time-budget"
+        if seconds < MIN_RUN_FRACTION * budget:
+            seconds = MIN_RUN_FRACTION * budget
+            log(
+                f"warning: the budget is almost spent before training {cfg_name} fold {fold}; "
+                f"it gets {format_duration(seconds)} anyway (the run will end late; give a "
+                "larger --time-budget)"
             )
         cfg = apply_recipe(
             ModelConfig(

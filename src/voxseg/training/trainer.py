@@ -471,12 +471,11 @@ class Trainer:
                 shape = self.setup.store.read_meta(case).shape_after_resampling
                 planes = int(np.prod(shape[: len(shape) - len(patch)]))  # 2D: every slice
                 padded = [max(s, p) for s, p in zip(shape[-len(patch) :], patch, strict=True)]
-                step = float(_prediction_setting(self.cfg, "step", 0.5))
+                step = self.cfg.prediction.step
                 starts = sliding_window_starts(padded, patch, step)
                 windows.append(planes * int(np.prod([len(s) for s in starts])))
             self._validation_windows = windows
-        tta = bool(_prediction_setting(self.cfg, "tta", True))
-        flips = 2 ** len(self.mirror_axes or ()) if tta else 1
+        flips = 2 ** len(self.mirror_axes or ()) if self.cfg.prediction.tta else 1
         return tb.validation_seconds(self._validation_windows, self._seconds_per_window, flips)
 
     def _agree(self, value: float) -> float:
@@ -701,14 +700,6 @@ def _deep_supervision(cfg: ModelConfig) -> bool:
     if cfg.network.deep_supervision is not None:
         return cfg.network.deep_supervision
     return network_info(cfg.network.name).supports_deep_supervision
-
-
-def _prediction_setting(cfg: ModelConfig, key: str, default: Any) -> Any:
-    """A prediction setting of the model config (the full-case validation uses it too)."""
-    prediction = cfg.prediction
-    if isinstance(prediction, dict):
-        return prediction.get(key, default)
-    return getattr(prediction, key, default)
 
 
 def _mix(*values: int) -> int:

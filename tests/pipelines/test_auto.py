@@ -1,0 +1,119 @@
+"""``voxseg auto``: the run rules, a budgeted run end to end from a dataset outside the
+workspace, its resume, and the auto model folder predicted by ``voxseg predict``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from voxseg.cli import app
+from voxseg.io import read_image
+from voxseg.pipelines.auto import (
+    CPU_FULLRES_MIN_SECONDS,
+    CV_MIN_RUN_SECONDS,
+    NUM_FOLDS,
+    choose_runs,
+)
+from voxseg.synth import generate
+
+CONFIGS_3D = ["2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"]
+
+
+def test_cpu_trains_the_whole_image_stage_on_a_held_out_split():
+    plan = choose_runs(CONFIGS_3D, 3, "cpu", 900)
+    assert plan.configurations == ["3d_lowres"]
+    assert plan.folds == ["0"]
+    assert "held-out" in plan.validation
+
+
+def test_cpu_adds_fullres_and_cross_validation_with_time():
+    plan = choose_runs(CONFIGS_3D, 3, "cpu", CPU_FULLRES_MIN_SECONDS)
+    assert plan.configurations == ["3d_lowres", "3d_fullres"]
+    assert plan.folds == [str(k) for k in range(NUM_FOLDS)]
+    assert "cross-validation" in plan.validation
+    # just below: every one of 5 folds of one configuration gets the minimum
+    plan = choose_runs(CONFIGS_3D, 3, "cpu", NUM_FOLDS * CV_MIN_RUN_SECONDS)
+    assert plan.configurations == ["3d_lowres"] and len(plan.folds) == NUM_FOLDS
+
+
+def test_gpu_and_2d_rules():
+    assert choose_runs(CONFIGS_3D, 3, "cuda", 3000).configurations == ["3d_fullres"]
+    assert choose_runs(CONFIGS_3D, 3, "cuda", 6 * 3600).configurations == [
+        "3d_fullres",
+        "2d",
+        "3d_lowres",
+    ]
+    assert choose_runs(["2d"], 2, "cpu", 3600).configurations == ["2d"]
+    # a CPU plan without the whole-image stage (small images) trains 3d_fullres
+    assert choose_runs(["2d", "3d_fullres"], 3, "cpu", 600).configurations == ["3d_fullres"]
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """``voxseg auto`` on a dataset folder outside the workspace, run from another cwd."""
+    root = tmp_path_factory.mktemp("auto")
+    ds = generate(
+        "organs",
+        root / "elsewhere" / "Dataset042_Mine",
+        num_train=5,
+        num_test=1,
+        shape=(16, 40, 40),
+        seed=1,
+    )
+    home = root / "home"
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["auto", str(ds), "-t", "15s", "--home", str(home), "--device", "cpu", "-p", "1"],
+        )
+    finally:
+        os.chdir(cwd)
+    return ds, home, result
+
+
+def test_auto_writes_a_model_folder_with_its_summary(auto_run):
+    ds, home, result = auto_run
+    assert result.exit_code == 0, result.output
+    folder = home / "models" / "Dataset042_Mine" / "auto"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["dataset_path"] == str(ds)
+    assert summary["winner"] and summary["why"]
+    assert "held-out" in summary["validation"]
+    assert summary["runs"][0]["budget"]["epochs"] >= 1
+    assert f"-m {folder}" in result.output  # the printed predict command
+    config = json.loads((folder / "config.json").read_text())
+    assert config["dataset_path"] == str(ds)
+    assert config["training"]["time_budget"] > 0
+
+
+def test_auto_model_folder_predicts(auto_run, tmp_path):
+    ds, home, _ = auto_run
+    folder = home / "models" / "Dataset042_Mine" / "auto"
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(
+        app, ["predict", "-i", str(ds / "imagesTs"), "-o", str(out), "-m", str(folder)]
+    )
+    assert result.exit_code == 0, result.output
+    (pred,) = sorted(out.glob("*.nii.gz"))
+    image = read_image(ds / "imagesTs" / pred.name.replace(".nii.gz", "_0000.nii.gz"))
+    assert read_image(pred).array.shape == image.array.shape
+    assert set(np.unique(read_image(pred).array)) <= {0, 1, 2, 3}
+
+
+def test_auto_rerun_resumes_without_training_again(auto_run):
+    ds, home, _ = auto_run
+    state = home / "models" / "Dataset042_Mine" / "auto" / "auto_state.json"
+    before = json.loads(state.read_text())["spent"]
+    result = CliRunner().invoke(
+        app, ["auto", str(ds), "-t", "15s", "--home", str(home), "--device", "cpu", "-p", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "already trained" in result.output
+    assert "resuming" in result.output
+    assert json.loads(state.read_text())["spent"] >= before
