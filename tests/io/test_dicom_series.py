@@ -93,15 +93,28 @@ def test_folder_without_dicom_is_a_clear_error(tmp_path):
         read_image(tmp_path / "empty")
 
 
-def test_write_refuses_non_empty_folder_and_fractional_values(tmp_path, rng):
+def test_write_refuses_non_empty_folder_label_modalities_and_nan(tmp_path, rng):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x.dcm").write_bytes(b"")
     with pytest.raises(VoxsegError, match="not an empty folder"):
         write_dicom_series(_image(rng, np.eye(3)), tmp_path / "used")
-    fractional = Image(rng.normal(size=(2, 3, 4)))
-    with pytest.raises(VoxsegError, match="whole-number"):
-        write_dicom_series(fractional, tmp_path / "new")
+    with pytest.raises(VoxsegError, match="write_dicom_seg"):
+        write_dicom_series(_image(rng, np.eye(3)), tmp_path / "seg", modality="SEG")
+    with pytest.raises(VoxsegError, match="NaN"):
+        write_dicom_series(Image(np.full((2, 3, 4), np.nan)), tmp_path / "new")
     assert not (tmp_path / "new").exists()
+
+
+def test_float_images_are_written_with_a_rescale_slope(tmp_path, rng):
+    halves = Image(rng.integers(-2000, 6000, size=(3, 4, 5)).astype(np.float32) * 0.5)
+    back = read_image(write_dicom_series(halves, tmp_path / "halves"))
+    np.testing.assert_array_equal(back.array, halves.array)  # slope 0.5: exact
+    first = pydicom.dcmread(sorted((tmp_path / "halves").iterdir())[0])
+    assert float(first.RescaleSlope) == 0.5
+    suv = Image(rng.gamma(2.0, 1.7, size=(3, 4, 5)).astype(np.float32))  # e.g. PET SUV
+    back = read_image(write_dicom_series(suv, tmp_path / "suv", modality="PT"))
+    span = float(suv.array.max() - suv.array.min())
+    np.testing.assert_allclose(back.array, suv.array, atol=span / 65535)
 
 
 def test_whole_number_floats_are_stored_as_integers(tmp_path, rng):

@@ -462,3 +462,139 @@ def source_datasets(series: DicomSeries) -> list[Any]:
     import pydicom
 
     return [pydicom.dcmread(p, stop_before_pixels=True) for p in series.files]
+
+
+# --------------------------------------------------------------------------- writing
+
+_SOP_CLASSES = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+    "PT": "1.2.840.10008.5.1.4.1.1.128",
+}
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def stored_pixels(array: np.ndarray, source: str) -> tuple[np.ndarray, float, float]:
+    """16-bit stored values and (RescaleSlope, RescaleIntercept) reproducing ``array``.
+
+    Integers that fit are kept (int16/uint16, slope 1); values that are multiples of a power
+    of two ≥ 1/256 (e.g. slope 0.5) are stored exactly; other floats are quantised linearly
+    over their range (error ≤ range / 131070).
+    """
+    arr = np.asarray(array)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if arr.size and not np.all(np.isfinite(arr)):
+        raise VoxsegError(f"{source}: DICOM cannot store NaN or infinite pixel values")
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    for k in range(0, 9):
+        step = 2.0**-k
+        scaled = arr.astype(np.float64) / step
+        if np.all(scaled == np.round(scaled)):
+            for dtype in (np.int16, np.uint16):
+                info = np.iinfo(dtype)
+                if info.min <= lo / step and hi / step <= info.max:
+                    return scaled.astype(dtype), step, 0.0
+            break
+        if np.issubdtype(arr.dtype, np.integer):
+            break
+    slope = (hi - lo) / 65535.0 or 1.0
+    intercept = lo + 32768.0 * slope
+    stored = np.clip(np.rint((arr.astype(np.float64) - intercept) / slope), -32768, 32767)
+    return stored.astype(np.int16), slope, intercept
+
+
+def write_dicom_series(
+    image: Image,
+    folder: str | os.PathLike[str],
+    modality: str = "CT",
+    description: str = "",
+    *,
+    patient_id: str = "voxseg",
+    patient_name: str = "voxseg^export",
+) -> Path:
+    """Write a 3D image as a DICOM series with pydicom, one file per slice (``IM0000.dcm`` …).
+
+    Every slice carries ImagePositionPatient, ImageOrientationPatient, PixelSpacing, a shared
+    FrameOfReferenceUID and RescaleSlope/Intercept (see :func:`stored_pixels`), so a read-back
+    reproduces geometry and values. DICOM orders slices along the normal of the in-plane
+    axes, so a left-handed image comes back with its z axis reversed (same physical image).
+    Label maps on a DICOM scan are written with :func:`voxseg.io.dicom_seg.write_dicom_seg`
+    or :func:`voxseg.io.rtstruct.write_rtstruct` instead.
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from voxseg.io.formats import _atomic_dir
+
+    folder = Path(folder)
+    modality = modality.upper()
+    if modality in ("SEG", "RTSTRUCT"):
+        raise VoxsegError(
+            f"{folder}: a {modality} is not an image series; write label maps on a DICOM scan "
+            "with voxseg.io.dicom_seg.write_dicom_seg or voxseg.io.rtstruct.write_rtstruct "
+            "(voxseg predict --output-type dicom-seg/rtstruct)"
+        )
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise VoxsegError(f"{folder}: exists and is not an empty folder; choose a new folder")
+    if image.array.ndim != 3:
+        raise VoxsegError(f"{folder}: DICOM export takes one channel; got {image.array.shape}")
+    stored, slope, intercept = stored_pixels(image.array, str(folder))
+    g = image.geometry
+    d = g.direction_matrix
+    row, col, along = d[:, 2], d[:, 1], d[:, 0]
+    sop_class = _SOP_CLASSES.get(modality, _SECONDARY_CAPTURE)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    signed = stored.dtype == np.int16
+    with _atomic_dir(folder, is_folder=True) as tmp:
+        for k in range(g.shape[0]):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = sop_class
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = pydicom.Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID = sop_class
+            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+            ds.Modality = modality
+            ds.PatientName = patient_name
+            ds.PatientID = patient_id
+            ds.PatientBirthDate = ds.PatientSex = ""
+            ds.StudyInstanceUID = study
+            ds.StudyID = ds.AccessionNumber = ds.ReferringPhysicianName = ""
+            ds.StudyDate = ds.StudyTime = ""
+            ds.SeriesInstanceUID = series
+            ds.SeriesNumber = 1
+            ds.SeriesDescription = description
+            ds.FrameOfReferenceUID = frame
+            ds.PositionReferenceIndicator = ""
+            ds.Manufacturer = "voxseg"
+            ds.InstanceNumber = k + 1
+            ds.ImageType = ["DERIVED", "SECONDARY"]
+            ds.ImageOrientationPatient = [_ds(v) for v in (*row, *col)]
+            position = np.asarray(g.origin) + k * g.spacing[0] * along
+            ds.ImagePositionPatient = [_ds(v) for v in position]
+            ds.PixelSpacing = [_ds(g.spacing[1]), _ds(g.spacing[2])]
+            ds.SliceThickness = _ds(g.spacing[0])
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows, ds.Columns = g.shape[1], g.shape[2]
+            ds.BitsAllocated = ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 1 if signed else 0
+            ds.RescaleSlope = _ds(slope)
+            ds.RescaleIntercept = _ds(intercept)
+            ds.RescaleType = "HU" if modality == "CT" else "US"
+            ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+            ds.save_as(tmp / f"IM{k:04d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters) as precise as it allows."""
+    for digits in range(16, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    return f"{value:.1e}"

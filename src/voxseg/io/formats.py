@@ -3,8 +3,10 @@
 * Volumes: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr`` + data file), MetaImage
   (``.mha``, ``.mhd`` + ``.raw``/``.zraw``) through SimpleITK, geometry kept exactly (NIfTI
   stores its affine as float32).
-* DICOM: a folder holding a series is read with GDCM (the series with the most files wins);
-  :func:`write_dicom_series` writes one file per slice with its ImagePositionPatient.
+* DICOM: a folder holding a series is read with pydicom (the series with the most slices
+  wins; see :mod:`voxseg.io.dicom`); :func:`write_dicom_series` writes one file per slice
+  with its ImagePositionPatient and rescale. RTSTRUCT and DICOM-SEG label maps:
+  :mod:`voxseg.io.rtstruct`, :mod:`voxseg.io.dicom_seg`.
 * 2D natural images: PNG, BMP, JPEG through Pillow (in-plane spacing 1.0, as in nnU-Net),
   TIFF through SimpleITK (spacing from its resolution tags, stacks allowed). RGB(A) becomes
   3 channels ``[3, 1, y, x]`` (alpha dropped), grayscale ``[1, y, x]``, both pseudo-3D with
@@ -24,7 +26,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,47 +145,10 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
 def write_dicom_series(
     image: Image, folder: str | os.PathLike[str], modality: str = "CT", description: str = ""
 ) -> Path:
-    """Write a 3D integer image as a DICOM series, one file per slice (``IM0000.dcm`` …).
+    """Write a 3D image as a DICOM series (see :func:`voxseg.io.dicom.write_dicom_series`)."""
+    from voxseg.io.dicom import write_dicom_series as write
 
-    Each slice carries ImagePositionPatient, ImageOrientationPatient and PixelSpacing, so a
-    read-back reproduces the geometry. DICOM orders slices along the normal of the in-plane
-    axes, so a left-handed image is read back with its z axis reversed (same physical
-    image). Float arrays must hold whole numbers (scale to e.g. Hounsfield units first).
-    """
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise VoxsegError(f"{folder}: exists and is not an empty folder; choose a new folder")
-    if image.array.ndim != 3:
-        raise VoxsegError(f"{folder}: DICOM export takes one channel; got {image.array.shape}")
-    arr = _dicom_array(image.array, folder)
-    img = to_sitk(image.with_array(arr))
-    d = img.GetDirection()
-    orientation = "\\".join(_ds(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
-    study, series = _uid(), _uid()
-    tags = {
-        "0008|0060": modality,
-        "0008|103e": description,
-        "0020|000d": study,
-        "0020|000e": series,
-        "0020|0037": orientation,
-        "0018|0050": _ds(img.GetSpacing()[2]),
-        "0010|0010": "voxseg^export",
-        "0010|0020": "voxseg",
-    }
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    with _atomic_dir(folder, is_folder=True) as tmp:
-        for k in range(img.GetSize()[2]):
-            sl = img[:, :, k]
-            for tag, value in tags.items():
-                sl.SetMetaData(tag, value)
-            position = img.TransformIndexToPhysicalPoint((0, 0, k))
-            sl.SetMetaData("0020|0032", "\\".join(_ds(v) for v in position))
-            sl.SetMetaData("0020|0013", str(k + 1))
-            sl.SetMetaData("0008|0018", _uid())
-            writer.SetFileName(str(tmp / f"IM{k:04d}.dcm"))
-            writer.Execute(sl)
-    return folder
+    return write(image, folder, modality, description)
 
 
 def _natural_channels(image: Image, path: Path, is_label: bool) -> Image:
@@ -286,40 +250,6 @@ def _to_uint(arr: np.ndarray, limit: int, path: Path, ending: str) -> np.ndarray
             f"range {arr.min():g}..{arr.max():g}) would be changed (use .tif or .nii.gz)"
         )
     return arr.astype(dtype)
-
-
-def _dicom_array(arr: np.ndarray, folder: Path) -> np.ndarray:
-    """Integer pixels DICOM can hold (8/16-bit, or 32-bit when values need it)."""
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.mod(arr, 1) == 0):
-            raise VoxsegError(
-                f"{folder}: DICOM export needs whole-number pixel values; got {arr.dtype} with "
-                "fractions (rescale, e.g. to Hounsfield units, and cast to int16)"
-            )
-        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-        for dtype in (np.int16, np.uint16, np.int32):
-            if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
-                return arr.astype(dtype)
-        raise VoxsegError(f"{folder}: values {lo:g}..{hi:g} do not fit DICOM's 32-bit pixels")
-    if arr.dtype in (np.int64, np.uint64, np.uint32):
-        return _dicom_array(arr.astype(np.float64), folder)
-    return arr
-
-
-def _uid() -> str:
-    """A DICOM UID under the ISO "2.25" root (UUID as integer, PS3.5 B.2)."""
-    return f"2.25.{uuid.uuid4().int}"
-
-
-def _ds(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) as precise as it allows."""
-    for digits in range(16, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.1e}"
 
 
 def _geom(image: Image) -> tuple:
