@@ -172,8 +172,10 @@ class PreprocessedStore:
             chunks, blocks = blosc2_chunk_params(array.shape, patch, array.itemsize)
             # ZSTD level 1: about the ratio of levels 3 and 8 at a fraction of their time
             # (a z-scored 96×192×192 organs phantom, 14 MB float32, one thread: 1.61× in
-            # 0.03 s, 1.62× in 0.21 s at level 3, 1.66× in 2.1 s at level 8)
-            params = {"codec": blosc2.Codec.ZSTD, "clevel": 1}
+            # 0.03 s, 1.62× in 0.21 s at level 3, 1.66× in 2.1 s at level 8). One thread:
+            # several place the compressed blocks in the order they finish, so the bytes of
+            # a rerun would differ (the values do not); cases run in parallel processes.
+            params = {"codec": blosc2.Codec.ZSTD, "clevel": 1, "nthreads": 1}
             params.update(cparams or {})
             extra = {"dparams": {"nthreads": 1}} if "nthreads" in params else {}
             nd = blosc2.empty(
