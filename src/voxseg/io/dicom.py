@@ -249,8 +249,12 @@ def assemble_series(
                 f"({Path(a.path).name}, {Path(b.path).name}); two series mixed, or a repeated "
                 "file: keep one"
             )
-        step = float(np.median(steps))
+        # the most common step (ties: the smaller) is the series' spacing
+        values, counts = np.unique(np.round(steps, 2), return_counts=True)
+        step = float(values[np.argmax(counts)])
         uneven = np.abs(steps - step) > SPACING_TOLERANCE * step + 1e-3
+        if not uneven.any():
+            step = float((along[-1] - along[0]) / (len(along) - 1))
         if uneven.any():
             i = int(np.flatnonzero(uneven)[0])
             kind = (

@@ -1,0 +1,145 @@
+"""Reading DICOM series the rest of the way: compressed transfer syntaxes, enhanced
+multi-frame images, broken series (duplicates, gaps, uneven spacing, no pixels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+from voxseg.errors import VoxsegError
+from voxseg.io.dicom import read_dicom_folder
+from voxseg.synth.dicom import series_datasets, write_datasets
+
+SHAPE = (4, 64, 48)
+
+
+def _datasets(rng, spacing=(2.0, 0.8, 0.8), **kw):
+    values = rng.integers(-1000, 2000, size=SHAPE)
+    return values, series_datasets(values, spacing=spacing, first_position=(1, 2, 3), **kw)
+
+
+def _jpeg_lossless(ds):
+    """JPEG Lossless (process 14, SV1) through GDCM, which pydicom cannot encode."""
+    img = sitk.GetImageFromArray(ds.pixel_array.astype(np.int16))
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")
+    writer.SetUseCompression(True)
+    writer.SetCompressor("JPEG")
+    path = f"/tmp/{ds.SOPInstanceUID}.dcm"
+    writer.SetFileName(path)
+    writer.Execute(img)
+    encoded = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = encoded.file_meta.TransferSyntaxUID
+    ds.PixelData = encoded.PixelData
+    ds["PixelData"].VR = "OB"
+
+
+@pytest.mark.parametrize("syntax", ["rle", "jpeg-ls", "jpeg2000", "jpeg-lossless"], ids=lambda s: s)
+def test_compressed_series_decode(tmp_path, rng, syntax):
+    values, datasets = _datasets(rng, intercept=-1024)
+    for ds in datasets:
+        if syntax == "jpeg-lossless":
+            _jpeg_lossless(ds)
+        else:
+            ds.compress(
+                {"rle": RLELossless, "jpeg-ls": JPEGLSLossless, "jpeg2000": JPEG2000Lossless}[
+                    syntax
+                ]
+            )
+    write_datasets(datasets, tmp_path / "s")
+    assert pydicom.dcmread(
+        next((tmp_path / "s").iterdir())
+    ).file_meta.TransferSyntaxUID.is_compressed
+    image, _ = read_dicom_folder(tmp_path / "s")
+    assert image.array.dtype == np.int16
+    np.testing.assert_array_equal(image.array, values)
+
+
+def test_undecodable_transfer_syntax_names_the_packages(tmp_path, rng):
+    _, datasets = _datasets(rng)
+    for ds in datasets:
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder
+        ds.PixelData = b"\x00\x00"
+        ds["PixelData"].VR = "OB"
+        ds.PixelData = pydicom.encaps.encapsulate([b"\x00\x00"])
+    write_datasets(datasets, tmp_path / "s")
+    with pytest.raises(VoxsegError, match="pip install pylibjpeg") as err:
+        read_dicom_folder(tmp_path / "s")
+    assert "MPEG2" in str(err.value)
+
+
+def test_enhanced_multiframe_ct_reads_like_its_classic_series(tmp_path, rng):
+    import highdicom as hd
+
+    values, datasets = _datasets(rng, intercept=-1024)
+    write_datasets(datasets, tmp_path / "classic")
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets,
+        series_instance_uid=pydicom.uid.generate_uid(),
+        series_number=2,
+        sop_instance_uid=pydicom.uid.generate_uid(),
+        instance_number=1,
+    )
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "multi.dcm")
+    classic, _ = read_dicom_folder(tmp_path / "classic")
+    multi, series = read_dicom_folder(tmp_path / "enhanced")
+    np.testing.assert_array_equal(multi.array, classic.array)
+    np.testing.assert_array_equal(multi.array, values)
+    assert multi.geometry.is_close(classic.geometry)
+    assert len(series.files) == 1 and len(series.slices) == SHAPE[0]
+
+
+def _positions_changed(tmp_path, rng, change):
+    _, datasets = _datasets(rng)
+    change(datasets)
+    write_datasets(datasets, tmp_path / "s")
+    return tmp_path / "s"
+
+
+def test_duplicate_positions_are_named(tmp_path, rng):
+    def dup(datasets):
+        datasets[2].ImagePositionPatient = datasets[1].ImagePositionPatient
+
+    with pytest.raises(VoxsegError, match="duplicate slice position"):
+        read_dicom_folder(_positions_changed(tmp_path, rng, dup))
+
+
+def test_missing_slice_is_named_and_resampled_on_request(tmp_path, rng):
+    values, datasets = _datasets(rng)
+    write_datasets(datasets[:2] + datasets[3:], tmp_path / "s")
+    with pytest.raises(VoxsegError, match="a missing slice.*--resample-uneven"):
+        read_dicom_folder(tmp_path / "s")
+    image, series = read_dicom_folder(tmp_path / "s", resample_uneven=True)
+    assert image.shape == SHAPE and series.resampled
+    np.testing.assert_array_equal(image.array[[0, 1, 3]], values[[0, 1, 3]])
+    np.testing.assert_array_equal(
+        image.array[2], np.rint((values[1] + values[3]) / 2.0).astype(np.int16)
+    )
+
+
+def test_uneven_spacing_is_named(tmp_path, rng):
+    def shift(datasets):
+        pos = [float(v) for v in datasets[3].ImagePositionPatient]
+        datasets[3].ImagePositionPatient = [pos[0], pos[1], pos[2] + 0.7]
+
+    with pytest.raises(VoxsegError, match="uneven slice spacing"):
+        read_dicom_folder(_positions_changed(tmp_path, rng, shift))
+
+
+def test_dicom_without_pixel_data_and_mixed_sizes_are_named(tmp_path, rng):
+    _, datasets = _datasets(rng)
+    del datasets[1].PixelData
+    paths = write_datasets(datasets, tmp_path / "s")
+    with pytest.raises(VoxsegError, match="without pixel data") as err:
+        read_dicom_folder(tmp_path / "s")
+    assert paths[1].name in str(err.value)
+    _, other = _datasets(rng)
+    other[0].Rows = 32
+    other[0].PixelData = other[0].PixelData[: 32 * 48 * 2]
+    write_datasets(other, tmp_path / "m")
+    with pytest.raises(VoxsegError, match="mixed series"):
+        read_dicom_folder(tmp_path / "m")
