@@ -2,7 +2,9 @@
 # Create the project's virtual environment and install voxseg into it.
 #
 # torch: an importable torch in the base Python is kept (the venv sees it through
-# --system-site-packages); otherwise the CPU build `torch==$VOXSEG_TORCH` is installed.
+# --system-site-packages); otherwise `torch==$VOXSEG_TORCH` is installed: the CUDA build when
+# an NVIDIA driver answers, else a wheel from pip's local find-links if one is there, else
+# the CPU build from PyTorch's CPU wheel index ($VOXSEG_TORCH_INDEX overrides it).
 # Every later install is constrained to the torch that is present, so no dependency can
 # swap it for a multi-GB CUDA build.
 set -euo pipefail
@@ -20,9 +22,22 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --upgrade pip
+# numpy first: torch imported without it warns "Failed to initialize NumPy"
+$PIP install --quiet "numpy>=1.24"
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
-  echo "voxseg setup: installing torch==$TORCH_VERSION (CPU build)"
-  $PIP install --quiet "torch==$TORCH_VERSION"
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "voxseg setup: NVIDIA driver found, installing torch==$TORCH_VERSION (CUDA build)"
+    $PIP install --quiet "torch==$TORCH_VERSION"
+  elif $PIP install --quiet --no-index "torch==$TORCH_VERSION" >/dev/null 2>&1; then
+    # a wheel in pip's find-links (a local wheel folder) is used as it is
+    echo "voxseg setup: installed torch==$TORCH_VERSION from a local wheel"
+  else
+    # no NVIDIA driver: PyTorch's CPU wheels, not PyPI's multi-GB CUDA build
+    echo "voxseg setup: no NVIDIA driver, installing torch==$TORCH_VERSION (CPU build)"
+    $PIP install --quiet "torch==$TORCH_VERSION" \
+      --index-url "${VOXSEG_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" \
+      --extra-index-url https://pypi.org/simple
+  fi
 fi
 INSTALLED=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
 CONSTRAINTS=$(mktemp)

@@ -12,14 +12,12 @@ from typing import Any
 @dataclass
 class DemoSettings:
     output: Path = Path("demo_output")
-    num_train: int = 12
+    num_train: int = 16
     num_test: int = 4
-    shape: tuple[int, int, int] = (32, 64, 64)
-    epochs: int = 30
-    iterations: int = 25
+    shape: tuple[int, int, int] = (48, 96, 96)
+    time_budget: float = 180.0
     device: str = "auto"
     seed: int = 0
-    recipe: str = "adamw"
 
 
 @contextmanager
@@ -31,22 +29,22 @@ def _step(console: Any, text: str):
 
 
 def run_demo(s: DemoSettings, console: Any) -> dict:
-    """Run every step of the flow into ``s.output``; return the held-out evaluation summary."""
-    from voxseg.config import apply_overrides
-    from voxseg.data import Dataset, ensure_valid
-    from voxseg.data.fingerprint import load_or_compute_fingerprint
+    """Generate phantoms, run ``voxseg auto`` on them within ``s.time_budget`` seconds, then
+    predict and evaluate the held-out cases; return the evaluation summary."""
     from voxseg.evaluation import evaluate_folder
     from voxseg.inference import Predictor, predict_folder
-    from voxseg.planning import PlannerOptions, default_device, plan_dataset, write_plans
-    from voxseg.preprocessing.preprocessor import preprocess_dataset
+    from voxseg.pipelines.auto import run_auto
     from voxseg.synth import generate
-    from voxseg.training import ModelConfig, apply_recipe, train_fold
+    from voxseg.training.budget import format_duration
     from voxseg.workspace import Workspace
 
     ws = Workspace.from_env(s.output / "home").ensure()
     raw = ws.raw / "Dataset001_Organs"
-    with _step(console, f"synth organs: {s.num_train} training + {s.num_test} test phantoms"):
-        if not (raw / "dataset.json").is_file():
+    text = f"synth organs: {s.num_train} training + {s.num_test} test phantoms"
+    with _step(console, text):
+        if (raw / "dataset.json").is_file():
+            console.print(f"  reusing the phantoms in {raw}")
+        else:
             generate(
                 "organs",
                 raw,
@@ -55,49 +53,18 @@ def run_demo(s: DemoSettings, console: Any) -> dict:
                 shape=s.shape,
                 seed=s.seed,
             )
-    ds = Dataset(raw)
-    with _step(console, "dataset check"):
-        report = ensure_valid(raw)
-        console.print(f"  {report.num_cases} cases, no errors")
-    device = s.device if s.device != "auto" else default_device()
-    planner_device = "cuda" if device.startswith("cuda") else "cpu"
-    pre = ws.plans_dir(ds.name)
-    with _step(console, f"plan (for {planner_device})"):
-        fingerprint = load_or_compute_fingerprint(ds, pre, progress=False)
-        plans = plan_dataset(fingerprint, ds.info, PlannerOptions(device=planner_device))
-        write_plans(plans, pre)
-        c = plans.configuration("3d_fullres")
-        console.print(
-            f"  3d_fullres: spacing {tuple(round(v, 2) for v in c.spacing)}, patch "
-            f"{tuple(c.patch_size)}, batch {c.batch_size}, features "
-            f"{c.topology.features_per_stage}"
+    text = f"voxseg auto {raw.name} --time-budget {format_duration(s.time_budget)}"
+    with _step(console, text):
+        folder = run_auto(
+            raw,
+            s.time_budget,
+            device=s.device,
+            home=ws.root,
+            log=lambda line: console.print(f"  {line}", highlight=False, markup=False),
         )
-    with _step(console, "preprocess 3d_fullres"):
-        preprocess_dataset(
-            ds,
-            plans,
-            "3d_fullres",
-            ws.preprocessed_dir(ds.name, "default", "3d_fullres"),
-            progress=False,
-        )
-    config = apply_overrides(
-        apply_recipe(ModelConfig(dataset=ds.name), s.recipe),
-        [
-            f"training.epochs={s.epochs}",
-            f"training.iterations_per_epoch={s.iterations}",
-            "training.val_iterations=4",
-            f"training.device={device}",
-            f"training.seed={s.seed}",
-        ],
-    )
-    with _step(
-        console,
-        f"train on all cases: {s.epochs} epochs × {s.iterations} iterations, {s.recipe} recipe",
-    ):
-        folder = train_fold(config, "all", home=ws.root, force=True)
     predictions = s.output / "predictions"
     with _step(console, "predict the held-out cases (with overlays)"):
-        predictor = Predictor(folder.parent, folds=["all"], device=device, tta=False)
+        predictor = Predictor(folder, device=s.device)
         predict_folder(
             predictor, raw / "imagesTs", predictions, overlays=True, overwrite=True, quiet=True
         )

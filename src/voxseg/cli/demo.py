@@ -14,24 +14,23 @@ from voxseg.cli._app import app, console, user_errors
 @user_errors
 def demo(
     output: Path = typer.Option(Path("demo_output"), "-o", "--output", help="Demo workspace."),
-    num_train: int = typer.Option(12, help="Training cases to generate."),
-    epochs: int = typer.Option(30, help="Training epochs."),
-    iterations: int = typer.Option(25, help="Iterations per epoch."),
+    num_train: int = typer.Option(16, help="Training cases to generate."),
+    time_budget: str = typer.Option(
+        "3m", "--time-budget", "-t", help="voxseg auto's budget: check to selected model."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
-    seed: int = typer.Option(0, help="Phantom and training seed."),
-    recipe: str = typer.Option("adamw", help="Training recipe: adamw or nnunet (SGD + poly)."),
+    seed: int = typer.Option(0, help="Phantom seed."),
 ) -> None:
-    """synth → check → plan → preprocess → train → predict → evaluate, printing per-class Dice."""
+    """synth → voxseg auto (check, plan, preprocess, train, select) → predict → evaluate."""
     from voxseg.demo import DemoSettings, run_demo
+    from voxseg.training.budget import parse_duration
 
     settings = DemoSettings(
         output=output,
         num_train=num_train,
-        epochs=epochs,
-        iterations=iterations,
+        time_budget=parse_duration(time_budget),
         device=device,
         seed=seed,
-        recipe=recipe,
     )
     tic = time.perf_counter()
     summary = run_demo(settings, console)
