@@ -103,17 +103,10 @@ def main() -> None:
 def load_times(out: Path) -> tuple[float, float]:
     from playwright.sync_api import sync_playwright
 
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    from voxseg.report.browser import launch
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        browser = launch(p)
         page = browser.new_page()
         page.goto("about:blank")
         tic = time.perf_counter()

@@ -4,22 +4,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-CHROMIUM = os.environ.get("VOXSEG_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def perturb(label: np.ndarray, case_index: int) -> np.ndarray:
@@ -71,20 +59,24 @@ def eval_report(eval_folder, tmp_path_factory) -> Path:
     return out
 
 
-def chromium_or_skip() -> str:
+def chromium_or_skip():
     """The system Chromium; skip when it is not installed here (CI installs it: fail there)."""
-    if Path(CHROMIUM).is_file() or shutil.which(CHROMIUM):
+    from voxseg.report.browser import chromium_path
+
+    exe = chromium_path()
+    reason = ""
+    if exe is None:
+        reason = "no Chromium installed (apt-get install chromium, or set VOXSEG_CHROMIUM)"
+    else:
         try:
             import playwright  # noqa: F401
         except ImportError:
-            if os.environ.get("CI"):
-                pytest.fail("playwright is not installed (pip install playwright)")
-            pytest.skip("playwright is not installed (pip install playwright)")
-        return CHROMIUM
-    reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set VOXSEG_CHROMIUM)"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+            reason = "playwright is not installed (pip install playwright)"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return exe
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +85,10 @@ def browser():
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
+    from voxseg.report.browser import launch
+
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        b = launch(p, executable)
         yield b
         b.close()
 

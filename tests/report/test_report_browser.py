@@ -141,4 +141,12 @@ def test_overlay_puts_prediction_pixels_where_the_label_is(eval_report, eval_fol
         assert np.array_equal(drawn, expected == value), value
     grey = rgb[expected == 0]
     assert np.all(grey[:, 0] == grey[:, 1]) and np.all(grey[:, 1] == grey[:, 2])
+    # the unlabelled pixels show the CT in the default abdomen window (W 400, L 40)
+    image = nib.as_closest_canonical(
+        nib.load(eval_folder.parent / "raw/Dataset001_Organs/imagesTs/organs_test_001_0000.nii.gz")
+    )
+    hu = np.asarray(image.dataobj).transpose(2, 1, 0)[:, ::-1, ::-1]
+    hu = hu[z0 + k * sz, y0:y1:sy, x0:x1:sx][expected == 0]
+    want = np.clip((hu.astype(float) + 160) / 400 * 255, 0, 255)
+    assert np.abs(grey[:, 0] - want).max() <= 1
     assert watch.errors == []

@@ -3,9 +3,9 @@
 A case is shown in a canonical orientation (LPS, so an axial slice has the patient's right on
 the left of the screen and anterior at the top, as radiologists read it), cropped to the box of
 every labelled voxel of either map plus a margin, and subsampled by integer strides until at
-most ``max_inplane`` voxels per in-plane edge and ``max_voxels`` in all remain. A 512×512×300 CT
-with a liver-sized box becomes about 2 million voxels: some 1–3 MB of compressed data.
-Arrays travel gzip-compressed and base64-encoded; the browser unpacks them with
+most ``max_inplane`` voxels per in-plane edge and ``max_voxels`` in all remain: a 512×512×300 CT
+is kept at most 2.5 million voxels: some 1–3 MB of compressed data. Arrays travel
+gzip-compressed (16-bit ones byte-shuffled) and base64-encoded; the browser unpacks them with
 ``DecompressionStream`` (Chromium, Firefox, Safari ≥ 16.4).
 """
 
@@ -101,8 +101,15 @@ def strides_for(
 
 
 def pack(array: np.ndarray) -> str:
-    """C-order bytes, gzip (level 6), base64."""
-    return base64.b64encode(gzip.compress(np.ascontiguousarray(array).tobytes(), 6)).decode()
+    """C-order little-endian bytes, byte planes shuffled for 16-bit arrays (all low bytes,
+    then all high bytes: a third smaller and 7× faster to compress than plain bytes at gzip
+    level 6 on CT), gzip level 1, base64."""
+    raw = np.ascontiguousarray(array)
+    if raw.dtype.itemsize == 2:
+        data = np.ascontiguousarray(raw.view(np.uint8).reshape(-1, 2).T).tobytes()
+    else:
+        data = raw.tobytes()
+    return base64.b64encode(gzip.compress(data, 1)).decode()
 
 
 def build_case_view(

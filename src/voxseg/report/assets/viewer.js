@@ -1,8 +1,8 @@
 // voxseg report: the slice viewer of one case (plain JavaScript, no network).
 //
 // window.VOXSEG_CASE holds the case: shape [z, y, x] in LPS orientation, spacing (mm), the
-// image (int16 HU for CT, else uint16 with scale/offset) and the label maps "reference" and
-// "prediction" (uint8), each gzip-compressed and base64-encoded.
+// image (int16 HU for CT, else uint16 with scale/offset; little-endian byte planes) and the
+// label maps "reference" and "prediction" (uint8), each gzip-compressed and base64-encoded.
 (function () {
   "use strict";
   var D = window.VOXSEG_CASE;
@@ -61,7 +61,13 @@
     D.layers.prediction ? unpack(D.layers.prediction) : Promise.resolve(null)
   ]).then(function (buffers) {
     var img = null;
-    if (buffers[0]) img = D.image.dtype === "int16" ? new Int16Array(buffers[0]) : new Uint16Array(buffers[0]);
+    if (buffers[0]) {
+      // 16-bit values travel as two byte planes (all low bytes, then all high bytes)
+      var planes = new Uint8Array(buffers[0]), n = planes.length / 2;
+      var bytes = new Uint8Array(planes.length);
+      for (var i = 0; i < n; i++) { bytes[2 * i] = planes[i]; bytes[2 * i + 1] = planes[n + i]; }
+      img = D.image.dtype === "int16" ? new Int16Array(bytes.buffer) : new Uint16Array(bytes.buffer);
+    }
     var ref = buffers[1] ? new Uint8Array(buffers[1]) : null;
     var pred = buffers[2] ? new Uint8Array(buffers[2]) : null;
     build(img, ref, pred);
