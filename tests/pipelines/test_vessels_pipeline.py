@@ -56,3 +56,53 @@ def test_seed_file_per_case(tmp_path):
     assert seed_file(one, "a") == (one, "a")  # one SeqSeg file: the case picks the entry
     with pytest.raises(VoxsegError, match="no seed file for case 'c'"):
         seed_file(seeds, "c")
+
+
+def test_local_patch_size_holds_the_percentile_of_the_box_sides(tmp_path):
+    from voxseg.vessels.sampling import PATCH_STATS, local_patch_size
+
+    sides = [4.0] * 80 + [9.0] * 15 + [30.0] * 5  # 90th percentile: 9 mm
+    (tmp_path / PATCH_STATS).write_text("side_mm\n" + "\n".join(map(str, sides)) + "\n")
+    # 9 mm at 0.5/0.7/1.5 mm: 18, 12.9, 6 voxels → multiples of 4, at least 8.
+    assert local_patch_size(tmp_path, [0.5, 0.7, 1.5]) == [20, 16, 8]
+    assert local_patch_size(tmp_path, [0.5, 0.5, 0.5], percentile=50) == [8, 8, 8]
+    with pytest.raises(VoxsegError, match="patch_stats.csv: not found"):
+        local_patch_size(tmp_path / "elsewhere", [1.0, 1.0, 1.0])
+
+
+def test_trace_folder_writes_every_case_and_refuses_short_traces(tmp_path):
+    import numpy as np
+
+    from voxseg.io import read_image, read_vtp
+    from voxseg.pipelines.vessels import trace_folder
+    from voxseg.synth import generate
+    from voxseg.vessels import OracleSegmenter
+
+    root = generate(
+        "vessels", tmp_path / "raw", num_train=1, num_test=2, seed=5, shape=(64, 64, 64)
+    )
+
+    def oracle(case_id):
+        return OracleSegmenter(read_image(root / "labelsTs" / f"{case_id}.nii.gz"))
+
+    out = tmp_path / "out"
+    report = trace_folder(oracle, root / "imagesTs", root / "seeds", out, output_value=3)
+    assert sorted(report["cases"]) == ["vessels_test_000", "vessels_test_001"]
+    for case in report["cases"]:
+        pred = read_image(out / f"{case}.nii.gz")
+        truth = read_image(root / "labelsTs" / f"{case}.nii.gz")
+        assert pred.geometry.is_close(truth.geometry)
+        assert set(np.unique(pred.array)) == {0, 3}
+        p, t = pred.array > 0, truth.array > 0
+        assert 2 * (p & t).sum() / (p.sum() + t.sum()) > 0.85
+        assert (out / case / "surface.stl").is_file()
+        assert "MaximumInscribedSphereRadius" in read_vtp(out / case / "centerline.vtp").point_data
+    again = trace_folder(oracle, root / "imagesTs", root / "seeds", out)
+    assert sorted(again["skipped"]) == sorted(report["cases"])
+    short = {"max_steps_per_branch": 1}
+    with pytest.raises(VoxsegError, match="short trace.*vessels_test_000.*--allow-short"):
+        trace_folder(oracle, root / "imagesTs", root / "seeds", tmp_path / "s", tracing=short)
+    allowed = trace_folder(
+        oracle, root / "imagesTs", root / "seeds", tmp_path / "a", tracing=short, allow_short=True
+    )
+    assert any("short trace" in m for m in allowed["messages"])

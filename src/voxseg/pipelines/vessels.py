@@ -4,6 +4,7 @@ own prediction settings), and tracing a folder of scans from their seed files.""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +100,12 @@ def seed_file(seeds: Path, case_id: str) -> tuple[Path, str | None]:
 
 
 def trace_folder(
-    model: str | os.PathLike[str],
+    segmenter_for: Callable[[str], Any],
     inputs: str | os.PathLike[str],
     seeds: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
     *,
     tracing: dict[str, Any] | None = None,
-    device: str = "auto",
-    tta: bool | None = None,
-    folds: list[str] | None = None,
-    checkpoint: str = "final",
-    label: int = 1,
     output_value: int = 1,
     seed_radius: float | None = None,
     allow_short: bool = False,
@@ -117,21 +113,23 @@ def trace_folder(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Trace every case of ``inputs`` (a file or a folder, as ``voxseg predict``) from its
-    seed file in ``seeds`` (see :func:`seed_file`) with the local model ``model``. Each case
-    gets its label map ``output_dir/{case}{ending}`` (value ``output_value``) and the
-    folder ``output_dir/{case}/`` (segmentation, probabilities, surface.vtp and .stl,
-    centerline.vtp with radii, steps.json, overview.png). Returns ``{"cases": {id:
-    seconds}, "skipped": [...], "messages": [...]}``; a short trace is an error unless
-    ``allow_short`` (every case is traced and written first)."""
+    seed file in ``seeds`` (see :func:`seed_file`) with the local segmenter
+    ``segmenter_for(case_id)``. Each case gets its label map ``output_dir/{case}{ending}``
+    (value ``output_value``) and the folder ``output_dir/{case}/`` (segmentation,
+    probabilities, surface.vtp and .stl, centerline.vtp with radii, steps.json,
+    overview.png). Returns ``{"cases": {id: seconds}, "skipped": [...], "messages": [...]}``;
+    a short trace is an error unless ``allow_short`` (after every case is written)."""
     import numpy as np
 
     from voxseg.inference.files import discover_inputs
     from voxseg.io import write_image
-    from voxseg.vessels import PredictorSegmenter, TracingConfig, read_seeds, trace
+    from voxseg.vessels import TracingConfig, read_seeds, trace
     from voxseg.vessels.outputs import OUTPUT_FILES
 
-    config = TracingConfig(**(tracing or {}))
-    predictor = tracing_predictor(model, folds=folds, checkpoint=checkpoint, device=device, tta=tta)
+    try:
+        config = TracingConfig(**(tracing or {}))
+    except ValueError as exc:
+        raise VoxsegError(f"invalid tracing settings {tracing}:\n{exc}") from exc
     out = Path(output_dir)
     seeds = Path(seeds)
     report: dict[str, Any] = {"cases": {}, "skipped": [], "messages": []}
@@ -145,12 +143,10 @@ def trace_folder(
         path, name = seed_file(seeds, case.case_id)
         case_seeds = read_seeds(path, case=name, radius=seed_radius)
         image = case.read()
-        result = trace(image, case_seeds, PredictorSegmenter(predictor, label=label), config)
+        result = trace(image, case_seeds, segmenter_for(case.case_id), config)
         result.write(folder, case.ending, image=image)
-        seg = result.segmentation
-        write_image(
-            seg.with_array((np.asarray(seg.array) > 0).astype(np.uint8) * output_value), target
-        )
+        labels = (np.asarray(result.segmentation.array) > 0).astype(np.uint8) * output_value
+        write_image(result.segmentation.with_array(labels), target)
         report["cases"][case.case_id] = result.seconds
         if result.warnings:
             report["messages"] += [f"{case.case_id}: {w}" for w in result.warnings]
@@ -201,15 +197,18 @@ def trace_pipeline_folder(
             f"{folder}: stage {stage.name!r} is not trained; run "
             f"'voxseg pipeline train {pipeline_dir} DATASET'"
         )
+    from voxseg.vessels import PredictorSegmenter
+
+    predictor = tracing_predictor(
+        folder, folds=None if stage.folds == ["all"] else stage.folds, device=device, tta=tta
+    )
+    segmenter = PredictorSegmenter(predictor, label=1)
     return trace_folder(
-        folder,
+        lambda case_id: segmenter,
         inputs,
         seeds,
         output_dir,
         tracing=stage.input.tracing,
-        device=device,
-        tta=tta,
-        folds=None if stage.folds == ["all"] else stage.folds,
         output_value=spec.labels["vessel"],
         allow_short=allow_short,
         overwrite=overwrite,
