@@ -26,6 +26,7 @@ from voxseg.io import Image, read_image, write_image
 from voxseg.pipelines.derive import derive, stage_label_map
 from voxseg.pipelines.spec import (
     CenterlineCropInput,
+    CenterlinePatchesInput,
     FullInput,
     PipelineSpec,
     PreviousPredictionInput,
@@ -107,6 +108,10 @@ def build_stage_dataset(
     ``cases`` restricts it to some training cases (fine-tuning keeps others held out)."""
     from voxseg.data.splits import get_splits
 
+    if isinstance(stage.input, CenterlinePatchesInput):
+        from voxseg.pipelines.vessels import build_patch_dataset
+
+        return build_patch_dataset(stage, dataset, folder, cases=cases, quiet=quiet)
     n_img = dataset.info.num_channels
     channels = dict(dataset.info.channel_names)
     if isinstance(stage.input, PreviousPredictionInput):
@@ -211,6 +216,13 @@ def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path, quiet: bool
         spacing=spacing,
         patch_size=patch,
     )
+    if isinstance(stage.input, CenterlinePatchesInput):
+        from voxseg.pipelines.vessels import local_model_options
+
+        options, note = local_model_options(
+            fingerprint, dataset.info, options, dataset.root, stage.input.patch_percentile
+        )
+        _say(quiet or note is None, f"stage {stage.name}: {note}")
     floor = stage.input.min_spacing if isinstance(stage.input, FullInput) else None
     if spacing is None and floor is not None:  # the plan's spacing, coarsened to the floor
         own = plan_dataset(fingerprint, dataset.info, options).configurations["3d_fullres"]
