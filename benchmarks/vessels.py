@@ -9,7 +9,8 @@ What runs, in a private workspace ``benchmarks/_work/vessels/home`` (``VOXSEG_HO
 1. ``voxseg synth vessels`` writes ``--num-train`` training trees and ``--num-test``
    held-out trees (``imagesTs``/``labelsTs`` with their analytic centerlines and seeds).
 2. Tracing: ``voxseg vessels sample`` (training trees only) → patch dataset →
-   ``voxseg plan --device cpu`` → ``voxseg preprocess`` → ``voxseg train --fold all`` for
+   ``voxseg plan --device cpu`` (on a patch dataset it gives the local model the patch of
+   the README's radius rule) → ``voxseg preprocess`` → ``voxseg train --fold all`` for
    the wall-clock budget → :func:`voxseg.vessels.trace` with a
    :class:`~voxseg.vessels.PredictorSegmenter` from each held-out tree's seeds.
 3. Global baseline: plan/preprocess/train a normal 3D model on the full training volumes
@@ -114,24 +115,6 @@ def train_args(dataset: str, model: str, epochs: int, iterations: int) -> list[s
         "--epochs", str(epochs), "--iterations", str(iterations), "--device", "cpu",
         "--set", "training.val_iterations=0", "--force",
     ]  # fmt: skip
-
-
-def covering_patch(home: Path, percentile: float) -> list[int]:
-    """A local-model patch (target-spacing voxels, multiples of 4) that holds the
-    ``percentile`` of the sampled boxes' sides (``patch_stats.csv`` ``side_mm``).
-
-    The plan's rule (the median patch shape) gives a patch of the median box, so the
-    model never sees a whole cross-section of the larger vessels that the tracer boxes
-    (5·r) around; their centres come out at low probability.
-    """
-    import numpy as np
-
-    plans = json.loads((home / "preprocessed" / PATCHES / "plans" / "default.json").read_text())
-    spacing = np.asarray(plans["configurations"][CONFIG]["spacing"])
-    with open(home / "raw" / PATCHES / "patch_stats.csv") as f:
-        sides = np.array([float(row["side_mm"]) for row in csv.DictReader(f)])
-    voxels = np.percentile(sides, percentile) / spacing
-    return [int(max(8, 4 * math.ceil(v / 4))) for v in voxels]
 
 
 def epoch_seconds(folder: Path) -> list[float]:
@@ -390,13 +373,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the schedule holds this many times the iterations the calibration predicts; "
         "training stops at the budget (the CPU is shared: the speed varies)",
     )
-    p.add_argument(
-        "--local-patch-percentile",
-        type=float,
-        default=90.0,
-        help="local model's patch covers this percentile of the sampled box sides "
-        "(0: the plan's own rule, the median patch shape)",
-    )
     p.add_argument("--tta", action="store_true", help="mirror TTA for both methods")
     p.add_argument(
         "--trace-set",
@@ -460,13 +436,6 @@ def main(argv: list[str] | None = None) -> None:
                 "plan", dataset, "--device", "cpu", "-p", args.processes,
                 log=logs / f"plan_{dataset}.log", env=env,
             )  # fmt: skip
-            if name == "tracing" and args.local_patch_percentile:
-                patch = covering_patch(home, args.local_patch_percentile)
-                stages[f"plan_{name}"] += voxseg(
-                    "plan", dataset, "--device", "cpu", "-p", args.processes,
-                    "--patch-size", "x".join(map(str, patch)),
-                    log=logs / f"plan_{dataset}_patch.log", env=env,
-                )  # fmt: skip
             stages[f"preprocess_{name}"] = voxseg(
                 "preprocess", dataset, "-c", CONFIG, "-p", args.processes,
                 log=logs / f"preprocess_{dataset}.log", env=env,
