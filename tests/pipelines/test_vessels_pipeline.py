@@ -106,3 +106,72 @@ def test_trace_folder_writes_every_case_and_refuses_short_traces(tmp_path):
         oracle, root / "imagesTs", root / "seeds", tmp_path / "a", tracing=short, allow_short=True
     )
     assert any("short trace" in m for m in allowed["messages"])
+
+
+def test_vessels_recipe_spec_and_untrained_predict(tmp_path):
+    from typer.testing import CliRunner
+
+    from voxseg.cli import app
+    from voxseg.pipelines import read_spec
+    from voxseg.synth import generate
+
+    root = generate(
+        "vessels", tmp_path / "raw", num_train=1, num_test=1, seed=2, shape=(32, 32, 32)
+    )
+    runner = CliRunner()
+    pipe = tmp_path / "pipe"
+    r = runner.invoke(
+        app,
+        ["pipeline", "init", "vessels", str(root), str(pipe), "--patch-percentile", "80",
+         "--set", "training.epochs=3"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    spec = read_spec(pipe)
+    (stage,) = spec.stages
+    assert spec.recipe == "vessels" and stage.input.kind == "centerline_patches"
+    assert stage.input.patch_percentile == 80 and stage.settings == ["training.epochs=3"]
+    assert spec.labels == {"background": 0, "vessel": 1}
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["pipeline", "predict", str(pipe), str(root / "imagesTs"), str(out)])
+    assert r.exit_code == 1 and "stage 'vessel' is not trained" in r.output
+    lone = tmp_path / "scans"
+    lone.mkdir()
+    shutil.copy(next((root / "imagesTs").iterdir()), lone)
+    r = runner.invoke(app, ["pipeline", "predict", str(pipe), str(lone), str(out)])
+    assert r.exit_code == 1 and "no seeds folder beside" in r.output
+
+
+@pytest.mark.slow
+def test_vessels_recipe_trains_the_local_model_with_the_patch_rule(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from voxseg.config import read_json
+    from voxseg.pipelines import init_pipeline, train_pipeline
+    from voxseg.synth import generate
+
+    root = generate(
+        "vessels", tmp_path / "raw", num_train=2, num_test=1, seed=4, shape=(48, 48, 48)
+    )
+    pipe = tmp_path / "pipe"
+    init_pipeline(
+        "vessels",
+        root,
+        pipe,
+        device="cpu",
+        settings=[
+            "training.epochs=1",
+            "training.iterations_per_epoch=2",
+            "training.val_iterations=0",
+        ],
+    )
+    (folder,) = train_pipeline(pipe, root, device="cpu", quiet=True)
+    plan = read_json(folder / "plans.json")["configurations"]["3d_fullres"]
+    with open(pipe / "work" / "raw" / "vessel" / "patch_stats.csv") as f:
+        sides = [float(row["side_mm"]) for row in csv.DictReader(f)]
+    need = np.percentile(sides, 90) / np.asarray(plan["spacing"])
+    patch = np.asarray(plan["patch_size"])
+    assert np.all(patch >= need) and np.all((patch < need + 4) | (patch == 8))
+    assert np.all(patch % 4 == 0)
+    assert (folder / "fold_all" / "weights.safetensors").is_file()
