@@ -11,7 +11,7 @@ Per case, besides image and label: ``centerlines/{case}.vtp`` (VMTK/SeqSeg conve
 physical LPS mm, one polyline per path from the inlet to each outlet, point arrays
 ``MaximumInscribedSphereRadius``, ``CenterlineId``, ``BifurcationIdTmp``,
 ``BranchIdTmp``), ``centerlines/{case}.json`` (the branches themselves) and
-``seeds/{case}.json`` in SeqSeg's format ``[[[x, y, z], [dx, dy, dz], radius]]``.
+``seeds/{case}.json`` as voxseg's seed list ``[[[x, y, z], [dx, dy, dz], radius]]``.
 """
 
 from __future__ import annotations
@@ -307,7 +307,7 @@ def tree_json(branches: list[Branch], geometry: Geometry) -> dict[str, Any]:
 
 
 def seed_point(branches: list[Branch], geometry: Geometry) -> list[Any]:
-    """SeqSeg seed ``[[x, y, z], [dx, dy, dz], radius]`` two radii into the trunk."""
+    """Seed ``[[x, y, z], [dx, dy, dz], radius]`` (voxseg's list) two radii into the trunk."""
     trunk = branches[0]
     arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(trunk.points, axis=0), axis=1))]
     k = int(min(np.searchsorted(arc, 2.0 * trunk.radii[0]), len(arc) - 2))
