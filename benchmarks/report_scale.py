@@ -12,6 +12,8 @@ loading in headless Chromium (``/usr/bin/chromium``, as the tests use it).
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -84,20 +86,32 @@ def main() -> None:
     out = work / "report"
     shutil.rmtree(out, ignore_errors=True)
     tic = time.perf_counter()
+    cpu0 = _cpu_seconds()
     write_report(work / "pred", out, num_processes=args.processes)
     build = time.perf_counter() - tic
+    cpu = _cpu_seconds() - cpu0
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     index_s, case_s = load_times(out)
     print()
+    print(f"load average during the build: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
-        "| cases | shape (z y x) | processes | build (s) | report size (MB) | index load (s) "
-        "| case page ready (s) |"
+        "| cases | shape (z y x) | processes | build (s) | build CPU (s) | report size (MB) "
+        "| index load (s) | case page ready (s) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.cases} | {' × '.join(map(str, shape))} | {args.processes} | {build:.1f} | "
-        f"{size / 1e6:.0f} | {index_s:.2f} | {case_s:.2f} |"
+        f"{cpu:.1f} | {size / 1e6:.0f} | {index_s:.2f} | {case_s:.2f} |"
     )
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def load_times(out: Path) -> tuple[float, float]:
