@@ -240,3 +240,12 @@ def test_read_slicer_markups(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(VoxsegError, match="markup 0 is a Curve"):
         read_seeds(path)
+
+
+def test_seed_pointing_out_of_the_vessel_still_traces_it(tree):
+    # At the inlet with the direction reversed: forwards is a dead end at once, backwards
+    # (from the same seed) follows the tree.
+    seed = Seed(_along(tree, 0.8), 2.0, -tree["axis"])
+    result = trace(tree["image"], [seed], OracleSegmenter(tree["truth"]))
+    assert result.branch_ends()[0]["steps"] == 0
+    assert _overlap(result, tree) > 0.95

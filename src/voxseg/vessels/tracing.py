@@ -306,7 +306,7 @@ def trace(
             if box is None:
                 log(box=None, status="stopped", reason="point outside the image", **base)
                 break
-            if k == 0 and start.seed >= 0 and not local.found_vessel:
+            if k == 0 and start.seed >= 0 and not start.backward and not local.found_vessel:
                 raise VoxsegError(_no_vessel_at_seed(start.seed, seeds[start.seed], cfg, local))
             if local.found_vessel:
                 centre = geometry.physical_to_index(point)
