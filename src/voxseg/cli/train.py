@@ -14,6 +14,7 @@ from voxseg.cli._app import HomeOption, app, console, user_errors
 from voxseg.cli._folds import collect_folds
 from voxseg.config import apply_overrides, load_model
 from voxseg.errors import VoxsegError
+from voxseg.modelfolder import SUMMARY, VALIDATION
 
 
 @app.command(context_settings={"allow_extra_args": True})
@@ -117,7 +118,7 @@ def train(
             started=started if i == 0 else None,
         )
         console.print(f"model written to {folder}")
-        summary = folder / "validation" / "summary.json"
+        summary = folder / VALIDATION / SUMMARY
         if summary.is_file():
             from voxseg.config import read_json
             from voxseg.evaluation import summary_table

@@ -1,4 +1,5 @@
-"""A trained model folder: config, plan, dataset labels and one weights file per fold."""
+"""A trained model folder: config, plan, dataset labels and one weights file per fold (the
+layout: :mod:`voxseg.modelfolder`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import torch
 from voxseg.config import load_model, read_json
 from voxseg.data import DatasetInfo
 from voxseg.errors import VoxsegError
+from voxseg.modelfolder import (
+    CONFIG,
+    PLANS,
+    WEIGHT_FILES,
+    ModelLayout,
+    checkpoint_file,
+    find_loader,
+    split_fold,
+)
 from voxseg.training.config import ModelConfig
-
-WEIGHT_FILES = {
-    "final": "weights.safetensors",
-    "best": "checkpoint_best.safetensors",
-    "last": "checkpoint_last.safetensors",
-}
 
 
 @dataclass
@@ -39,37 +43,38 @@ class ModelFolder:
         folds: list[str] | None = None,
         checkpoint: str = "final",
     ) -> ModelFolder:
-        from voxseg.inference.nnunet import NnUNetModelFolder, is_nnunet_model_folder
+        """Any single-model folder (voxseg, nnU-Net v2, ...): the first loader of
+        :data:`voxseg.modelfolder.LOADERS` that matches ``folder`` opens it."""
+        loader = find_loader(folder)
+        model = loader(folder, folds=folds, checkpoint=checkpoint)
+        if not isinstance(model, ModelFolder):
+            raise VoxsegError(
+                f"{folder}: a {loader.name} folder, not one model"
+                + ("; predict with 'voxseg pipeline predict'" if loader.name == "pipeline" else "")
+            )
+        return model
+
+    @classmethod
+    def read(
+        cls,
+        folder: str | os.PathLike[str],
+        folds: list[str] | None = None,
+        checkpoint: str = "final",
+    ) -> ModelFolder:
+        """A voxseg model folder (or one ``fold_<k>`` in it: that fold by default)."""
         from voxseg.planning.plans import Plans
 
-        folder = Path(folder)
-        if is_nnunet_model_folder(folder):
-            return NnUNetModelFolder.load(folder, folds=folds, checkpoint=checkpoint)
-        if (folder / "config.json").is_file() and folder.name.startswith("fold_"):
-            folds = folds or [folder.name[len("fold_") :]]
-            folder = folder.parent
-        for name in ("config.json", "plans.json", "dataset.json"):
-            if not (folder / name).is_file():
-                raise VoxsegError(f"{folder}: not a voxseg model folder ({name} is missing)")
-        if checkpoint not in WEIGHT_FILES:
-            raise VoxsegError(f"checkpoint must be one of {', '.join(WEIGHT_FILES)}")
-        available = sorted(
-            p.name[len("fold_") :]
-            for p in folder.glob("fold_*")
-            if (p / WEIGHT_FILES[checkpoint]).is_file()
-        )
-        chosen = [str(f) for f in folds] if folds else available
-        missing = [f for f in chosen if f not in available]
-        if missing or not chosen:
-            raise VoxsegError(
-                f"{folder}: no {WEIGHT_FILES[checkpoint]} for fold(s) {', '.join(missing) or '?'}; "
-                f"trained folds: {', '.join(available) or 'none'}"
-            )
+        folder, folds = split_fold(folder, folds, marker=CONFIG)
+        layout = ModelLayout(folder)
+        for path in (layout.config, layout.plans, layout.dataset):
+            if not path.is_file():
+                raise VoxsegError(f"{folder}: not a voxseg model folder ({path.name} is missing)")
+        chosen = layout.select_folds(folds, checkpoint_file(checkpoint, WEIGHT_FILES))
         return cls(
             folder=folder,
-            config=load_model(ModelConfig, folder / "config.json"),
-            plans=load_model(Plans, folder / "plans.json"),
-            info=DatasetInfo.model_validate(read_json(folder / "dataset.json")),
+            config=load_model(ModelConfig, layout.config),
+            plans=load_model(Plans, layout.plans),
+            info=DatasetInfo.model_validate(read_json(layout.dataset)),
             folds=chosen,
             checkpoint=checkpoint,
         )
@@ -126,7 +131,7 @@ class ModelFolder:
         nets = []
         for fold in self.folds:
             net = self.build_network()
-            path = self.folder / f"fold_{fold}" / WEIGHT_FILES[self.checkpoint]
+            path = ModelLayout(self.folder).weights(fold, self.checkpoint)
             try:
                 if self.checkpoint == "final":
                     load_weights(net, path)
@@ -134,7 +139,7 @@ class ModelFolder:
                     load_checkpoint(path, net, None, restore_rng=False)
             except RuntimeError as exc:
                 raise VoxsegError(
-                    f"{path}: the weights do not fit the network of config.json/plans.json "
+                    f"{path}: the weights do not fit the network of {CONFIG}/{PLANS} "
                     f"({str(exc).splitlines()[0]})"
                 ) from exc
             nets.append(net.to(device).eval())

@@ -58,6 +58,14 @@ from voxseg.data import DatasetInfo
 from voxseg.errors import VoxsegError
 from voxseg.inference.model import ModelFolder
 from voxseg.io import Image
+from voxseg.modelfolder import (
+    NNUNET_CHECKPOINT_FILES,
+    PLANS,
+    ModelLayout,
+    checkpoint_file,
+    split_fold,
+)
+from voxseg.modelfolder import is_nnunet_model_folder as is_nnunet_model_folder
 from voxseg.nets.topology import Topology
 from voxseg.planning.plans import (
     ChannelNormalization,
@@ -65,13 +73,10 @@ from voxseg.planning.plans import (
     Plans,
     ResamplingPlan,
 )
+from voxseg.training.config import ModelConfig, NetworkConfig
 
 #: voxseg's checkpoint names → nnU-Net's files in ``fold_<k>``.
-CHECKPOINT_FILES = {
-    "final": "checkpoint_final.pth",
-    "best": "checkpoint_best.pth",
-    "last": "checkpoint_latest.pth",
-}
+CHECKPOINT_FILES = NNUNET_CHECKPOINT_FILES
 
 #: nnU-Net's normalisation classes → voxseg's registered schemes.
 NORMALIZATION_SCHEMES = {
@@ -93,22 +98,6 @@ _READERS = {
     "Tiff3DIO": None,
     "NibabelIOWithReorient": "RAS",
 }
-
-
-# ------------------------------------------------------------------------------ detection
-
-
-def is_nnunet_model_folder(folder: str | os.PathLike[str]) -> bool:
-    """True for an nnU-Net v2 training output folder (or one of its ``fold_<k>``)."""
-    folder = Path(folder)
-    if folder.name.startswith("fold_") and any(folder.glob("checkpoint_*.pth")):
-        folder = folder.parent
-    return (
-        (folder / "plans.json").is_file()
-        and (folder / "dataset.json").is_file()
-        and not (folder / "config.json").is_file()
-        and any(folder.glob("fold_*/checkpoint_*.pth"))
-    )
 
 
 # ------------------------------------------------------------------------------ plans
@@ -472,40 +461,26 @@ class NnUNetModelFolder(ModelFolder):
     _weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(
+    def read(
         cls,
         folder: str | os.PathLike[str],
         folds: list[str] | None = None,
         checkpoint: str = "final",
     ) -> NnUNetModelFolder:
-        from voxseg.training.config import ModelConfig, NetworkConfig
-
-        folder = Path(folder)
-        if folder.name.startswith("fold_") and not (folder / "plans.json").is_file():
-            folds = folds or [folder.name[len("fold_") :]]
-            folder = folder.parent
-        for name in ("plans.json", "dataset.json"):
-            if not (folder / name).is_file():
-                raise VoxsegError(f"{folder}: not an nnU-Net model folder ({name} is missing)")
-        if checkpoint not in CHECKPOINT_FILES:
-            raise VoxsegError(f"checkpoint must be one of {', '.join(CHECKPOINT_FILES)}")
-        file = CHECKPOINT_FILES[checkpoint]
-        available = sorted(
-            p.name[len("fold_") :] for p in folder.glob("fold_*") if (p / file).is_file()
-        )
-        chosen = [str(f) for f in folds] if folds else available
-        missing = [f for f in chosen if f not in available]
-        if missing or not chosen:
-            raise VoxsegError(
-                f"{folder}: no {file} for fold(s) {', '.join(missing) or '?'}; "
-                f"trained folds: {', '.join(available) or 'none'}"
-            )
-        plans = read_json(folder / "plans.json")
-        dataset = dict(read_json(folder / "dataset.json"))
+        """An nnU-Net v2 results folder (or one ``fold_<k>`` in it: that fold by default)."""
+        folder, folds = split_fold(folder, folds, marker=PLANS)
+        layout = ModelLayout(folder)
+        for path in (layout.plans, layout.dataset):
+            if not path.is_file():
+                raise VoxsegError(f"{folder}: not an nnU-Net model folder ({path.name} is missing)")
+        file = checkpoint_file(checkpoint, CHECKPOINT_FILES)
+        chosen = layout.select_folds(folds, file)
+        plans = read_json(layout.plans)
+        dataset = dict(read_json(layout.dataset))
         if "channel_names" not in dataset and "modality" in dataset:
             dataset["channel_names"] = dataset["modality"]
         dataset.setdefault("numTraining", 0)
-        ckpt = load_nnunet_checkpoint(folder / f"fold_{chosen[0]}" / file)
+        ckpt = load_nnunet_checkpoint(layout.fold_dir(chosen[0]) / file)
         parts = folder.name.split("__")
         configuration = (ckpt.get("init_args") or {}).get("configuration") or (
             parts[2] if len(parts) == 3 else None
@@ -532,7 +507,7 @@ class NnUNetModelFolder(ModelFolder):
             backward is not None and list(backward) != _inverse(forward)
         ):
             raise VoxsegError(
-                f"{folder / 'plans.json'}: transpose_forward {forward} / transpose_backward "
+                f"{layout.plans}: transpose_forward {forward} / transpose_backward "
                 f"{backward} are not a permutation and its inverse"
             )
         trainer = str(ckpt.get("trainer_name") or (parts[0] if len(parts) == 3 else ""))
@@ -602,7 +577,7 @@ class NnUNetModelFolder(ModelFolder):
         """One network per fold with its ``network_weights``, in eval mode on ``device``."""
         nets = []
         for fold in self.folds:
-            path = self.folder / f"fold_{fold}" / CHECKPOINT_FILES[self.checkpoint]
+            path = ModelLayout(self.folder).fold_dir(fold) / CHECKPOINT_FILES[self.checkpoint]
             weights = self._weights.pop(fold, None)
             if weights is None:
                 weights = load_nnunet_checkpoint(path)["network_weights"]

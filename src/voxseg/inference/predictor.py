@@ -22,6 +22,7 @@ from voxseg.inference.export import (
 from voxseg.inference.model import ModelFolder
 from voxseg.inference.sliding_window import WindowSettings, predict_logits
 from voxseg.io import Image, from_sitk
+from voxseg.modelfolder import ModelLayout
 from voxseg.training.config import PredictionConfig
 
 
@@ -121,7 +122,7 @@ class Predictor:
         self.postprocessing = self._postprocessing() if postprocess else []
 
     def _postprocessing(self) -> list[dict[str, Any]]:
-        path = self.model.folder / "postprocessing.json"
+        path = ModelLayout(self.model.folder).postprocessing
         if path.is_file():
             from voxseg.postprocess import load_postprocessing
 

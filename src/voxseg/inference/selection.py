@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from voxseg.config import read_json, write_json
 from voxseg.errors import VoxsegError
+from voxseg.modelfolder import SUMMARY, VALIDATION, ModelLayout, fold_sort_key
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -47,7 +48,7 @@ class TrainedModel:
     folds: dict[str, Path]
 
     def summaries(self) -> dict[str, dict[str, Any]]:
-        return {k: read_json(v / "summary.json") for k, v in self.folds.items()}
+        return {k: read_json(v / SUMMARY) for k, v in self.folds.items()}
 
     def validation_cases(self) -> dict[str, str]:
         """``{case: fold}`` over every fold's validation summary."""
@@ -183,16 +184,16 @@ def find_trained_models(
     if not plan_dir.is_dir():
         raise VoxsegError(f"{plan_dir}: no trained models (train with `voxseg train` first)")
     found = []
-    for folder in sorted(p for p in plan_dir.iterdir() if (p / "config.json").is_file()):
+    for folder in sorted(p for p in plan_dir.iterdir() if ModelLayout(p).config.is_file()):
         if models and folder.name not in models:
             continue
-        configuration = str(read_json(folder / "config.json").get("configuration", "?"))
+        layout = ModelLayout(folder)
+        configuration = str(read_json(layout.config).get("configuration", "?"))
         if configs and configuration not in configs:
             continue
         folds = {
-            p.name[len("fold_") :]: p / "validation"
-            for p in sorted(folder.glob("fold_*"))
-            if (p / "validation" / "summary.json").is_file()
+            fold: layout.validation_dir(fold)
+            for fold in layout.folds_with(Path(VALIDATION) / SUMMARY)
         }
         if folds:
             found.append(TrainedModel(folder.name, folder, configuration, folds))
@@ -205,10 +206,6 @@ def find_trained_models(
     return found
 
 
-def _fold_key(fold: str) -> tuple[int, str]:
-    return (int(fold), fold) if fold.isdigit() else (1 << 30, fold)
-
-
 def merged_summary(model: TrainedModel) -> dict[str, Any]:
     """The summary of all folds' validation cases taken together (per-case metrics merged,
     then summarised as :func:`voxseg.evaluation.summarise` does for one folder)."""
@@ -216,12 +213,12 @@ def merged_summary(model: TrainedModel) -> dict[str, Any]:
 
     per_case: dict[str, dict] = {}
     labels: dict[str, Any] = {}
-    for fold, summary in sorted(model.summaries().items(), key=lambda kv: _fold_key(kv[0])):
+    for fold, summary in sorted(model.summaries().items(), key=lambda kv: fold_sort_key(kv[0])):
         labels = labels or dict(summary.get("labels", {}))
         for entry in summary.get("metric_per_case", []):
             if entry["case"] in per_case:
                 raise VoxsegError(
-                    f"{model.folds[fold] / 'summary.json'}: case {entry['case']!r} is also a "
+                    f"{model.folds[fold] / SUMMARY}: case {entry['case']!r} is also a "
                     "validation case of another fold; the folds must not overlap"
                 )
             per_case[entry["case"]] = entry
@@ -398,7 +395,7 @@ def select_models(
             + (f" for configurations {', '.join(configs)}" if configs else "")
         )
     wanted = sorted(
-        {str(f) for f in folds} if folds else {f for m in found for f in m.folds}, key=_fold_key
+        {str(f) for f in folds} if folds else {f for m in found for f in m.folds}, key=fold_sort_key
     )
     skipped: dict[str, str] = {}
     complete = []
@@ -474,7 +471,7 @@ def _choose_postprocessing(
         predictions, reference, dataset=dataset_json, output_dir=folder
     )
     selection.postprocessing = steps
-    selection.postprocessing_file = folder / "postprocessing.json"
+    selection.postprocessing_file = ModelLayout(folder).postprocessing
     if not steps:
         selection.postprocessed_dice = best.foreground_dice
         return

@@ -11,6 +11,7 @@ import torch
 from voxseg.inference.model import ModelFolder
 from voxseg.inference.predictor import Predictor
 from voxseg.io import write_image
+from voxseg.modelfolder import VALIDATION
 
 
 def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: bool = False) -> dict:
@@ -28,7 +29,7 @@ def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: boo
         device=str(next(network.parameters()).device),
         postprocess=False,
     )
-    out = folder / "validation"
+    out = folder / VALIDATION
     out.mkdir(parents=True, exist_ok=True)
     dataset = setup.dataset
     with Progress(disable=quiet) as progress:

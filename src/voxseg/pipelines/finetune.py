@@ -18,6 +18,7 @@ from typing import Any
 from voxseg.config import write_json
 from voxseg.data import Dataset
 from voxseg.errors import VoxsegError
+from voxseg.modelfolder import STAGES, ModelLayout
 from voxseg.pipelines.evaluate import _finite, evaluate_pipeline
 from voxseg.pipelines.spec import read_spec, stage_dir, work_dir, write_spec
 
@@ -61,7 +62,7 @@ def finetune_pipeline(
     ds = Dataset(new_dataset)
     split, eval_cases, train_cases = held_out_cases(ds, holdout)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src / "stages", out / "stages", dirs_exist_ok=True)
+    shutil.copytree(src / STAGES, out / STAGES, dirs_exist_ok=True)
     new_stage = old.model_copy(
         update={"folds": ["all"], "settings": [*old.settings, *(settings or [])]}
     )
@@ -92,7 +93,7 @@ def finetune_pipeline(
         device=device,
         force=True,
         pretrained=stage_dir(src, stage),
-        plans_from=stage_dir(src, stage) / "plans.json",
+        plans_from=ModelLayout(stage_dir(src, stage)).plans,
         work=work_dir(out),
         cases=train_cases,
         quiet=quiet,

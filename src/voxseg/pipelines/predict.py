@@ -16,6 +16,7 @@ import numpy as np
 
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, write_image
+from voxseg.modelfolder import ModelLayout
 from voxseg.pipelines.derive import derive
 from voxseg.pipelines.spec import PipelineSpec, StageSpec, read_spec, stage_dir
 
@@ -69,7 +70,7 @@ class PipelineRunner:
 
         if stage.name not in self._predictors:
             folder = stage_dir(self.folder, stage.name)
-            if not (folder / "config.json").is_file():
+            if not ModelLayout(folder).config.is_file():
                 raise VoxsegError(
                     f"{folder}: stage {stage.name!r} is not trained; run "
                     f"'voxseg pipeline train {self.folder} DATASET'"
@@ -116,6 +117,23 @@ class PipelineRunner:
             messages,
             time.perf_counter() - tic,
         )
+
+
+def open_pipeline(
+    pipeline_dir: str | os.PathLike[str],
+    *,
+    folds: list[str] | None = None,
+    checkpoint: str = "final",
+    device: str = "auto",
+    tta: bool | None = None,
+) -> PipelineRunner:
+    """A pipeline folder as the ``pipeline`` loader of :mod:`voxseg.modelfolder` opens it:
+    ``folds`` (default: all) for every stage, which predict with their final weights."""
+    if checkpoint != "final":
+        raise VoxsegError(f"{pipeline_dir}: a pipeline predicts with its stages' final weights")
+    spec = read_spec(pipeline_dir)
+    per_stage = {s.name: [str(f) for f in folds] for s in spec.stages} if folds else None
+    return PipelineRunner(pipeline_dir, device=device, tta=tta, folds=per_stage, spec=spec)
 
 
 def predict_pipeline_folder(

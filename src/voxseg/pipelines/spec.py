@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voxseg.config import load_model, write_json
 from voxseg.errors import VoxsegError
-
-SPEC_NAME = "pipeline.json"
+from voxseg.modelfolder import PIPELINE_SPEC as SPEC_NAME
+from voxseg.modelfolder import ModelLayout
 
 
 class _Strict(BaseModel):
@@ -195,7 +195,7 @@ class PipelineSpec(_Strict):
 
 def stage_dir(pipeline_dir: str | os.PathLike[str], stage: str) -> Path:
     """The model folder of a stage inside the pipeline folder."""
-    return Path(pipeline_dir) / "stages" / stage
+    return ModelLayout(pipeline_dir).stage_dir(stage)
 
 
 def work_dir(pipeline_dir: str | os.PathLike[str]) -> Path:

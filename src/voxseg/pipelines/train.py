@@ -23,6 +23,7 @@ from voxseg.data import Dataset
 from voxseg.data.dataset import write_dataset_json
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, read_image, write_image
+from voxseg.modelfolder import CHECKPOINT_LAST, SNAPSHOTS, ModelLayout
 from voxseg.pipelines.derive import derive, stage_label_map
 from voxseg.pipelines.spec import (
     CenterlineCropInput,
@@ -310,7 +311,7 @@ def _install_model(model_dir: Path, target: Path) -> None:
         model_dir,
         target,
         dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("checkpoint_last.safetensors", "snapshots"),
+        ignore=shutil.ignore_patterns(CHECKPOINT_LAST, SNAPSHOTS),
     )
 
 
@@ -371,7 +372,7 @@ def train_stage(
     cfg = stage_model_config(stage, ds, device)
     model_dir = ws.model_dir(ds.name, PLAN_NAME, stage.name)
     for fold in stage.folds:
-        done = (model_dir / f"fold_{fold}" / "weights.safetensors").is_file()
+        done = ModelLayout(model_dir).weights(fold).is_file()
         if done and not force:
             _say(quiet, f"stage {stage.name}: fold {fold} already trained")
             continue

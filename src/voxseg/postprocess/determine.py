@@ -34,6 +34,7 @@ from voxseg.evaluation.evaluate import (
     pair_cases,
 )
 from voxseg.io import read_image
+from voxseg.modelfolder import ModelLayout
 from voxseg.postprocess.steps import KeepLargestComponent, PostprocessingStepConfig
 
 #: A label's mean Dice may drop by at most this much and still count as "not worse".
@@ -160,9 +161,10 @@ def determine_postprocessing(
         steps.append({"name": "keep_largest_component", "labels": kept_classes, "per_class": True})
     if output_dir is not None:
         output_dir = Path(output_dir)
-        write_json(output_dir / "postprocessing.json", {"steps": steps})
+        layout = ModelLayout(output_dir)
+        write_json(layout.postprocessing, {"steps": steps})
         write_json(
-            output_dir / "postprocessing_report.json",
+            layout.postprocessing_report,
             {
                 "prediction": str(pred_dir),
                 "reference": str(ref_dir),

@@ -14,6 +14,7 @@ import torch
 from voxseg.config import write_json
 from voxseg.data import Dataset
 from voxseg.errors import VoxsegError
+from voxseg.modelfolder import ModelLayout
 from voxseg.nets import Topology
 from voxseg.training.config import ModelConfig
 from voxseg.workspace import Workspace
@@ -93,7 +94,7 @@ class TrainingSetup:
     # ------------------------------------------------------------ derived values
     @property
     def fold_dir(self) -> Path:
-        return self.model_dir / f"fold_{self.fold}"
+        return ModelLayout(self.model_dir).fold_dir(self.fold)
 
     @property
     def topology(self) -> Topology:
@@ -155,9 +156,10 @@ class TrainingSetup:
         """config.json, plans.json and dataset.json beside the weights (self-describing)."""
         for folder in (self.model_dir, self.fold_dir):
             folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / "config.json", self.config)
-            shutil.copyfile(self.plans_path, folder / "plans.json")
-            shutil.copyfile(self.dataset.root / "dataset.json", folder / "dataset.json")
+            layout = ModelLayout(folder)
+            write_json(layout.config, self.config)
+            shutil.copyfile(self.plans_path, layout.plans)
+            shutil.copyfile(self.dataset.root / "dataset.json", layout.dataset)
 
     def validate_fold(self, folder: Path, network: torch.nn.Module, quiet: bool = False) -> None:
         """Predict the fold's full validation cases and write ``validation/summary.json``."""

@@ -29,6 +29,16 @@ from voxseg.config import write_json
 from voxseg.devices import amp_dtype, memory_format, pick_device, use_channels_last
 from voxseg.errors import VoxsegError
 from voxseg.locks import folder_lock
+from voxseg.modelfolder import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LAST,
+    CONFIG,
+    FINAL_WEIGHTS,
+    PROGRESS_PLOT,
+    SNAPSHOTS,
+    TRAINING_LOG,
+    ModelLayout,
+)
 from voxseg.progress import ProgressReporter
 from voxseg.sampling import PatchBatches, build_sampler
 from voxseg.spatial.tiling import sliding_window_starts
@@ -40,9 +50,6 @@ from voxseg.training.logs import Trackers, plot_progress, save_snapshot, write_c
 from voxseg.training.schedules import learning_rate
 from voxseg.training.setup import TrainingSetup
 
-CHECKPOINT_LAST = "checkpoint_last.safetensors"
-CHECKPOINT_BEST = "checkpoint_best.safetensors"
-FINAL_WEIGHTS = "weights.safetensors"
 # validation patches kept in memory between epochs up to this size (else read each epoch)
 VALIDATION_CACHE_BYTES = 1 << 30
 # progress.png is redrawn at most this often (and after the last epoch): ~0.15 s per plot
@@ -230,7 +237,7 @@ class Trainer:
         last = self.folder / CHECKPOINT_LAST
         if not last.exists():
             raise VoxsegError(f"{self.folder}: nothing to resume ({CHECKPOINT_LAST} not found)")
-        saved = json.loads((self.folder / "config.json").read_text())
+        saved = json.loads((self.folder / CONFIG).read_text())
         if config_hash(ModelConfig.model_validate(saved)) != self.state.config_hash and not force:
             raise VoxsegError(
                 f"{self.folder}: the config differs from the run being resumed; "
@@ -455,7 +462,7 @@ class Trainer:
         self.setup.config = self.cfg
         if self.dist.is_main:
             for folder in (self.setup.model_dir, self.folder):
-                write_json(folder / "config.json", self.cfg)
+                write_json(folder / CONFIG, self.cfg)
 
     def _reserve(self) -> float:
         """Seconds to keep for the fold's full-case validation: every window of every
@@ -564,7 +571,7 @@ class Trainer:
         if self.dist.is_main and self.cfg.logging.snapshots and snapshot is not None:
             image0, target0, logits0 = snapshot
             save_snapshot(
-                self.folder / "snapshots" / f"epoch_{epoch:04d}.png",
+                self.folder / SNAPSHOTS / f"epoch_{epoch:04d}.png",
                 image0,
                 self._as_label_map(target0[None])[0].cpu().numpy(),
                 self._as_label_map(logits0[None].float(), logits=True)[0].cpu().numpy(),
@@ -662,10 +669,10 @@ class Trainer:
         save_checkpoint(self.folder / CHECKPOINT_LAST, self.network, self.optimizer, s)
         if improved:
             save_checkpoint(self.folder / CHECKPOINT_BEST, self.network, None, s)
-        write_csv_log(self.folder / "training_log.csv", s.history)
+        write_csv_log(self.folder / TRAINING_LOG, s.history)
         now = time.perf_counter()
         if final or now - self._plotted >= PROGRESS_PLOT_SECONDS:
-            plot_progress(self.folder / "progress.png", s.history)
+            plot_progress(self.folder / PROGRESS_PLOT, s.history)
             self._plotted = now
 
     def _should_stop(self) -> bool:
@@ -707,10 +714,12 @@ def _mix(*values: int) -> int:
 
 
 def _find_weights(folder: Path) -> Path:
+    """The weights to fine-tune from: a fold folder's, else fold ``all``'s, else fold 0's."""
+    layout = ModelLayout(folder)
     for candidate in (
         folder / FINAL_WEIGHTS,
-        folder / "fold_all" / FINAL_WEIGHTS,
-        folder / "fold_0" / FINAL_WEIGHTS,
+        layout.weights("all"),
+        layout.weights(0),
         folder / CHECKPOINT_BEST,
     ):
         if candidate.is_file():
