@@ -254,3 +254,28 @@ def test_read_seeds_rejects_bad_entries(tmp_path):
     path.write_text("[[[1, 2, 3]]]")
     with pytest.raises(VoxsegError, match="seed 0"):
         read_seeds(path)
+
+
+def test_oracle_samples_the_mask_like_scipy_on_the_whole_array(rng):
+    from scipy import ndimage
+    from scipy.spatial.transform import Rotation
+
+    for t in range(10):
+        g = Geometry(
+            (20, 25, 30),
+            (0.7, 0.5, 0.9),
+            (1.0, -2.0, 3.0),
+            Rotation.random(random_state=t).as_matrix(),
+        )
+        mask = (rng.random(g.shape) > 0.6).astype(np.uint8)
+        origin = tuple(g.index_to_physical(rng.uniform(-5, 25, 3)))
+        sub = Geometry(
+            (9, 11, 7), (0.6,) * 3, origin, Rotation.random(random_state=50 + t).as_matrix()
+        )
+        got = OracleSegmenter(Image.from_geometry(mask, g))(
+            Image.from_geometry(np.zeros(sub.shape, np.float32), sub)
+        ).array
+        idx = np.stack(np.meshgrid(*[np.arange(n) for n in sub.shape], indexing="ij"), -1)
+        coords = g.physical_to_index(sub.index_to_physical(idx.reshape(-1, 3)))
+        ref = ndimage.map_coordinates(mask.astype(np.float32), coords.T, order=0, cval=0.0)
+        np.testing.assert_array_equal(got, ref.reshape(sub.shape))

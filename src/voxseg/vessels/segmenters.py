@@ -50,8 +50,13 @@ class OracleSegmenter:
         g = image.geometry
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in g.shape], indexing="ij"), -1)
         coords = self.geometry.physical_to_index(g.index_to_physical(idx.reshape(-1, 3)))
+        # Only the part of the mask the box reaches (an integer shift: the same samples).
+        shape = np.asarray(self.mask.shape)
+        lo = np.clip(np.floor(coords.min(axis=0)).astype(int) - 1, 0, shape)
+        hi = np.clip(np.ceil(coords.max(axis=0)).astype(int) + 2, lo, shape)
+        part = self.mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
         values = ndimage.map_coordinates(
-            self.mask.astype(np.float32), coords.T, order=0, mode="constant", cval=0.0
+            part.astype(np.float32), (coords - lo).T, order=0, mode="constant", cval=0.0
         ).reshape(g.shape)
         if self.blur > 0:
             values = ndimage.gaussian_filter(values, self.blur)
