@@ -343,6 +343,9 @@ def write_report(
     ds_href: Callable[[str], str | None] = lambda _c: None  # noqa: E731
     if src.kind == "dataset" and groups:
         ds_href = href_for({j.sources.case_id: j.slug for j in groups[0][1]})
+    if src.auto is not None:
+        parts.append(sections.auto_section(src.auto))
+        nav.append(("auto", "Auto"))
     if src.dataset is not None and (src.kind == "dataset" or src.dataset.fingerprint is not None):
         problems = _check(src.dataset) if src.kind == "dataset" else None
         if src.dataset.fingerprint is None and src.dataset.raw is not None:

@@ -566,3 +566,45 @@ def case_table(ev: Evaluation, labels: list[str], case_href: Callable[[str], str
             "<th>mean Dice</th>", '<th aria-sort="ascending">mean Dice</th>', 1
         )
     )
+
+
+# --- auto ------------------------------------------------------------------------------
+
+
+def _scalars(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def auto_section(summary: dict[str, Any]) -> str:
+    """What ``voxseg auto`` trained, how long, and why the winner won (its summary.json)."""
+    items: list[tuple[str, Any]] = [
+        ("winner", summary.get("winner", "")),
+        ("why", summary.get("why", "")),
+        ("dataset", summary.get("dataset", "")),
+        ("device", summary.get("device", "")),
+        (
+            "time budget",
+            f"{fmt(summary.get('budget_seconds', math.nan) / 60)} min, "
+            f"{fmt(summary.get('spent_seconds', math.nan) / 60)} min spent",
+        ),
+        ("configurations", ", ".join(map(str, summary.get("configurations", [])))),
+        ("validation", summary.get("validation", "")),
+        ("recipe", summary.get("recipe", "")),
+        (
+            "post-processing",
+            ", ".join(s.get("name", "?") for s in summary.get("postprocessing") or []) or "none",
+        ),
+        ("predict with", Markup(f"<code>{escape(str(summary.get('predict', '')))}</code>")),
+    ]
+    parts = [kv_table(items)]
+    for title, rows in (("Runs", summary.get("runs", [])), ("Ranking", summary.get("ranking", []))):
+        flat = [_scalars(r) for r in rows if isinstance(r, dict)]
+        if flat:
+            keys = list(dict.fromkeys(k for r in flat for k in r))
+            parts.append(f"<h3>{title}</h3>")
+            parts.append(table(keys, [[r.get(k, "") for k in keys] for r in flat]))
+    steps = summary.get("steps_seconds")
+    if isinstance(steps, dict) and steps:
+        parts.append("<h3>Seconds per step</h3>")
+        parts.append(table(["step", "seconds"], [[k, v] for k, v in steps.items()]))
+    return section("auto", "voxseg auto", "".join(parts))

@@ -16,6 +16,14 @@ from typing import Any
 
 from voxseg.config import read_json
 from voxseg.errors import VoxsegError
+from voxseg.modelfolder import (
+    SUMMARY,
+    TRAINING_LOG,
+    ModelLayout,
+    fold_of,
+    fold_sort_key,
+    is_voxseg_model_folder,
+)
 
 #: Model folders are searched this many levels below a target.
 SEARCH_DEPTH = 3
@@ -87,6 +95,8 @@ class Sources:
     dataset: DatasetSource | None = None
     models: list[ModelSource] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
+    #: ``summary.json`` of a ``voxseg auto`` model (what was trained, why the winner won)
+    auto: dict[str, Any] | None = None
 
 
 def _float(text: str) -> float:
@@ -102,18 +112,18 @@ def read_training_log(path: Path) -> list[dict[str, float]]:
         return [{k: _float(v) for k, v in row.items() if k} for row in csv.DictReader(f)]
 
 
-def is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "plans.json").is_file()
-
-
 def is_evaluation_folder(path: Path) -> bool:
-    return (path / "summary.json").is_file()
+    """A folder with the ``summary.json`` of ``voxseg evaluate`` (per-case metrics)."""
+    if not (path / SUMMARY).is_file():
+        return False
+    summary = read_json(path / SUMMARY)
+    return isinstance(summary, dict) and "metric_per_case" in summary
 
 
 def read_evaluation(folder: Path, title: str, fold: str = "") -> Evaluation:
-    summary = read_json(folder / "summary.json")
+    summary = read_json(folder / SUMMARY)
     if "metric_per_case" not in summary:
-        raise VoxsegError(f"{folder / 'summary.json'}: no per-case metrics (metric_per_case)")
+        raise VoxsegError(f"{folder / SUMMARY}: no per-case metrics (metric_per_case)")
     cases = [
         EvalCase(
             c["case"],
@@ -158,7 +168,7 @@ def merged_validation(model: ModelSource) -> Evaluation | None:
         for c in ev.cases:
             if c.case_id in cases:
                 raise VoxsegError(
-                    f"{ev.folder / 'summary.json'}: case {c.case_id!r} is also a validation "
+                    f"{ev.folder / SUMMARY}: case {c.case_id!r} is also a validation "
                     f"case of fold {cases[c.case_id].fold}"
                 )
             cases[c.case_id] = c
@@ -177,35 +187,34 @@ def merged_validation(model: ModelSource) -> Evaluation | None:
 
 
 def read_model(folder: Path, name: str | None = None) -> ModelSource:
+    layout = ModelLayout(folder)
     folds = []
-    for fold_dir in sorted(folder.glob("fold_*")):
-        if not fold_dir.is_dir():
-            continue
-        log = fold_dir / "training_log.csv"
-        cfg = fold_dir / "config.json" if (fold_dir / "config.json").is_file() else None
-        val = fold_dir / "validation"
+    found = {fold_of(p) for p in folder.iterdir() if p.is_dir() and fold_of(p) is not None}
+    for fold in sorted(found, key=fold_sort_key):
+        fold_layout = ModelLayout(layout.fold_dir(fold))
+        log = fold_layout.root / TRAINING_LOG
+        val = layout.validation_dir(fold)
         folds.append(
             FoldRun(
-                fold_dir.name[len("fold_") :],
-                fold_dir,
+                fold,
+                fold_layout.root,
                 read_training_log(log) if log.is_file() else [],
-                read_json(cfg) if cfg else {},
-                val if (val / "summary.json").is_file() else None,
+                read_json(fold_layout.config) if fold_layout.config.is_file() else {},
+                val if (val / SUMMARY).is_file() else None,
             )
         )
-    info = folder / "dataset.json"
     return ModelSource(
         name or folder.name,
         folder,
-        read_json(folder / "config.json"),
-        read_json(folder / "plans.json"),
-        read_json(info) if info.is_file() else {},
+        read_json(layout.config),
+        read_json(layout.plans),
+        read_json(layout.dataset) if layout.dataset.is_file() else {},
         folds,
     )
 
 
 def _model_folders(root: Path, depth: int) -> list[Path]:
-    if is_model_folder(root):
+    if is_voxseg_model_folder(root):
         return [root]
     if depth == 0:
         return []
@@ -279,10 +288,21 @@ def collect(target: str | Path) -> Sources:
         if ds.fingerprint is None:
             ds = read_dataset(ds.raw, target)
         return Sources(target, "dataset", dataset=ds)
-    if target.name.startswith("fold_") and is_model_folder(target.parent):
+    if fold_of(target) is not None and is_voxseg_model_folder(target.parent):
         model = read_model(target.parent, f"{target.parent.name} / {target.name}")
         model.folds = [f for f in model.folds if f.folder == target]
         return _model_sources(target, [model])
+    auto = _auto_summary(target)
+    if auto is not None:
+        models = [read_model(target, f"{target.name} (selected)")]
+        for run in auto.get("runs", []):
+            folder = Path(str(run.get("model", "")))
+            known = {m.folder.resolve() for m in models}
+            if is_voxseg_model_folder(folder) and folder.resolve() not in known:
+                models.append(read_model(folder, f"run {folder.name}"))
+        src = _model_sources(target, models)
+        src.kind, src.auto = "auto", auto
+        return src
     if is_evaluation_folder(target):
         ev = read_evaluation(target, f"evaluation: {target.name}")
         src = Sources(target, "evaluation", evaluations=[ev])
@@ -304,11 +324,22 @@ def collect(target: str | Path) -> Sources:
     )
 
 
+def _auto_summary(folder: Path) -> dict[str, Any] | None:
+    """The summary of a ``voxseg auto`` model folder (it names its winner), else None."""
+    if not (is_voxseg_model_folder(folder) and (folder / SUMMARY).is_file()):
+        return None
+    summary = read_json(folder / SUMMARY)
+    return summary if isinstance(summary, dict) and "winner" in summary else None
+
+
 def _model_sources(target: Path, models: list[ModelSource]) -> Sources:
     src = Sources(target, "model", models=models)
     name = models[0].plans.get("dataset") or models[0].config.get("dataset")
     if name:
         src.dataset = _workspace_dataset(str(name), models[0].folder)
+    recorded = models[0].config.get("dataset_path")
+    if src.dataset is None and recorded and (Path(recorded) / "dataset.json").is_file():
+        src.dataset = read_dataset(Path(recorded), None)
     for m in models:
         ev = merged_validation(m)
         if ev is not None:

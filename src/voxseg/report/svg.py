@@ -212,7 +212,11 @@ def line_plot(
         f.parts.append(
             f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" class="mark"/>'
         )
-        f.parts.append(f'<text x="{px + 3:.1f}" y="{TOP + 10}" class="tick">{escape(text)}</text>')
+        right = px > WIDTH - RIGHT - 40  # near the right edge: label on the left of the line
+        f.parts.append(
+            f'<text x="{px - 3 if right else px + 3:.1f}" y="{HEIGHT - BOTTOM - 4}" class="tick" '
+            f'text-anchor="{"end" if right else "start"}">{escape(text)}</text>'
+        )
     return f.svg(legend)
 
 
