@@ -99,3 +99,30 @@ def test_a_large_ct_case_is_subsampled_within_the_budget():
 def test_ticks_are_round_numbers():
     assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(3, 47) == [10, 20, 30, 40]
+
+
+def test_pipeline_and_auto_folders_report_every_model(tiny_model, tmp_path):
+    """A pipeline's stages/<stage>/ model folders, and an auto model whose summary.json names
+    its runs, are each reported with their training."""
+    pipeline = tmp_path / "pipeline"
+    for stage in ("cord", "lesion"):
+        shutil.copytree(tiny_model, pipeline / "stages" / stage)
+    (pipeline / "pipeline.json").write_text("{}")
+    src = collect(pipeline)
+    assert [m.name for m in src.models] == ["stages/cord", "stages/lesion"]
+    html = write_report(pipeline, tmp_path / "r1").read_text()
+    assert "Training: stages/cord" in html and "Training: stages/lesion" in html
+
+    auto = tmp_path / "auto"
+    shutil.copytree(tiny_model, auto)
+    summary = {
+        "winner": "3d_fullres",
+        "why": "the only run",
+        "runs": [{"configuration": "3d_fullres", "fold": "all", "model": str(tiny_model)}],
+        "ranking": [{"name": "3d_fullres", "foreground_dice": 0.5}],
+    }
+    (auto / "summary.json").write_text(json.dumps(summary))
+    src = collect(auto)
+    assert src.kind == "auto" and len(src.models) == 2
+    html = write_report(auto, tmp_path / "r2").read_text()
+    assert "voxseg auto" in html and "the only run" in html
