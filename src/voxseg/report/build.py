@@ -113,7 +113,7 @@ def _render_case(job: CaseJob, ctx: PageContext) -> tuple[str, int, list[np.ndar
             " × ".join(map(str, data["original_shape"]))
             + " voxels of "
             + " × ".join(fmt(v) for v in data["original_spacing"])
-            + " mm (z × y × x, LPS)",
+            + (" mm (z × y × x, LPS)" if data["original_shape"][0] > 1 else " mm (as stored)"),
         ),
         (
             "shown",

@@ -129,7 +129,7 @@ def dataset_section(
         )
         spac = np.asarray([c["spacing"] for c in cases], float)
         shapes = np.asarray([c["shape"] for c in cases], float)
-        axes = ["z", "y", "x"]
+        axes = ["axis 0", "axis 1", "axis 2"]  # array axes as stored (orientations may differ)
         groups_sp = (
             [
                 (
@@ -171,8 +171,16 @@ def dataset_section(
         parts.append("<h3>Spacing and size</h3>")
         plots = []
         if groups_sp:
-            plots.append(svg.strip_plot(groups_sp, title="voxel spacing per case", ylabel="mm"))
-            plots.append(svg.strip_plot(groups_sh, title="image size per case", ylabel="voxels"))
+            plots.append(
+                svg.strip_plot(
+                    groups_sp, title="voxel spacing per case (array axes as stored)", ylabel="mm"
+                )
+            )
+            plots.append(
+                svg.strip_plot(
+                    groups_sh, title="image size per case (array axes as stored)", ylabel="voxels"
+                )
+            )
         vol_groups = [
             (
                 name,
