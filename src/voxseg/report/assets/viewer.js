@@ -120,8 +120,10 @@
 
     var canvas = el("canvas", { id: "slice", tabindex: "0", "aria-label": "slice image; mouse wheel or arrow keys change the slice" });
     var legend = el("div", { class: "legend", id: "legend" });
-    var help = el("p", { class: "status" }, "Mouse wheel, the slider or the arrow keys (Page Up/Down: 10) change the slice. " +
-      "Axial slices show the patient's right on the left and anterior at the top.");
+    var help = el("p", { class: "status" }, nz > 1
+      ? "Mouse wheel, the slider or the arrow keys (Page Up/Down: 10) change the slice. " +
+        "Axial slices show the patient's right on the left and anterior at the top."
+      : "A 2D image, shown as stored.");
     root.appendChild(controls);
     root.appendChild(canvas);
     root.appendChild(controls2);
