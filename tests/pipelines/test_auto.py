@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -54,7 +57,8 @@ def test_gpu_and_2d_rules():
 
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory):
-    """``voxseg auto`` on a dataset folder outside the workspace, run from another cwd."""
+    """``voxseg auto`` on a dataset folder outside the workspace, run from another cwd,
+    killed (SIGKILL) once its training has written a checkpoint, then run again."""
     root = tmp_path_factory.mktemp("auto")
     ds = generate(
         "organs",
@@ -65,20 +69,33 @@ def auto_run(tmp_path_factory):
         seed=1,
     )
     home = root / "home"
+    args = ["auto", str(ds), "-t", "20s", "--home", str(home), "--device", "cpu", "-p", "1"]
+    checkpoint = (
+        home / "models/Dataset042_Mine/auto/auto_3d_fullres/fold_0/checkpoint_last.safetensors"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-m", "voxseg.cli", *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not checkpoint.is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.kill()
+    killed_early = first.wait() != 0
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        result = CliRunner().invoke(
-            app,
-            ["auto", str(ds), "-t", "15s", "--home", str(home), "--device", "cpu", "-p", "1"],
-        )
+        result = CliRunner().invoke(app, args)
     finally:
         os.chdir(cwd)
-    return ds, home, result
+    return ds, home, result, killed_early
 
 
 def test_auto_writes_a_model_folder_with_its_summary(auto_run):
-    ds, home, result = auto_run
+    ds, home, result, _ = auto_run
     assert result.exit_code == 0, result.output
     folder = home / "models" / "Dataset042_Mine" / "auto"
     summary = json.loads((folder / "summary.json").read_text())
@@ -93,7 +110,7 @@ def test_auto_writes_a_model_folder_with_its_summary(auto_run):
 
 
 def test_auto_model_folder_predicts(auto_run, tmp_path):
-    ds, home, _ = auto_run
+    ds, home, *_ = auto_run
     folder = home / "models" / "Dataset042_Mine" / "auto"
     out = tmp_path / "pred"
     result = CliRunner().invoke(
@@ -106,14 +123,19 @@ def test_auto_model_folder_predicts(auto_run, tmp_path):
     assert set(np.unique(read_image(pred).array)) <= {0, 1, 2, 3}
 
 
-def test_auto_rerun_resumes_without_training_again(auto_run):
-    ds, home, _ = auto_run
-    state = home / "models" / "Dataset042_Mine" / "auto" / "auto_state.json"
-    before = json.loads(state.read_text())["spent"]
+def test_auto_resumes_an_interrupted_run(auto_run):
+    ds, home, result, killed_early = auto_run
+    assert killed_early, "the first run ended before it could be interrupted"
+    assert "resuming" in result.output
+    assert "3d_fullres fold 0: resuming" in result.output
+    state = json.loads((home / "models/Dataset042_Mine/auto/auto_state.json").read_text())
+    assert state["spent"] > 0 and "select" in state["steps"]
+
+
+def test_auto_rerun_after_the_end_trains_nothing(auto_run):
+    ds, home, *_ = auto_run
     result = CliRunner().invoke(
-        app, ["auto", str(ds), "-t", "15s", "--home", str(home), "--device", "cpu", "-p", "1"]
+        app, ["auto", str(ds), "-t", "20s", "--home", str(home), "--device", "cpu", "-p", "1"]
     )
     assert result.exit_code == 0, result.output
     assert "already trained" in result.output
-    assert "resuming" in result.output
-    assert json.loads(state.read_text())["spent"] >= before

@@ -6,7 +6,7 @@ changed from the command line with ``--set training.epochs=50`` (dotted paths).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -86,12 +86,12 @@ class TrainingConfig(_Strict):
     """The training loop (defaults: nnU-Net's recipe; the batch size comes from the plan)."""
 
     epochs: int = Field(1000, ge=1, description="fixed by the trainer when time_budget is set")
-    iterations_per_epoch: int | Literal["auto"] = Field(
+    iterations_per_epoch: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         250,
         description="auto: 250, or with a time_budget about a 50th of the iterations that fit "
         "(10 to 250), so the schedule has enough epochs",
     )
-    val_iterations: int | Literal["auto"] = Field(
+    val_iterations: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="validation batches per epoch; auto: a fifth of the epoch (≥ 5)"
     )
     time_budget: float | None = Field(
