@@ -126,3 +126,11 @@ def test_pipeline_and_auto_folders_report_every_model(tiny_model, tmp_path):
     assert src.kind == "auto" and len(src.models) == 2
     html = write_report(auto, tmp_path / "r2").read_text()
     assert "voxseg auto" in html and "the only run" in html
+
+
+def test_without_case_pages_the_tables_stay_and_link_nowhere(eval_folder, tmp_path):
+    index = write_report(eval_folder, tmp_path / "r", cases=False)
+    html = index.read_text()
+    assert "organs_test_000" in html and "Cases (worst mean Dice first)" in html
+    assert "cases/" not in html
+    assert not (tmp_path / "r" / "cases").exists()

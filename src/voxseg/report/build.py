@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -263,9 +262,8 @@ def write_report(
         raise VoxsegError(f"{out}: the report folder must not be the target itself")
     out.mkdir(parents=True, exist_ok=True)
     _copy_assets(out)
-    old = out / "cases"
-    if old.is_dir():
-        shutil.rmtree(old)
+    for stale in (out / "cases").glob("*.html"):  # pages of cases no longer in the target
+        stale.unlink()
     info = src.dataset.info if src.dataset else {}
     if not info and src.models:
         info = src.models[0].dataset_info
@@ -389,19 +387,12 @@ def write_report(
         nav.append(
             (f"training-{i}", f"Training {model.name}" if len(src.models) > 1 else "Training")
         )
-    for i, (ev, jobs) in enumerate(g for g in groups if g[0] is not None):
-        href = href_for({j.sources.case_id: j.slug for j in jobs})
+    pages = {id(ev): jobs for ev, jobs in groups if ev is not None}
+    for i, ev in enumerate(src.evaluations):
+        href = href_for({j.sources.case_id: j.slug for j in pages.get(id(ev), [])})
         parts.append(sections.evaluation_section(ev, f"evaluation-{i}", href))
-        nav.append(
-            (
-                f"evaluation-{i}",
-                "Evaluation" if len(src.evaluations) == 1 else f"Evaluation {i + 1}",
-            )
-        )
-    if not cases:
-        for i, ev in enumerate(src.evaluations):
-            parts.append(sections.evaluation_section(ev, f"evaluation-{i}", lambda _c: None))
-            nav.append((f"evaluation-{i}", "Evaluation"))
+        name = "Evaluation" if len(src.evaluations) == 1 else f"Evaluation {i + 1}"
+        nav.append((f"evaluation-{i}", name))
     links = " · ".join(f"<a href='#{a}'>{escape(t)}</a>" for a, t in nav)
     body.append(f"<nav class='top'>{links}</nav>")
     body.append(kv_table(facts))
