@@ -279,3 +279,38 @@ def test_oracle_samples_the_mask_like_scipy_on_the_whole_array(rng):
         coords = g.physical_to_index(sub.index_to_physical(idx.reshape(-1, 3)))
         ref = ndimage.map_coordinates(mask.astype(np.float32), coords.T, order=0, cval=0.0)
         np.testing.assert_array_equal(got, ref.reshape(sub.shape))
+
+
+def test_block_assembly_matches_a_dense_running_average(rng):
+    from voxseg.vessels.subvolume import Box
+    from voxseg.vessels.tracing import _Assembly
+
+    shape, spacing = (23, 19, 30), (0.8, 0.6, 0.5)
+    asm = _Assembly(shape, 0.25, block=4)
+    total, weight = np.zeros(shape), np.zeros(shape)
+    for _ in range(6):
+        lo = rng.integers(0, np.array(shape) - 5)
+        hi = np.minimum(lo + rng.integers(3, 12, 3), shape)
+        box = Box(tuple(map(int, lo)), tuple(map(int, hi)), shape)
+        centre = (lo + hi - 1) / 2 + rng.normal(0, 0.5, 3)
+        prob = rng.random(box.size).astype(np.float32)
+        asm.add(prob, box, centre, spacing)
+        # the reference: the same Gaussian weight on a dense grid
+        grids = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
+        sigma = 0.25 * np.asarray(box.size) * np.asarray(spacing)
+        d2 = sum(((g - c) * s / sg) ** 2 for g, c, s, sg in zip(grids, centre, spacing, sigma))
+        w = np.exp(-d2 / 2)
+        total[box.slices] += w * prob
+        weight[box.slices] += w
+    ref = np.divide(total, weight, out=np.zeros(shape), where=weight > 0)
+    np.testing.assert_allclose(asm.probabilities(), ref, atol=1e-5)
+    region = asm.region()
+    assert not np.any(
+        np.delete(
+            weight.reshape(-1),
+            np.ravel_multi_index(
+                np.indices(region.size).reshape(3, -1) + np.array(region.lo)[:, None], shape
+            ),
+        )
+    )
+    np.testing.assert_allclose(asm.probabilities(region), ref[region.slices], atol=1e-5)

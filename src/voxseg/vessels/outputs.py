@@ -31,7 +31,7 @@ def write_trace(
     out.mkdir(parents=True, exist_ok=True)
     write_image(result.segmentation, out / f"segmentation{file_ending}")
     write_image(result.probabilities, out / f"probabilities{file_ending}")
-    surface = mask_to_surface(result.segmentation)
+    surface = mask_to_surface(_traced_part(result))
     write_vtp(surface, out / "surface.vtp")
     if surface.polys is not None and len(surface.polys):
         write_stl(surface, out / "surface.stl")
@@ -40,6 +40,20 @@ def write_trace(
     write_json(out / "steps.json", result.steps_json())
     overview_png(result, out / "overview.png", image)
     return out
+
+
+def _traced_part(result) -> Image:
+    """The segmentation on the traced region grown by a voxel (so the surface closes there),
+    or the whole segmentation when the result has no region."""
+    from voxseg.vessels.subvolume import Box, crop
+
+    seg = result.segmentation
+    region = getattr(result, "region", None)
+    if region is None:
+        return seg
+    lo = tuple(max(v - 1, 0) for v in region.lo)
+    hi = tuple(min(v + 1, n) for v, n in zip(region.hi, region.shape, strict=True))
+    return crop(seg, Box(lo, hi, region.shape))
 
 
 def overview_png(result, path: str | os.PathLike[str], image: Image | None = None) -> Path:

@@ -11,6 +11,7 @@ Every constant is a field of :class:`TracingConfig`; every step is a :class:`Tra
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from voxseg.io import Image
 from voxseg.vessels.centerline import Centerline, components_at, extract_centerline
 from voxseg.vessels.local import LocalResult, LocalSettings, analyse, component_at_centre
 from voxseg.vessels.seeds import Seed
-from voxseg.vessels.subvolume import Box, box_around, crop
+from voxseg.vessels.subvolume import Box, box_around, crop, sub_geometry
 
 Segmenter = Callable[[Image], Image]
 
@@ -145,6 +146,7 @@ class TraceResult:
     seconds: float = 0.0
     skipped: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    region: Box | None = None
 
     @property
     def num_branches(self) -> int:
@@ -191,12 +193,16 @@ class TraceResult:
 
 
 class _Assembly:
-    """Gaussian-weighted running average of local probabilities over the global grid."""
+    """Gaussian-weighted running average of local probabilities over the global grid, kept
+    in blocks of ``block``³ voxels allocated where boxes land: a tree in a large field of
+    view touches a small part of it (a dense pair of float32 volumes was 8 bytes per voxel
+    of the field)."""
 
-    def __init__(self, shape: tuple[int, int, int], sigma_share: float) -> None:
-        self.sum = np.zeros(shape, dtype=np.float32)
-        self.weight = np.zeros(shape, dtype=np.float32)
+    def __init__(self, shape: tuple[int, int, int], sigma_share: float, block: int = 32) -> None:
+        self.shape = tuple(int(n) for n in shape)
         self.sigma_share = sigma_share
+        self.block = block
+        self.blocks: dict[tuple[int, ...], np.ndarray] = {}  # [sum, weight] per block
 
     def add(self, prob: np.ndarray, box: Box, centre_index: np.ndarray, spacing) -> None:
         size = np.asarray(box.size)
@@ -208,13 +214,50 @@ class _Assembly:
         w = (axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]).astype(
             np.float32
         )
-        self.sum[box.slices] += w * prob
-        self.weight[box.slices] += w
+        wp = w * prob
+        lo, hi, b = np.asarray(box.lo), np.asarray(box.hi), self.block
+        for key in itertools.product(
+            *(range(a // b, (z - 1) // b + 1) for a, z in zip(lo, hi, strict=True))
+        ):
+            start = np.asarray(key) * b
+            block = self.blocks.get(key)
+            if block is None:
+                block = self.blocks[key] = np.zeros((2, b, b, b), dtype=np.float32)
+            a, z = np.maximum(lo, start), np.minimum(hi, start + b)
+            src, dst = _slices(a, z, lo), _slices(a, z, start)
+            block[0][dst] += wp[src]
+            block[1][dst] += w[src]
 
-    def probabilities(self) -> np.ndarray:
-        out = np.zeros_like(self.sum)
-        np.divide(self.sum, self.weight, out=out, where=self.weight > 0)
+    def region(self) -> Box | None:
+        """The index box of the blocks in use (clipped to the grid); None before any box."""
+        if not self.blocks:
+            return None
+        keys = np.asarray(list(self.blocks))
+        lo = keys.min(axis=0) * self.block
+        hi = np.minimum((keys.max(axis=0) + 1) * self.block, self.shape)
+        return Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi), self.shape)
+
+    def probabilities(self, region: Box | None = None) -> np.ndarray:
+        """The averaged probability on ``region`` (default: the whole grid); 0 where no box
+        reached."""
+        if region is None:
+            region = Box((0, 0, 0), self.shape, self.shape)
+        out = np.zeros(region.size, dtype=np.float32)
+        rlo, rhi, b = np.asarray(region.lo), np.asarray(region.hi), self.block
+        for key, block in self.blocks.items():
+            start = np.asarray(key) * b
+            a, z = np.maximum(rlo, start), np.minimum(rhi, start + b)
+            if np.any(z <= a):
+                continue
+            src, dst = _slices(a, z, start), _slices(a, z, rlo)
+            total, weight = block[0][src], block[1][src]
+            np.divide(total, weight, out=out[dst], where=weight > 0)
         return out
+
+
+def _slices(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray) -> tuple[slice, ...]:
+    """Index slices of ``[lo, hi)`` in an array whose first voxel is ``origin``."""
+    return tuple(slice(int(a - o), int(z - o)) for a, z, o in zip(lo, hi, origin, strict=True))
 
 
 class _Tubes:
@@ -350,17 +393,24 @@ def trace(
         if backward is not None:
             queue.appendleft(backward)
 
-    prob = assembly.probabilities()
-    seg = prob >= cfg.global_threshold
-    seg = _keep_seeded(seg, geometry, seeds, tubes)
+    # Post-processing on the part of the grid the boxes reached, pasted into the full grid.
+    region = assembly.region()
+    seg = np.zeros(geometry.shape, dtype=np.uint8)
+    prob = np.zeros(geometry.shape, dtype=np.float32)
     centerline = None
-    seg_image = Image.from_geometry(seg.astype(np.uint8), geometry)
-    if cfg.centerline and seg.any():
-        root = seeds[0].point
-        centerline = extract_centerline(seg_image, root=root)
+    if region is not None:
+        local = sub_geometry(geometry, region)
+        prob[region.slices] = assembly.probabilities(region)
+        seg_region = _keep_seeded(prob[region.slices] >= cfg.global_threshold, local, seeds, tubes)
+        seg[region.slices] = seg_region
+        if cfg.centerline and seg_region.any():
+            mask = Image.from_geometry(seg_region.astype(np.uint8), local)
+            centerline = extract_centerline(mask, root=seeds[0].point)
+            centerline.geometry = geometry
     return TraceResult(
-        segmentation=seg_image,
+        segmentation=Image.from_geometry(seg, geometry),
         probabilities=Image.from_geometry(prob, geometry),
+        region=region,
         steps=steps,
         seeds=list(seeds),
         config=cfg,
