@@ -11,7 +11,12 @@ A voxseg model folder (``voxseg train`` writes it, ``voxseg predict -m`` reads i
             checkpoint_best.safetensors          best EMA validation Dice
             checkpoint_last.safetensors          resumable (network, optimiser, RNG, log)
             training_log.csv  progress.png  snapshots/
+            budget.json                          with --time-budget: what was spent on what
             validation/<case>  validation/summary.json
+
+``voxseg auto`` writes a model folder of this shape with ``summary.json`` (what was trained
+and why the winner won) and ``auto_state.json`` (the time spent, for a re-run to resume);
+its training runs live in ``auto_<configuration>/`` inside it.
 
 a pipeline folder holds ``pipeline.json`` and one model folder per stage in
 ``stages/<stage>/``; an nnU-Net v2 results folder holds ``plans.json``, ``dataset.json`` and
@@ -50,6 +55,8 @@ PROGRESS_PLOT = "progress.png"
 SNAPSHOTS = "snapshots"
 VALIDATION = "validation"
 SUMMARY = "summary.json"
+BUDGET = "budget.json"  # fold_<k>/: how a time budget was spent
+AUTO_STATE = "auto_state.json"  # voxseg auto's model folder: seconds spent so far
 PIPELINE_SPEC = "pipeline.json"
 STAGES = "stages"
 FOLD_PREFIX = "fold_"

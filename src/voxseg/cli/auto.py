@@ -35,14 +35,14 @@ def auto(
         log=lambda text: console.print(text, highlight=False, markup=False),
     )
     from voxseg.config import read_json
-    from voxseg.pipelines.auto import SUMMARY_FILE
+    from voxseg.modelfolder import SUMMARY
 
-    summary = read_json(folder / SUMMARY_FILE)
+    summary = read_json(folder / SUMMARY)
     console.print(
         f"[bold]model ready[/] in {format_duration(summary['spent_seconds'])} "
         f"(budget {format_duration(seconds)}): {summary['why']}",
         highlight=False,
     )
-    console.print(f"summary: {folder / SUMMARY_FILE}")
+    console.print(f"summary: {folder / SUMMARY}")
     console.print("predict new scans with:")
     console.print(f"  {summary['predict']}", highlight=False, markup=False, soft_wrap=True)

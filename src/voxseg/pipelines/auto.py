@@ -35,12 +35,22 @@ from pathlib import Path
 from typing import Any
 
 from voxseg.config import read_json, write_json
+from voxseg.modelfolder import (
+    AUTO_STATE,
+    BUDGET,
+    CHECKPOINT_LAST,
+    CONFIG,
+    DATASET,
+    FINAL_WEIGHTS,
+    PLANS,
+    SUMMARY,
+    VALIDATION,
+    ModelLayout,
+)
 from voxseg.training.budget import format_duration
 
 #: the model folder ``voxseg auto`` writes: ``models/<dataset>/<AUTO_MODEL>/``
 AUTO_MODEL = "auto"
-STATE_FILE = "auto_state.json"
-SUMMARY_FILE = "summary.json"
 #: training runs are named ``auto_<configuration>`` in ``models/<dataset>/<plan>/``
 RUN_PREFIX = "auto_"
 RECIPE = "adamw"
@@ -135,7 +145,7 @@ def run_auto(
     name = ds.name
     out = ws.models / name / AUTO_MODEL
     out.mkdir(parents=True, exist_ok=True)
-    state = _load_state(out / STATE_FILE, budget_seconds)
+    state = _load_state(out / AUTO_STATE, budget_seconds)
 
     def spent() -> float:
         return state.spent + clock() - started
@@ -143,7 +153,7 @@ def run_auto(
     def save_state(step: str) -> None:
         state.steps[step] = round(spent(), 1)
         write_json(
-            out / STATE_FILE,
+            out / AUTO_STATE,
             {"budget": state.budget, "spent": round(spent(), 1), "steps": state.steps},
         )
 
@@ -217,7 +227,7 @@ def run_auto(
     }
     save_state("select")
     summary["spent_seconds"] = round(spent(), 1)
-    write_json(folder / SUMMARY_FILE, summary)
+    write_json(folder / SUMMARY, summary)
     return folder
 
 
@@ -247,19 +257,16 @@ def _train_run(
     """Train (or resume, or skip when finished) one configuration's fold."""
     from voxseg.config import apply_overrides, load_model
     from voxseg.training import ModelConfig, apply_recipe, train_fold
-    from voxseg.training.trainer import CHECKPOINT_LAST, FINAL_WEIGHTS
 
     model = RUN_PREFIX + cfg_name
     fold_dir = ws.model_dir(root.name, AUTO_MODEL, model, fold)
     record = {"configuration": cfg_name, "fold": fold, "model": str(fold_dir.parent)}
-    if (fold_dir / FINAL_WEIGHTS).is_file() and (
-        fold_dir / "validation" / "summary.json"
-    ).is_file():
+    if (fold_dir / FINAL_WEIGHTS).is_file() and (fold_dir / VALIDATION / SUMMARY).is_file():
         log(f"{cfg_name} fold {fold}: already trained")
         return {**record, **_run_figures(fold_dir)}
     resume = (fold_dir / CHECKPOINT_LAST).is_file()
     if resume:
-        cfg = load_model(ModelConfig, fold_dir / "config.json")
+        cfg = load_model(ModelConfig, fold_dir / CONFIG)
         log(f"{cfg_name} fold {fold}: resuming")
     else:
         if seconds < MIN_RUN_FRACTION * budget:
@@ -295,9 +302,9 @@ def _train_run(
 
 def _run_figures(fold_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if (fold_dir / "budget.json").is_file():
-        out["budget"] = read_json(fold_dir / "budget.json")
-    summary = fold_dir / "validation" / "summary.json"
+    if (fold_dir / BUDGET).is_file():
+        out["budget"] = read_json(fold_dir / BUDGET)
+    summary = fold_dir / VALIDATION / SUMMARY
     if summary.is_file():
         out["validation_foreground_dice"] = read_json(summary)["foreground_mean"].get("dice")
     return out
@@ -320,13 +327,11 @@ def _select(name: str, auto: AutoPlan, home: Any) -> Any:
 def _write_model_folder(ws: Any, name: str, selection: Any, out: Path) -> Path:
     """Copy the winner into ``models/<dataset>/auto/`` as a plain model folder (weights are
     hard-linked where the file system allows) with the chosen post-processing."""
-    from voxseg.training.trainer import FINAL_WEIGHTS
-
-    best = selection.best.members[0].folder
-    for item in ("config.json", "plans.json", "dataset.json"):
-        shutil.copyfile(best / item, out / item)
+    best, layout = ModelLayout(selection.best.members[0].folder), ModelLayout(out)
+    for item in (CONFIG, PLANS, DATASET):
+        shutil.copyfile(best.root / item, out / item)
     for fold in selection.best.folds:
-        src, dst = best / f"fold_{fold}", out / f"fold_{fold}"
+        src, dst = best.fold_dir(fold), layout.fold_dir(fold)
         dst.mkdir(parents=True, exist_ok=True)
         for path in src.iterdir():
             if path.is_file() and not path.name.startswith("checkpoint_"):
@@ -339,7 +344,7 @@ def _write_model_folder(ws: Any, name: str, selection: Any, out: Path) -> Path:
                     except OSError:
                         pass
                 shutil.copyfile(path, target)
-    pp = out / "postprocessing.json"
+    pp = layout.postprocessing
     pp.unlink(missing_ok=True)
     if selection.postprocessing_file is not None and selection.postprocessing_file.is_file():
         shutil.copyfile(selection.postprocessing_file, pp)

@@ -30,6 +30,7 @@ from voxseg.devices import amp_dtype, memory_format, pick_device, use_channels_l
 from voxseg.errors import VoxsegError
 from voxseg.locks import folder_lock
 from voxseg.modelfolder import (
+    BUDGET,
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
     CONFIG,
@@ -771,7 +772,7 @@ def _record_budget_outcome(folder: Path, trainer: Trainer, validation_seconds: f
     clock = trainer.budget_clock
     record = trainer.tcfg.budget
     write_json(
-        folder / "budget.json",
+        folder / BUDGET,
         {
             "budget_seconds": clock.budget,
             "spent_seconds": round(clock.elapsed(), 1),
