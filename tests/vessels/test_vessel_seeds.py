@@ -198,6 +198,9 @@ def test_read_vtp_point_list(tmp_path):
     assert all(s.direction is None for s in seeds)
     write_vtp(PolyData(points), tmp_path / "bare.vtp")
     assert [s.radius for s in read_seeds(tmp_path / "bare.vtp", radius=2.0)] == [2.0, 2.0]
+    write_vtp(PolyData(points, lines=[np.array([0, 1])]), tmp_path / "centerline.vtp")
+    with pytest.raises(VoxsegError, match="polyline.*a centerline rather than seed points"):
+        read_seeds(tmp_path / "centerline.vtp")
 
 
 def test_read_json_point_list(tmp_path):

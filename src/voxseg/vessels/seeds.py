@@ -165,6 +165,11 @@ def _from_vtp(path: Path) -> list[Seed]:
     from voxseg.io import read_vtp
 
     poly = read_vtp(path)
+    if poly.lines:
+        raise VoxsegError(
+            f"{path}: holds {len(poly.lines)} polyline(s), a centerline rather than seed points; "
+            "give a VTP of points only (or a JSON or .mrk.json seed file)"
+        )
     radius = next((poly.point_data[k] for k in RADIUS_ARRAYS if k in poly.point_data), None)
     direction = next((poly.point_data[k] for k in DIRECTION_ARRAYS if k in poly.point_data), None)
     if direction is not None:
