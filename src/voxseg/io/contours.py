@@ -36,7 +36,7 @@ def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
     """Even-odd fill of polygons ``(N, 2)`` in ``(y, x)`` index coordinates on a ``shape``
     grid of voxel centres; a bool ``[y, x]`` array (points outside the grid are clipped)."""
     ny, nx = shape
-    toggles = np.zeros((ny, nx + 1), dtype=np.int32)
+    all_rows, all_cols = [], []
     for poly in polygons:
         poly = np.asarray(poly, dtype=float)
         if len(poly) < 3:
@@ -59,9 +59,17 @@ def fill_polygons(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
         t = (rows - y0[edge]) / (y1[edge] - y0[edge])
         xc = x0[edge] + t * (x1[edge] - x0[edge])
         # A centre c is right of the crossing when c > xc: the toggle starts at floor(xc) + 1.
-        cols = np.clip(np.floor(xc).astype(np.int64) + 1, 0, nx)
-        np.add.at(toggles, (rows, cols), 1)
-    return (np.cumsum(toggles, axis=1)[:, :nx] % 2).astype(bool)
+        all_rows.append(rows)
+        all_cols.append(np.clip(np.floor(xc).astype(np.int64) + 1, 0, nx))
+    out = np.zeros(shape, dtype=bool)
+    if not all_rows:
+        return out
+    rows, cols = np.concatenate(all_rows), np.concatenate(all_cols)
+    r0, r1 = int(rows.min()), int(rows.max()) + 1  # only the rows the polygons cross
+    counts = np.bincount((rows - r0) * (nx + 1) + cols, minlength=(r1 - r0) * (nx + 1))
+    toggles = counts.reshape(r1 - r0, nx + 1)
+    out[r0:r1] = (np.cumsum(toggles, axis=1)[:, :nx] % 2).astype(bool)
+    return out
 
 
 def contours_to_mask(

@@ -319,14 +319,14 @@ def read_series_pixels(series: DicomSeries) -> Image:
     slope = np.array([s for s, _ in slopes])[:, None, None]
     intercept = np.array([i for _, i in slopes])[:, None, None]
     if np.all(slope == 1) and np.all(intercept == np.round(intercept)):
-        values = stored.astype(np.int64) + intercept.astype(np.int64)
-        lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
-        if np.all(intercept == 0) and stored.dtype in (np.uint8, np.int16, np.uint16):
+        shift = intercept.astype(np.int64)
+        lo = int(stored.min()) + int(shift.min()) if stored.size else 0
+        hi = int(stored.max()) + int(shift.max()) if stored.size else 0
+        if np.all(shift == 0) and stored.dtype in (np.uint8, np.int16, np.uint16):
             array = stored
-        elif -(2**15) <= lo and hi < 2**15:
-            array = values.astype(np.int16)
         else:
-            array = values.astype(np.int32)
+            array = stored.astype(np.int16 if -(2**15) <= lo and hi < 2**15 else np.int32)
+            array += shift.astype(array.dtype)
     else:
         array = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
     if series.resampled:

@@ -85,11 +85,11 @@ def read_rtstruct(path: str | os.PathLike[str]) -> StructureSet:
         roi = rois.setdefault(number, Roi(number, f"ROI {number}"))
         for c in item.get("ContourSequence", []):
             kind = str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
-            data = c.get("ContourData")
+            data = _contour_data(c, path)
             if kind not in _AREA_TYPES or data is None:
                 roi.skipped_types[kind] = roi.skipped_types.get(kind, 0) + 1
                 continue
-            roi.contours.append(np.asarray([float(v) for v in data], dtype=float).reshape(-1, 3))
+            roi.contours.append(data)
     frame, series = "", []
     for ref in ds.get("ReferencedFrameOfReferenceSequence", []):
         frame = frame or str(ref.get("FrameOfReferenceUID", ""))
@@ -98,6 +98,26 @@ def read_rtstruct(path: str | os.PathLike[str]) -> StructureSet:
                 str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])
             )
     return StructureSet(path, frame, series, sorted(rois.values(), key=lambda r: r.number))
+
+
+def _contour_data(item: Any, path: Path) -> np.ndarray | None:
+    """ContourData ``(N, 3)``, parsed from the encoded bytes when still raw (pydicom's
+    per-value DS objects cost most of the reading time of large structure sets)."""
+    tag = 0x30060050
+    if tag not in item:
+        return None
+    elem = item.get_item(tag)
+    try:
+        if getattr(elem, "is_raw", False) and isinstance(elem.value, bytes):
+            text = elem.value.decode("ascii").strip(" \x00")
+            values = np.array(text.split("\\"), dtype=float) if text else np.zeros(0)
+        else:
+            values = np.asarray([float(v) for v in item.ContourData], dtype=float)
+    except ValueError as exc:
+        raise VoxsegError(f"{path}: ContourData is not a list of numbers ({exc})") from exc
+    if values.size % 3:
+        raise VoxsegError(f"{path}: ContourData holds {values.size} numbers, not x/y/z triples")
+    return values.reshape(-1, 3)
 
 
 def roi_mask(roi: Roi, series: DicomSeries) -> tuple[np.ndarray, RasterReport]:
