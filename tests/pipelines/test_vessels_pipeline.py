@@ -105,7 +105,7 @@ def test_trace_folder_writes_every_case_and_refuses_short_traces(tmp_path):
     allowed = trace_folder(
         oracle, root / "imagesTs", root / "seeds", tmp_path / "a", tracing=short, allow_short=True
     )
-    assert any("short trace" in m for m in allowed["messages"])
+    assert any("short trace" in m for m in allowed["warnings"])
 
 
 def test_vessels_recipe_spec_and_untrained_predict(tmp_path):

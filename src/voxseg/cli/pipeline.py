@@ -142,6 +142,8 @@ def predict(
         f"{n} case(s) predicted ({mean:.2f} s each), {len(report['skipped'])} skipped "
         f"(already done), {len(report['messages'])} with an empty stage; written to {output}"
     )
+    if report.get("warnings"):
+        console.print(f"{len(report['warnings'])} short trace(s) accepted (--allow-short)")
 
 
 @pipeline_app.command("evaluate")

@@ -117,7 +117,8 @@ def trace_folder(
     ``segmenter_for(case_id)``. Each case gets its label map ``output_dir/{case}{ending}``
     (value ``output_value``) and the folder ``output_dir/{case}/`` (segmentation,
     probabilities, surface.vtp and .stl, centerline.vtp with radii, steps.json,
-    overview.png). Returns ``{"cases": {id: seconds}, "skipped": [...], "messages": [...]}``;
+    overview.png). Returns ``{"cases": {id: seconds}, "skipped": [...], "messages": [],
+    "warnings": [...]}`` (the short-trace warnings, also printed);
     a short trace is an error unless ``allow_short`` (after every case is written)."""
     import numpy as np
 
@@ -132,7 +133,7 @@ def trace_folder(
         raise VoxsegError(f"invalid tracing settings {tracing}:\n{exc}") from exc
     out = Path(output_dir)
     seeds = Path(seeds)
-    report: dict[str, Any] = {"cases": {}, "skipped": [], "messages": []}
+    report: dict[str, Any] = {"cases": {}, "skipped": [], "messages": [], "warnings": []}
     short: list[str] = []
     for case in discover_inputs(inputs):
         folder = out / case.case_id
@@ -149,7 +150,7 @@ def trace_folder(
         write_image(result.segmentation.with_array(labels), target)
         report["cases"][case.case_id] = result.seconds
         if result.warnings:
-            report["messages"] += [f"{case.case_id}: {w}" for w in result.warnings]
+            report["warnings"] += [f"{case.case_id}: {w}" for w in result.warnings]
             short.append(case.case_id)
         if not quiet:
             print(
