@@ -230,3 +230,42 @@ def test_roi_rules():
         parse_roi_rules(["a=x", "a=y"])
     with pytest.raises(VoxsegError, match="regular expression"):
         parse_roi_rules(["a=re:("])
+
+
+def test_second_channel_is_resampled_onto_the_first(tmp_path, rng):
+    """MR T1 (labelled) + T2 on a coarser grid of the same frame of reference."""
+    root = tmp_path / "archive"
+    t1 = series_datasets(
+        rng.integers(0, 500, size=SHAPE), spacing=SPACING, first_position=FIRST,
+        modality="MR", description="T1 axial", patient_id="MR1",
+    )  # fmt: skip
+    write_datasets(t1, root / "MR1" / "t1")
+    # T2: a linear ramp along x in mm, sampled at twice the in-plane spacing
+    coarse = (SHAPE[0], SHAPE[1] // 2, SHAPE[2] // 2)
+    xs = np.arange(coarse[2]) * SPACING[2] * 2
+    t2 = series_datasets(
+        np.broadcast_to(np.rint(10 * xs), coarse),
+        spacing=(SPACING[0], SPACING[1] * 2, SPACING[2] * 2),
+        first_position=FIRST, modality="MR", description="T2 tse", patient_id="MR1",
+        study_uid=t1[0].StudyInstanceUID, frame_of_reference_uid=t1[0].FrameOfReferenceUID,
+    )  # fmt: skip
+    write_datasets(t2, root / "MR1" / "t2")
+    mask, contours = _ellipse("HFS", 14.0, 13.0, 8.5, 7.0, (1, 7))
+    rtstruct_dataset(t1, {"Prostate": contours}).save_as(
+        root / "MR1" / "rs", enforce_file_format=True
+    )
+    out = tmp_path / "raw"
+    report = import_dicom(
+        root, out, ["prostate"], channels=["T1=desc:*t1*", "T2=desc:*t2*"], num_processes=1
+    )
+    assert report.ok and len(report.cases) == 1
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["channel_names"] == {"0": "T1", "1": "T2"}
+    c1 = read_image(out / "imagesTr" / "case_0000_0001.nii.gz")
+    assert c1.shape == SHAPE
+    x_mm = np.arange(SHAPE[2]) * SPACING[2]
+    inside = x_mm <= xs[-1]  # beyond the last T2 sample the resampler pads with 0
+    np.testing.assert_allclose(c1.array[2, 5, inside], 10 * x_mm[inside], atol=0.6)
+    np.testing.assert_array_equal(
+        read_image(out / "labelsTr" / "case_0000.nii.gz").array == 1, mask
+    )

@@ -101,8 +101,10 @@ def test_fill_polygons_matches_matplotlib_with_holes_and_islands(rng):
         np.testing.assert_array_equal(fill_polygons(polys, shape), _polygon_reference(polys, shape))
 
 
-@pytest.mark.parametrize("name", list(ORIENTATIONS))
-def test_rtstruct_contours_become_the_analytic_mask(tmp_path, rng, name):
+@pytest.mark.parametrize(
+    "name, references", [(n, True) for n in ORIENTATIONS] + [("oblique", False)]
+)
+def test_rtstruct_contours_become_the_analytic_mask(tmp_path, rng, name, references):
     """A rectangle with a rectangular hole on slices 1-4, points jittered off the plane."""
     orientation = ORIENTATIONS[name]
     _, datasets = _series(tmp_path, orientation, rng)
@@ -122,7 +124,8 @@ def test_rtstruct_contours_become_the_analytic_mask(tmp_path, rng, name):
 
     contours = [rect(k, u0, u1, v0, v1) for k in range(1, 5)]
     contours += [rect(k, h0, h1, g0, g1) for k in range(1, 5)]
-    ds = rtstruct_dataset(datasets, {"target": contours, "empty": [], "other": contours[:1]})
+    rois = {"target": contours, "empty": [], "other": contours[:1]}
+    ds = rtstruct_dataset(datasets, rois, image_references=references)
     ds.save_as(tmp_path / "rs.dcm", enforce_file_format=True)
     _, series = read_dicom_folder(tmp_path / "series")
     structure = read_rtstruct(tmp_path / "rs.dcm")
