@@ -91,7 +91,7 @@ def make_archive(root: Path, patients: int, slices: int, size: int, seed: int = 
 
 def _ct(rng: np.random.Generator, slices: int, size: int) -> np.ndarray:
     """A CT-like volume: air, a body ellipse of soft tissue, brighter organs, noise σ 15 HU."""
-    y, x = np.ogrid[:size, :size] / (size - 1)
+    y, x = (g / (size - 1) for g in np.ogrid[:size, :size])
     body = ((x - 0.5) / 0.42) ** 2 + ((y - 0.55) / 0.35) ** 2 < 1
     plane = np.where(body, 40, -1000).astype(np.int16)
     for cu, cv, ru, rv, _ in ROIS.values():
