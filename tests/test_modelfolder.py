@@ -81,3 +81,23 @@ def test_a_new_kind_of_folder_is_one_registration(tiny_model, tmp_path, monkeypa
     assert model.folder == tiny_model and model.folds == ["all"]
     with pytest.raises(ValueError, match="twice"):
         register_loader("link", lambda p: False, open_link)
+
+
+def test_checkpoint_networks_load_as_the_trainer_reads_them(tiny_model):
+    """A training checkpoint's network, loaded for prediction, equals what the trainer's own
+    checkpoint reader restores."""
+    import torch
+
+    from voxseg.training.checkpoint import load_checkpoint
+
+    checkpoint = "last"
+    model = ModelFolder.load(tiny_model, checkpoint=checkpoint)
+    (net,) = model.load_networks(torch.device("cpu"))
+    reference = model.build_network()
+    load_checkpoint(
+        ModelLayout(tiny_model).weights("all", checkpoint), reference, restore_rng=False
+    )
+    ours, theirs = net.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)

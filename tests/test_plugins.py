@@ -75,7 +75,7 @@ def test_every_builtin_registers_with_its_registry_alone():
         from voxseg.augment import AUGMENTATIONS
         from voxseg.sampling import SAMPLERS
         from voxseg.postprocess import POSTPROCESSING
-        from voxseg.preprocessing import NORMALIZATIONS
+        from voxseg.normalization import NORMALIZATIONS
         assert "voxseg.pipelines" not in sys.modules, "a registry imported voxseg.pipelines"
         for registry in (NETWORKS, LOSSES, AUGMENTATIONS, SAMPLERS, POSTPROCESSING,
                          NORMALIZATIONS):

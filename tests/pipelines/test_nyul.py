@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from voxseg.preprocessing.normalization import NORMALIZATIONS
-from voxseg.preprocessing.nyul import fit_nyul, nyul_normalization, piecewise_linear
+from voxseg.normalization import NORMALIZATIONS
+from voxseg.normalization.nyul import fit_nyul, nyul_normalization, piecewise_linear
 
 NYUL = "nyul"
 

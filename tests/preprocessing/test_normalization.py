@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxseg.preprocessing.normalization import NORMALIZATIONS, normalize, scheme_for_channel
+from voxseg.normalization import NORMALIZATIONS, normalize, scheme_for_channel
 
 
 @pytest.fixture

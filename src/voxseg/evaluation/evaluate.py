@@ -157,7 +157,8 @@ def labels_from_dataset(path: str | os.PathLike[str]) -> tuple[dict, int | None]
     return dict(info.foreground_labels), info.ignore_label
 
 
-def _find_dataset_json(pred: Path, ref: Path) -> Path | None:
+def find_dataset_json(pred: Path, ref: Path) -> Path | None:
+    """The ``dataset.json`` beside the references (or above them, or in the predictions)."""
     for folder in (ref, ref.parent, pred):
         folder = folder if folder.is_dir() else folder.parent
         if (folder / "dataset.json").is_file():
@@ -172,7 +173,8 @@ def _evaluate_pair(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[str
         raise VoxsegError(f"{pair.prediction}: {exc}") from None
 
 
-def _map(func: Any, items: list, kwargs: dict, num_processes: int) -> list:
+def map_cases(func: Any, items: list, kwargs: dict, num_processes: int) -> list:
+    """``[func(item, kwargs) for item in items]``, in ``num_processes`` spawned processes."""
     if num_processes <= 1 or len(items) <= 1:
         return [func(item, kwargs) for item in items]
     workers = min(num_processes, len(items))
@@ -236,7 +238,7 @@ def evaluate_folder(
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     pairs = pair_cases(pred_dir, ref_dir)
     if labels is None:
-        ds = Path(dataset) if dataset is not None else _find_dataset_json(pred_dir, ref_dir)
+        ds = Path(dataset) if dataset is not None else find_dataset_json(pred_dir, ref_dir)
         if ds is not None:
             labels, ds_ignore = labels_from_dataset(ds)
             ignore_label = ds_ignore if ignore_label is None else ignore_label
@@ -246,7 +248,7 @@ def evaluate_folder(
         "ignore_label": ignore_label,
         "surface": surface,
     }
-    results = _map(_evaluate_pair, pairs, kwargs, num_processes)
+    results = map_cases(_evaluate_pair, pairs, kwargs, num_processes)
     if labels is None:
         found = sorted({int(n) for r in results for n in r})
         labels = {str(v): v for v in found}

@@ -22,6 +22,8 @@ from voxseg.modelfolder import (
     find_loader,
     split_fold,
 )
+from voxseg.nets import build_network, load_weights
+from voxseg.nets.weights import CHECKPOINT_NETWORK_PREFIX
 from voxseg.training.config import ModelConfig
 
 
@@ -111,8 +113,6 @@ class ModelFolder:
         return image, roi, lambda prediction: prediction
 
     def build_network(self) -> torch.nn.Module:
-        from voxseg.nets import build_network
-
         return build_network(
             self.config.network.name,
             in_channels=self.in_channels,
@@ -125,18 +125,13 @@ class ModelFolder:
 
     def load_networks(self, device: torch.device) -> list[torch.nn.Module]:
         """One network per fold, in eval mode on ``device``."""
-        from voxseg.nets import load_weights
-        from voxseg.training.checkpoint import load_checkpoint
-
         nets = []
         for fold in self.folds:
             net = self.build_network()
             path = ModelLayout(self.folder).weights(fold, self.checkpoint)
+            prefix = "" if self.checkpoint == "final" else CHECKPOINT_NETWORK_PREFIX
             try:
-                if self.checkpoint == "final":
-                    load_weights(net, path)
-                else:
-                    load_checkpoint(path, net, None, restore_rng=False)
+                load_weights(net, path, prefix=prefix)
             except RuntimeError as exc:
                 raise VoxsegError(
                     f"{path}: the weights do not fit the network of {CONFIG}/{PLANS} "

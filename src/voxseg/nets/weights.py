@@ -15,6 +15,10 @@ from torch.nn.modules.conv import _ConvNd
 
 from voxseg.errors import VoxsegError
 
+#: Prefix of the network's tensors in a training checkpoint (``voxseg.training.checkpoint``
+#: stores the optimiser's and the RNG's beside them).
+CHECKPOINT_NETWORK_PREFIX = "model."
+
 
 def _storage_key(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """Equal for the names under which a model exposes one and the same tensor."""
@@ -77,9 +81,15 @@ def _complete(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, tor
     return out
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> None:
-    """Load a safetensors file written by ``save_weights`` into ``model`` (in place)."""
-    state = _complete(read_weights(path), model)
+def load_weights(
+    model: nn.Module, path: str | os.PathLike[str], strict: bool = True, *, prefix: str = ""
+) -> None:
+    """Load a safetensors file written by ``save_weights`` into ``model`` (in place); with
+    ``prefix`` (:data:`CHECKPOINT_NETWORK_PREFIX`), the network of a training checkpoint."""
+    state = read_weights(path)
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    state = _complete(state, model)
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:

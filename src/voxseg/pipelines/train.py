@@ -178,7 +178,7 @@ def _shape_spacing(dataset: Dataset, orientation: str | None, shape: list[int]) 
 
 def fit_nyul_for(dataset: Dataset, channels: list[int]) -> dict[int, dict]:
     """Nyúl landmarks per channel from the dataset's training images (nonzero voxels)."""
-    from voxseg.preprocessing.nyul import fit_nyul
+    from voxseg.normalization import fit_nyul
 
     out = {}
     for c in channels:

@@ -34,9 +34,9 @@ from voxseg.data.dataset import DatasetInfo
 from voxseg.data.fingerprint import CaseFingerprint, Fingerprint
 from voxseg.errors import VoxsegError
 from voxseg.nets.topology import Topology
+from voxseg.normalization import MASKABLE, scheme_for_channel
 from voxseg.planning import memory, rules
 from voxseg.planning.plans import ChannelNormalization, ConfigurationPlan, Plans
-from voxseg.preprocessing.normalization import MASKABLE, scheme_for_channel
 
 LOWRES_THRESHOLD = 0.25
 LOWRES_SPACING_STEP = 1.03

@@ -26,11 +26,11 @@ from voxseg.config import read_json, write_json
 from voxseg.errors import VoxsegError
 from voxseg.evaluation.evaluate import (
     CasePair,
-    _find_dataset_json,
-    _map,
     evaluate_case,
+    find_dataset_json,
     labels_found,
     labels_from_dataset,
+    map_cases,
     pair_cases,
 )
 from voxseg.io import read_image
@@ -118,7 +118,7 @@ def determine_postprocessing(
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     pairs = pair_cases(pred_dir, ref_dir)
     if labels is None:
-        ds = Path(dataset) if dataset is not None else _find_dataset_json(pred_dir, ref_dir)
+        ds = Path(dataset) if dataset is not None else find_dataset_json(pred_dir, ref_dir)
         if ds is not None:
             labels, ds_ignore = labels_from_dataset(ds)
             ignore_label = ds_ignore if ignore_label is None else ignore_label
@@ -130,7 +130,7 @@ def determine_postprocessing(
         "ignore_label": ignore_label,
         "classes": classes,
     }
-    cases = _map(_case_candidates, pairs, kwargs, num_processes)
+    cases = map_cases(_case_candidates, pairs, kwargs, num_processes)
     names = (
         list(labels)
         if labels is not None

@@ -1,8 +1,7 @@
 """Preprocessing: normalisation, resampling and the chunked preprocessed store."""
 
-from voxseg.preprocessing import nyul  # noqa: F401  (registers the "nyul" normalisation)
+from voxseg.normalization import NORMALIZATIONS, normalize, scheme_for_channel
 from voxseg.preprocessing.inverse import restore_to_original
-from voxseg.preprocessing.normalization import NORMALIZATIONS, normalize, scheme_for_channel
 from voxseg.preprocessing.preprocessor import preprocess_case, preprocess_dataset
 from voxseg.preprocessing.store import CaseMeta, PreprocessedStore, blosc2_chunk_params
 

@@ -30,8 +30,8 @@ from voxseg.data.fingerprint import case_seed, map_with_progress
 from voxseg.errors import VoxsegError
 from voxseg.io.image import Image
 from voxseg.locks import folder_lock
+from voxseg.normalization import normalize
 from voxseg.planning.plans import ConfigurationPlan, Plans
-from voxseg.preprocessing.normalization import normalize
 from voxseg.preprocessing.store import SETTINGS_NAME, CaseMeta, PreprocessedStore, Storage
 
 MAX_LOCATIONS_PER_CLASS = 10_000

@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from voxseg.errors import VoxsegError
+from voxseg.nets.weights import CHECKPOINT_NETWORK_PREFIX as _MODEL
 
-_MODEL = "model."
 _OPT = "optim."
 _RNG = "rng."
 

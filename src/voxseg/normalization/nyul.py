@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from voxseg.errors import VoxsegError
-from voxseg.preprocessing.normalization import NORMALIZATIONS, Normalizer
+from voxseg.normalization.schemes import NORMALIZATIONS, Normalizer
 
 #: SCT's landmarks: the 1st, 10th, 20th … 90th and 99th percentiles.
 DEFAULT_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
