@@ -36,15 +36,17 @@ modified or copied). nnU-Net has no time budget; its own short-training variants
 learning rate then decays over that many epochs. The driver does the same with the epoch
 count that fits:
 
-1. ``nnUNetTrainer(plans, C, 0, dataset_json, cpu)`` with ``num_epochs = 1`` runs its first
-   epoch (``run_training``), which is measured: start-up (dataset, loader workers) and the
-   epoch with its validation iterations and checkpoint.
+1. An ``nnUNetTrainer`` built as ``nnUNetv2_train D C 0 -device cpu`` builds it
+   (``nnunetv2.run.run_training.get_trainer_from_args``: its plans and dataset.json), with
+   ``num_epochs = 1``, runs its first epoch (``run_training``), which is measured: start-up
+   (dataset, loader workers) and the epoch with its validation iterations and checkpoint.
 2. With the time left, ``N = 1 + ⌊(left - start-up) / epoch⌋`` epochs fit. A second
-   ``nnUNetTrainer`` with ``num_epochs = N`` continues from the first one's checkpoint
-   (``load_checkpoint``, nnU-Net's own ``--c`` path: weights, optimizer, epoch counter),
-   so its poly schedule runs over all N epochs and reaches zero at the end. The first epoch
-   is the same as in an N-epoch run (poly's learning rate at epoch 0 is the initial one
-   for every N).
+   ``nnUNetTrainer`` with ``num_epochs = N`` continues from the first one's
+   ``checkpoint_final.pth`` (``maybe_load_checkpoint``, the path of ``nnUNetv2_train --c``:
+   weights, optimizer state, epoch counter), so its poly schedule runs over all N epochs and
+   reaches zero at the end. The first epoch is the same as in an N-epoch run (poly's
+   learning rate at epoch 0 is the initial one for every N); only the data loader workers
+   are started afresh.
 3. A guard stops training at the deadline if an epoch runs longer than measured (or the
    first epoch alone does not fit: on a CPU one 250-iteration 3D epoch can outlast a
    short budget); the weights at that step are saved as ``checkpoint_final.pth`` by the
@@ -56,6 +58,8 @@ serves only its post-processing and configuration selection, which the single-fo
 run does not use, and skipping it leaves nnU-Net more of the budget. Torch threads: the
 machine's cores, as ``nnUNetv2_train -device cpu`` sets them; augmentation workers:
 nnU-Net's default (``nnUNet_n_proc_DA``, capped at the cores) unless ``--nnunet-da-workers``.
+Planning and preprocessing processes: each tool's default (nnU-Net: 8 for the fingerprint,
+4 for ``3d_fullres``, 8 for ``2d``, whatever the cores) unless ``--processes N`` gives both N.
 
 Scoring: both prediction folders are evaluated by ``voxseg.evaluation.evaluate_folder``
 against ``RAW/labelsTs`` (the same references and labels), foreground mean Dice and Dice per
@@ -113,24 +117,26 @@ def _nnunet_train(argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     import torch
-    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     torch.set_num_threads(os.cpu_count() or 1)  # what nnUNetv2_train -device cpu does
-    pre = Path(nnUNet_preprocessed) / args.dataset
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    dataset_json = json.loads((pre / "dataset.json").read_text())
     stats: dict = {"threads": torch.get_num_threads(), "phases": []}
     steps = {"train": 0, "val": 0}
 
-    def trainer(num_epochs: int) -> nnUNetTrainer:
-        t = nnUNetTrainer(
-            plans=plans,
-            configuration=args.configuration,
-            fold=args.fold,
-            dataset_json=dataset_json,
+    def trainer(num_epochs: int, continue_training: bool) -> nnUNetTrainer:
+        """``nnUNetTrainer`` built as ``nnUNetv2_train`` builds it (plans, dataset.json),
+        with ``num_epochs`` set before its optimizer and poly schedule are made."""
+        t = get_trainer_from_args(
+            args.dataset,
+            args.configuration,
+            args.fold,
+            "nnUNetTrainer",
+            "nnUNetPlans",
+            continue_training,
             device=torch.device("cpu"),
         )
+        assert type(t) is nnUNetTrainer
         t.num_epochs = num_epochs
         for name, key in (("train_step", "train"), ("validation_step", "val")):
             step = getattr(t, name)
@@ -159,7 +165,7 @@ def _nnunet_train(argv: list[str]) -> None:
         args.stats.write_text(json.dumps(stats, indent=2))
 
     tic = time.time()
-    first = trainer(1)
+    first = trainer(1, continue_training=False)
     stats["iterations_per_epoch"] = first.num_iterations_per_epoch
     stats["validation_iterations_per_epoch"] = first.num_val_iterations_per_epoch
     stopped = run(first)
@@ -174,9 +180,8 @@ def _nnunet_train(argv: list[str]) -> None:
         fit = int((args.deadline - time.time() - startup) // epoch)
         stats["epochs_that_fit"] = 1 + max(fit, 0)
         if fit >= 1:
-            final = Path(first.output_folder) / "checkpoint_final.pth"
-            second = trainer(1 + fit)
-            second.load_checkpoint(str(final))  # nnU-Net's continue-training path
+            second = trainer(1 + fit, continue_training=True)
+            maybe_load_checkpoint(second, True, False)  # nnUNetv2_train --c: checkpoint_final
             tic = time.time()
             stopped = run(second)
             epochs = second.current_epoch
@@ -262,14 +267,14 @@ def score(pred: Path, raw: Path) -> dict:
     }
 
 
-def run_voxseg(raw: Path, minutes: float, work: Path) -> dict:
+def run_voxseg(raw: Path, minutes: float, work: Path, processes: int | None) -> dict:
     home = _fresh(work / "voxseg_home")
     logs = work / "logs"
     budget = f"{round(minutes * 60)}s"
-    auto = run_measured(
-        [*_voxseg(), "auto", raw, "--time-budget", budget, "--device", "cpu", "--home", home],
-        log=logs / "voxseg_auto.log",
-    )
+    auto = [*_voxseg(), "auto", raw, "--time-budget", budget, "--device", "cpu", "--home", home]
+    if processes is not None:
+        auto += ["--num-processes", processes]
+    auto = run_measured(auto, log=logs / "voxseg_auto.log")
     model = home / "models" / raw.name / "auto"
     pred = _fresh(work / "voxseg_pred")
     predict = run_measured(
@@ -306,6 +311,7 @@ def run_nnunet(key: str, raw: Path, minutes: float, work: Path, args: argparse.N
             "-c",
             configuration,
             "--verify_dataset_integrity",
+            *([] if args.processes is None else ["-np", args.processes, "-npfp", args.processes]),
         ],
         env=env,
         log=logs / "nnunet_plan_and_preprocess.log",
@@ -365,6 +371,15 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _auto_run(run: dict) -> str:
+    """``3d_lowres 12 ep / 600 it`` for one run of ``voxseg auto``'s summary."""
+    b = run.get("budget") or {}
+    if "epochs" not in b:
+        return str(run.get("configuration"))
+    iterations = b["epochs"] * b.get("iterations_per_epoch", 0)
+    return f"{run.get('configuration')} {b['epochs']} ep / {iterations} it"
+
+
 def table(key: str, minutes: float, rows: list[dict]) -> str:
     labels = list(rows[0]["dice"])
     head = ["system", "budget min", "wall min", "mean Dice", *labels, "predict s", "trained"]
@@ -376,8 +391,7 @@ def table(key: str, minutes: float, rows: list[dict]) -> str:
             if t.get("stopped_at_deadline"):
                 trained += " (deadline)"
         else:
-            runs = r["auto_summary"].get("runs") or []
-            trained = f"{len(runs)} run(s)" if runs else "-"
+            trained = ", ".join(map(_auto_run, r["auto_summary"].get("runs", [])))
         body.append(
             [
                 r["system"],
@@ -429,6 +443,13 @@ def main() -> None:
     parser.add_argument("--shape-2d", type=int, nargs=2, default=None, help="2d Y X")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="planning/preprocessing processes of both (voxseg auto -p, nnU-Net -np and -npfp;"
+        " default: each tool's own)",
+    )
+    parser.add_argument(
         "--nnunet-da-workers", type=int, default=None, help="nnUNet_n_proc_DA (default: its own)"
     )
     args = parser.parse_args()
@@ -446,7 +467,7 @@ def main() -> None:
         for minutes in args.minutes:
             work = OUT / "runs" / f"{raw.parent.name}_{minutes:g}min"
             _log(f"{key}, {minutes:g} min: voxseg auto ...")
-            v = run_voxseg(raw, minutes, work)
+            v = run_voxseg(raw, minutes, work, args.processes)
             _log(f"  wall {v['wall_seconds'] / 60:.2f} min, mean Dice {v['mean_dice']:.3f}")
             _log(f"{key}, {minutes:g} min: nnU-Net ...")
             n = run_nnunet(key, raw, minutes, work, args)
