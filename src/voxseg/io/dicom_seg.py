@@ -142,7 +142,7 @@ def write_dicom_seg(
         device_serial_number="0",
         content_description=description[:64],
         content_label="VOXSEG",
-        omit_empty_frames=False,
+        omit_empty_frames=bool(pixels.any()),  # an empty result keeps its frames
     )
     if description:
         seg.SeriesDescription = description[:64]
