@@ -47,8 +47,9 @@ def plan(
     cpu_lowres_gflops: float | None = typer.Option(
         None,
         "--cpu-lowres-gflops",
-        help="CPU plans: the budget of the whole-image 3d_lowres (default: 4× --cpu-gflops "
-        "on a CPU with hardware bf16 (AMX), else --cpu-gflops).",
+        help="CPU plans: the budget of the whole-image 3d_lowres (default: a multiple of "
+        "--cpu-gflops, one for CPUs with hardware bf16 and one for float32; the plan's "
+        "explanation of the 3d_lowres spacing names the factor used).",
     ),
     base_features: int | None = typer.Option(
         None, "--base-features", help="First-stage features (default: 32 GPU, 8 CPU)."

@@ -31,7 +31,7 @@ class LossConfig(BaseModel):
     """A loss by name with its settings, e.g. ``{"name": "dice_ce", "batch_dice": true}``.
 
     The built-in losses' settings are declared (``None`` = the loss's own default) so that
-    ``--set training.loss.batch_dice=true`` works; other fields are passed on as they are,
+    ``--set loss.batch_dice=true`` works; other fields are passed on as they are,
     for a user's loss. A ``combo`` sums its ``terms``, each weighted by its ``weight``.
     ``deep_supervision_target`` brings the target to lower output resolutions by ``nearest``
     neighbour (default) or ``max`` pooling (region masks only).
