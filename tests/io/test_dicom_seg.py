@@ -66,7 +66,11 @@ def test_binary_seg_reads_back_with_highdicom_and_voxseg(tmp_path, rng, orientat
     lps = image.geometry.index_to_physical(idx)
     inv = np.linalg.inv(volume.affine)
     vidx = np.rint(lps @ inv[:3, :3].T + inv[:3, 3]).astype(int)
-    values = np.asarray(volume.array)[vidx[:, 0], vidx[:, 1], vidx[:, 2]]
+    # the SEG holds only its non-empty frames: voxels outside its volume are background
+    arr = np.asarray(volume.array)
+    valid = np.all((vidx >= 0) & (vidx < np.array(arr.shape[:3])), axis=1)
+    values = np.zeros((len(vidx), arr.shape[3]), arr.dtype)
+    values[valid] = arr[vidx[valid, 0], vidx[valid, 1], vidx[valid, 2]]
     for v in (1, 2):
         np.testing.assert_array_equal(values[:, v - 1].reshape(SHAPE) > 0, lab == v)
     back = read_dicom_seg(path, series)
