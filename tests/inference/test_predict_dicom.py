@@ -59,6 +59,18 @@ def test_discovery_skips_json_and_splits_series(tmp_path, rng):
     cases = discover_inputs(root)
     assert [c.case_id for c in cases] == ["p1", "p2_S1", "p2_S7"]
     assert [c.read().shape[0] for c in cases] == [3, 4, 2]
+    # PACS-style nesting: patient/study/{CT,RS}; the RTSTRUCT folder is no case
+    from voxseg.synth.dicom import rtstruct_dataset
+
+    nested = tmp_path / "nested"
+    write_datasets(a, nested / "pat" / "study" / "CT")
+    (nested / "pat" / "study" / "RS").mkdir()
+    rtstruct_dataset(a, {"x": []}).save_as(
+        nested / "pat" / "study" / "RS" / "rs", enforce_file_format=True
+    )
+    (nested / "manifest.json").write_text("{}")
+    assert [c.case_id for c in discover_inputs(nested)] == ["pat"]
+    assert [c.case_id for c in discover_inputs(nested / "pat")] == ["study"]
 
 
 def test_output_types_need_dicom_input(tiny_model, raw_dir, tmp_path):

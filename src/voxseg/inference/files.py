@@ -18,6 +18,7 @@ from voxseg.io import Image, file_ending, read_image, write_image
 from voxseg.io.dicom import DicomSeries, folder_series, read_dicom_folder
 from voxseg.io.formats import SUPPORTED_ENDINGS as IMAGE_ENDINGS
 from voxseg.locks import LOCK_NAME, folder_lock
+from voxseg.preprocessing.memory_guard import check_predict
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _DICOM_SUFFIXES = {".dcm", ".ima", ""}
@@ -71,17 +72,29 @@ def _stem(path: Path) -> str:
     return path.name[: -len(ending)] if ending else path.name
 
 
-def _is_dicom_folder(folder: Path) -> bool:
-    """A folder whose files (beside any JSON/CSV/text) are DICOM."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    dicom = [p for p in files if p.suffix.lower() in _DICOM_SUFFIXES]
-    return bool(dicom) and any(_looks_like_dicom(p) for p in dicom[:3])
+def _is_dicom_folder(folder: Path, recursive: bool = False) -> bool:
+    """A folder holding DICOM files (beside any JSON/CSV/text); with ``recursive``, in it
+    or in any folder below (a patient folder of study/series folders)."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    checked = 0
+    for p in found:
+        if p.name.startswith(".") or p.suffix.lower() not in _DICOM_SUFFIXES or not p.is_file():
+            continue
+        if _looks_like_dicom(p):
+            return True
+        checked += 1
+        if checked >= 3 and not recursive:
+            return False
+    return False
 
 
 def _dicom_cases(folder: Path) -> list[CaseInput]:
     """One case per image series in ``folder`` (RTSTRUCT, SEG and other objects left out);
     the folder name is the case id, with the SeriesNumber when there are several series."""
-    series = folder_series(folder)
+    try:
+        series = folder_series(folder)
+    except VoxsegError:
+        return []  # only non-image objects (an RTSTRUCT folder beside the scan)
     if len(series) == 1:
         return [CaseInput(folder.name, [folder], ".nii.gz")]
     cases = []
@@ -116,7 +129,9 @@ def discover_inputs(path: str | os.PathLike[str]) -> list[CaseInput]:
         return [CaseInput(_strip_channel(_stem(path)), [path], file_ending(path))]
     if _is_dicom_folder(path):
         return _dicom_cases(path)
-    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and _is_dicom_folder(p))
+    subdirs = sorted(
+        p for p in path.iterdir() if p.is_dir() and _is_dicom_folder(p, recursive=True)
+    )
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     cases: list[CaseInput] = [c for d in subdirs for c in _dicom_cases(d)]
     grouped: dict[str, dict[int, Path]] = {}
@@ -204,6 +219,13 @@ def predict_folder(
                 continue
             progress.update(task, description=f"predicting {case.case_id}")
             try:
+                check_predict(
+                    case.case_id,
+                    case.paths,
+                    predictor.model.plan_config.spacing,
+                    predictor.model.num_outputs,
+                    save_probabilities,
+                )
                 image, series = case.read_dicom() if output_types else (case.read(), None)
                 want_probabilities = save_probabilities or seg_fractional
                 pred = predictor.predict(image, probabilities=want_probabilities)
