@@ -114,6 +114,7 @@ def _nnunet_train(argv: list[str]) -> None:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--deadline", type=float, required=True, help="time.time() to stop at")
     parser.add_argument("--stats", type=Path, required=True)
+    parser.add_argument("--iterations-per-epoch", type=int, default=None)
     args = parser.parse_args(argv)
 
     import torch
@@ -138,6 +139,9 @@ def _nnunet_train(argv: list[str]) -> None:
         )
         assert type(t) is nnUNetTrainer
         t.num_epochs = num_epochs
+        if args.iterations_per_epoch:  # smoke tests of this script only
+            t.num_iterations_per_epoch = args.iterations_per_epoch
+            t.num_val_iterations_per_epoch = max(1, args.iterations_per_epoch // 5)
         for name, key in (("train_step", "train"), ("validation_step", "val")):
             step = getattr(t, name)
 
@@ -174,7 +178,9 @@ def _nnunet_train(argv: list[str]) -> None:
     startup = started[0] - tic
     epoch = toc - started[0]
     stats["phases"].append({"num_epochs": 1, "seconds": toc - tic, "stopped_at_deadline": stopped})
-    stats.update(startup_seconds=startup, first_epoch_seconds=epoch, stopped_at_deadline=stopped)
+    stats.update(startup_seconds=startup, stopped_at_deadline=stopped)
+    if not stopped:
+        stats["first_epoch_seconds"] = epoch
     epochs = 1 if not stopped else 0
     if not stopped:
         fit = int((args.deadline - time.time() - startup) // epoch)
@@ -330,6 +336,7 @@ def run_nnunet(key: str, raw: Path, minutes: float, work: Path, args: argparse.N
             repr(deadline),
             "--stats",
             stats_file,
+            *(["--iterations-per-epoch", args.smoke_iterations] if args.smoke_iterations else []),
         ],
         env=env,
         log=logs / "nnunet_train.log",
@@ -452,6 +459,13 @@ def main() -> None:
     parser.add_argument(
         "--nnunet-da-workers", type=int, default=None, help="nnUNet_n_proc_DA (default: its own)"
     )
+    parser.add_argument(
+        "--smoke-iterations",
+        type=int,
+        default=None,
+        help="testing this script only: nnU-Net epochs of this many iterations instead of its"
+        " default 250 (the results are then not nnU-Net's default trainer)",
+    )
     args = parser.parse_args()
 
     ensure_nnunet_venv()
@@ -459,6 +473,7 @@ def main() -> None:
     results: dict = {
         "command": " ".join(["python", "benchmarks/auto_vs_nnunet.py", *sys.argv[1:]]),
         "machine": machine_info(),
+        "settings": vars(args),
         "runs": [],
     }
     tables = []
