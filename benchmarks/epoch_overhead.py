@@ -33,7 +33,7 @@ def main() -> None:
 
     from voxseg.config import apply_overrides
     from voxseg.planning import PlannerOptions
-    from voxseg.training import ModelConfig
+    from voxseg.training import LoggingConfig, ModelConfig
     from voxseg.training import trainer as trainer_module
     from voxseg.training.logs import plot_progress
     from voxseg.training.setup import TrainingSetup
@@ -109,8 +109,8 @@ def main() -> None:
     print(f"{'validation':<16} {'train s':>8} {'validate s':>10} {'save s':>7} {'plot s':>7}")
     for mode, rows in times.items():
         train, validate, save = (statistics.median(c) for c in zip(*rows, strict=True))
-        # before: progress.png every epoch; now at most every PROGRESS_PLOT_SECONDS
-        p = plot * (1 if mode != "cached" else min(1, train / trainer_module.PROGRESS_PLOT_SECONDS))
+        # before: progress.png every epoch; now at most every logging.plot_seconds
+        p = plot * (1 if mode != "cached" else min(1, train / LoggingConfig().plot_seconds))
         total = validate + save + p
         print(
             f"{mode:<16} {train:8.2f} {validate:10.3f} {save:7.3f} {p:7.3f}   outside the "

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voxseg.errors import VoxsegError
+from voxseg.modelfolder import ModelLayout
 
 DEFAULT_HOME = "voxseg_home"
 
@@ -93,15 +94,16 @@ class Workspace:
     def preprocessed_dir(self, dataset: str, plan: str, config: str) -> Path:
         return self.preprocessed_root / dataset / plan / config
 
-    def plans_dir(self, dataset: str) -> Path:
+    def preprocessed_dataset_dir(self, dataset: str) -> Path:
+        """``preprocessed/<dataset>/``: its ``fingerprint.json``, ``plans/<plan>.json`` and
+        the ``<plan>/<config>/`` arrays."""
         return self.preprocessed_root / dataset
+
+    plans_dir = preprocessed_dataset_dir  # the former name, still used by auto and report
 
     def model_dir(self, dataset: str, plan: str, model: str, fold: int | str | None = None) -> Path:
         base = self.models / dataset / plan / model
-        return base if fold is None else base / f"fold_{fold}"
-
-    def prediction_dir(self, dataset: str, plan: str, model: str, name: str) -> Path:
-        return self.predictions / dataset / plan / model / name
+        return base if fold is None else ModelLayout(base).fold_dir(fold)
 
 
 def _dataset_name_matches(folder: str, query: str) -> bool:

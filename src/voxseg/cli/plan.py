@@ -79,7 +79,7 @@ def plan(
     ds = Dataset(ws.dataset_dir(dataset))
     if device not in (None, "cuda", "cpu"):
         raise VoxsegError(f"--device {device!r}: choose cuda or cpu")
-    out_dir = ws.plans_dir(ds.name)
+    out_dir = ws.preprocessed_dataset_dir(ds.name)
     fingerprint = load_or_compute_fingerprint(ds, out_dir, force=force, num_processes=num_processes)
     options = PlannerOptions(
         plan_name=plan_name,

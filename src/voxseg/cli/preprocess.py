@@ -37,7 +37,7 @@ def preprocess(
         raise VoxsegError(f"--storage {storage!r}: choose blosc2 or raw")
     ws = Workspace.from_env(home)
     ds = Dataset(ws.dataset_dir(dataset))
-    plans = read_plans(ws.plans_dir(ds.name), plan_name)
+    plans = read_plans(ws.preprocessed_dataset_dir(ds.name), plan_name)
     names = configs or list(plans.configurations)
     done: set[str] = set()
     for name in names:

@@ -79,10 +79,6 @@ class Fingerprint(BaseModel):
         return np.array([c.spacing for c in self.cases], dtype=float)
 
     @property
-    def shapes_after_crop(self) -> np.ndarray:
-        return np.array([c.shape_after_crop for c in self.cases], dtype=float)
-
-    @property
     def is_2d(self) -> bool:
         """Every case is pseudo-3D (one slice)."""
         return all(c.shape[0] == 1 for c in self.cases)

@@ -195,7 +195,7 @@ def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path, quiet: bool
     from voxseg.workspace import Workspace
 
     ws = Workspace.from_env(home)
-    out_dir = ws.plans_dir(dataset.name)
+    out_dir = ws.preprocessed_dataset_dir(dataset.name)
     fingerprint = load_or_compute_fingerprint(dataset, out_dir, progress=not quiet)
     ps = stage.plan
     orientation = stage.input.orientation if isinstance(stage.input, FullInput) else None
@@ -358,7 +358,7 @@ def train_stage(
         from voxseg.planning import Plans, write_plans
 
         plans = load_model(Plans, plans_from).model_copy(update={"dataset": ds.name})
-        write_plans(plans, ws.plans_dir(ds.name))
+        write_plans(plans, ws.preprocessed_dataset_dir(ds.name))
     else:
         plans = make_stage_plans(stage, ds, home, quiet=quiet)
     cfg_plan = plans.configuration(stage.plan.configuration)

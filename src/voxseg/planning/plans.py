@@ -66,11 +66,6 @@ class ConfigurationPlan(BaseModel):
     )
     explanations: dict[str, str] = Field(default_factory=dict)
 
-    @property
-    def preprocessing_spacing(self) -> list[float]:
-        """The 3D spacing of the preprocessed arrays (2D keeps z as it is: NaN marks it)."""
-        return list(self.spacing) if self.spatial_dims == 3 else [float("nan"), *self.spacing]
-
 
 class Plans(BaseModel):
     """A named plan for one dataset."""

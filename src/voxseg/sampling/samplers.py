@@ -17,13 +17,6 @@ from pydantic import BaseModel, Field
 from voxseg._registry import Registry
 
 
-class CaseInfo(Protocol):
-    """What a sampler may know about a case (from its preprocessed metadata)."""
-
-    shape: tuple[int, ...]
-    foreground_locations: dict[str, list[list[int]]]
-
-
 class Sampler(Protocol):
     def __call__(
         self,

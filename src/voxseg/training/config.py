@@ -64,6 +64,10 @@ class LoggingConfig(_Strict):
     """CSV log, progress plot and slice snapshots always; trackers are opt-in and offline."""
 
     snapshots: bool = True
+    snapshot_every: int = Field(1, ge=1, description="a validation slice snapshot every N epochs")
+    plot_seconds: float = Field(
+        30.0, ge=0, description="redraw progress.png at most this often (~0.15 s a plot)"
+    )
     tensorboard: bool = False
     wandb: bool = False
     wandb_mode: Literal["offline", "online"] = "offline"

@@ -48,7 +48,7 @@ class TrainingSetup:
         ws = Workspace.from_env(home)
         dataset = Dataset(find_dataset(ws, config))
         name = dataset.name
-        plans_path = ws.plans_dir(name) / "plans" / f"{config.plan}.json"
+        plans_path = ws.preprocessed_dataset_dir(name) / "plans" / f"{config.plan}.json"
         if not plans_path.is_file():
             raise VoxsegError(
                 f"{plans_path}: no plan {config.plan!r}; run `voxseg plan {name}` first"

@@ -53,8 +53,6 @@ from voxseg.training.setup import TrainingSetup
 
 # validation patches kept in memory between epochs up to this size (else read each epoch)
 VALIDATION_CACHE_BYTES = 1 << 30
-# progress.png is redrawn at most this often (and after the last epoch): ~0.15 s per plot
-PROGRESS_PLOT_SECONDS = 30.0
 
 
 #: the loader's last batch index when a time budget decides where training ends
@@ -569,7 +567,13 @@ class Trainer:
         counts = all_reduce_sum(counts, self.dist)
         tp, fp, fn = counts
         dice = (2 * tp / (2 * tp + fp + fn).clamp(min=1e-8)).where(tp + fp + fn > 0, torch.nan)
-        if self.dist.is_main and self.cfg.logging.snapshots and snapshot is not None:
+        log = self.cfg.logging
+        if (
+            self.dist.is_main
+            and log.snapshots
+            and snapshot is not None
+            and epoch % log.snapshot_every == 0
+        ):
             image0, target0, logits0 = snapshot
             save_snapshot(
                 self.folder / SNAPSHOTS / f"epoch_{epoch:04d}.png",
@@ -672,7 +676,7 @@ class Trainer:
             save_checkpoint(self.folder / CHECKPOINT_BEST, self.network, None, s)
         write_csv_log(self.folder / TRAINING_LOG, s.history)
         now = time.perf_counter()
-        if final or now - self._plotted >= PROGRESS_PLOT_SECONDS:
+        if final or now - self._plotted >= self.cfg.logging.plot_seconds:
             plot_progress(self.folder / PROGRESS_PLOT, s.history)
             self._plotted = now
 
