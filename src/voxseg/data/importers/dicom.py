@@ -279,14 +279,19 @@ def plan_cases(
     for s in sources:
         target = _referenced_series(s, series, primaries)
         if target is None:
-            report.failed.append(
-                {
-                    "item": s.path,
-                    "reason": f"{s.modality} refers to series "
-                    f"{', '.join(s.referenced_series) or '(none)'} (frame of reference "
-                    f"{s.frame_of_reference_uid or '?'}), which is not in the source",
-                }
-            )
+            other = [u for u in s.referenced_series if u in series]
+            refs = ", ".join(s.referenced_series) or "(none)"
+            if other:
+                reason = (
+                    f"{s.modality} refers to {series[other[0]][0].modality} series {other[0]}, "
+                    f"not to a {modality} series (choose it with --modality or --channel)"
+                )
+            else:
+                reason = (
+                    f"{s.modality} refers to series {refs} (frame of reference "
+                    f"{s.frame_of_reference_uid or '?'}), which is not in the source"
+                )
+            report.failed.append({"item": s.path, "reason": reason})
             continue
         by_source.setdefault(target, []).append(s)
     cases = []
