@@ -232,6 +232,7 @@ def prepare(key: str, args: argparse.Namespace) -> Path:
     num_test = args.num_test or DEFAULT_CASES[key][1]
     shape = args.shape if key == "organs" else ([1, *args.shape_2d] if args.shape_2d else None)
     tag = f"{key}_{num_train}+{num_test}" + (f"_{'x'.join(map(str, shape))}" if shape else "")
+    tag += f"_seed{args.seed}" if args.seed else ""
     nn_raw = OUT / "data" / tag
     raw = nn_raw / name
     if (raw / "dataset.json").is_file():
@@ -266,10 +267,13 @@ def score(pred: Path, raw: Path) -> dict:
     from voxseg.evaluation import evaluate_folder
 
     summary = evaluate_folder(pred, raw / "labelsTs", dataset=raw, surface=False)
+    if summary.get("references_without_prediction"):
+        missing = ", ".join(summary["references_without_prediction"])
+        raise SystemExit(f"{pred}: no prediction for {missing}")
     return {
         "mean_dice": summary["foreground_mean"]["dice"],
         "dice": {label: m["dice"] for label, m in summary["mean"].items()},
-        "cases": len(summary.get("cases", [])) or None,
+        "cases": summary["num_cases"],
     }
 
 
