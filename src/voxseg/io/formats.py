@@ -34,6 +34,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from voxseg.errors import VoxsegError
+from voxseg.io.header import DAMAGED, check_claimed_size, read_header, require_memory
 from voxseg.io.image import PSEUDO_3D_SPACING, Image, from_sitk, to_sitk
 
 VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -72,6 +73,11 @@ def read_image(path: str | os.PathLike[str], is_label: bool = False) -> Image:
         )
     if ending in PILLOW_ENDINGS:
         return _read_pillow(path, is_label)
+    header = read_header(path)
+    if ending in VOLUME_ENDINGS:
+        check_claimed_size(header)
+    # SimpleITK's buffer plus the NumPy copy made from it
+    require_memory(2 * header.nbytes, f"reading {path}", "read it on a machine with more memory")
     if ending in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
     try:
@@ -375,7 +381,7 @@ class _LogCapture(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-_DAMAGED = "cannot read image: the file is damaged, truncated or not an image"
+_DAMAGED = DAMAGED
 
 
 def _first_line(exc: Exception) -> str:

@@ -32,6 +32,7 @@ from voxseg.io.image import Image
 from voxseg.locks import folder_lock
 from voxseg.normalization import normalize
 from voxseg.planning.plans import ConfigurationPlan, Plans
+from voxseg.preprocessing.memory_guard import check_preprocess
 from voxseg.preprocessing.store import SETTINGS_NAME, CaseMeta, PreprocessedStore, Storage
 
 MAX_LOCATIONS_PER_CLASS = 10_000
@@ -210,10 +211,12 @@ def _preprocess_one(
     dtype: str,
     storage: str,
     seed: int,
+    num_processes: int = 1,
 ) -> str:
     store = PreprocessedStore(folder)
     if store.is_finished(case.case_id):
         return "skipped"
+    check_preprocess(case.case_id, case.images, case.label, config.spacing, num_processes)
     image, label = Dataset(dataset_root).load_case(case)
     data, seg, meta = preprocess_case(image, plans, config, label, case_id=case.case_id, seed=seed)
     meta = meta.model_copy(update={"dtype": dtype, "storage": storage})
@@ -274,7 +277,10 @@ def _preprocess_locked(
     todo = [c for c in cases if not PreprocessedStore(folder).is_finished(c.case_id)]
     map_with_progress(
         _preprocess_one,
-        [(str(dataset.root), c, plans, cfg, str(folder), dtype, storage, seed) for c in todo],
+        [
+            (str(dataset.root), c, plans, cfg, str(folder), dtype, storage, seed, num_processes)
+            for c in todo
+        ],
         num_processes=num_processes,
         description=f"preprocess {config}",
         progress=progress,
