@@ -78,6 +78,13 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.update(self._task, description=text)
 
+    def item(self, text: str) -> None:
+        """One unit done (a case, a file): the bar advances on a terminal; in a log file the
+        unit gets its own plain line."""
+        self.advance()
+        if not self.live:
+            self.line(text)
+
     def line(self, text: str) -> None:
         """One plain line: above the bar on a terminal, flushed at once in a log file."""
         if not self.enabled:

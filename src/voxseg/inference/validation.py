@@ -12,13 +12,12 @@ from voxseg.inference.model import ModelFolder
 from voxseg.inference.predictor import Predictor
 from voxseg.io import write_image
 from voxseg.modelfolder import VALIDATION
+from voxseg.progress import ProgressReporter
 
 
 def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: bool = False) -> dict:
     """Write ``validation/<case>`` predictions and ``validation/summary.json``; return the
     summary."""
-    from rich.progress import Progress
-
     from voxseg.evaluation import evaluate_folder
 
     model = ModelFolder.load(setup.model_dir, folds=[str(setup.fold)])
@@ -32,12 +31,12 @@ def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: boo
     out = folder / VALIDATION
     out.mkdir(parents=True, exist_ok=True)
     dataset = setup.dataset
-    with Progress(disable=quiet) as progress:
-        task = progress.add_task("validating", total=len(setup.val_ids))
-        for case_id in setup.val_ids:
+    total = len(setup.val_ids)
+    with ProgressReporter("validating", total, enabled=not quiet) as progress:
+        for i, case_id in enumerate(setup.val_ids, 1):
             case = dataset.case(case_id)
             image, _ = dataset.load_case(case)
             pred = predictor.predict(image)
             write_image(pred.segmentation, out / f"{case_id}{dataset.file_ending}")
-            progress.advance(task)
+            progress.item(f"validation case {i}/{total}: {case_id}")
     return evaluate_folder(out, dataset.root / "labelsTr", dataset=dataset.root, output_dir=out)
