@@ -174,6 +174,27 @@ def split_fold(
     return folder, [str(f) for f in folds] if folds else None
 
 
+def open_layout(
+    folder: str | os.PathLike[str],
+    folds: Sequence[int | str] | None,
+    checkpoint: str,
+    *,
+    kind: str,
+    required: Sequence[str],
+    weight_files: dict[str, str],
+) -> tuple[ModelLayout, list[str], str]:
+    """``(layout, folds, weights file)`` of a model folder of ``kind`` (or one ``fold_<k>`` of
+    it: that fold by default, told by the first ``required`` file), checked to hold every
+    ``required`` file and the ``checkpoint``'s weights for each fold."""
+    folder, folds = split_fold(folder, folds, marker=required[0])
+    layout = ModelLayout(folder)
+    for name in required:
+        if not (folder / name).is_file():
+            raise VoxsegError(f"{folder}: not {kind} ({name} is missing)")
+    file = checkpoint_file(checkpoint, weight_files)
+    return layout, layout.select_folds(folds, file), file
+
+
 # ------------------------------------------------------------------------------- kinds
 def is_voxseg_model_folder(folder: str | os.PathLike[str]) -> bool:
     """A voxseg model folder (or one ``fold_<k>`` in it): ``config.json`` beside the plans."""

@@ -15,15 +15,16 @@ from voxseg.data import DatasetInfo
 from voxseg.errors import VoxsegError
 from voxseg.modelfolder import (
     CONFIG,
+    DATASET,
     PLANS,
     WEIGHT_FILES,
     ModelLayout,
-    checkpoint_file,
     find_loader,
-    split_fold,
+    open_layout,
 )
 from voxseg.nets import build_network, load_weights
 from voxseg.nets.weights import CHECKPOINT_NETWORK_PREFIX
+from voxseg.planning.plans import Plans
 from voxseg.training.config import ModelConfig
 
 
@@ -64,16 +65,16 @@ class ModelFolder:
         checkpoint: str = "final",
     ) -> ModelFolder:
         """A voxseg model folder (or one ``fold_<k>`` in it: that fold by default)."""
-        from voxseg.planning.plans import Plans
-
-        folder, folds = split_fold(folder, folds, marker=CONFIG)
-        layout = ModelLayout(folder)
-        for path in (layout.config, layout.plans, layout.dataset):
-            if not path.is_file():
-                raise VoxsegError(f"{folder}: not a voxseg model folder ({path.name} is missing)")
-        chosen = layout.select_folds(folds, checkpoint_file(checkpoint, WEIGHT_FILES))
+        layout, chosen, _ = open_layout(
+            folder,
+            folds,
+            checkpoint,
+            kind="a voxseg model folder",
+            required=(CONFIG, PLANS, DATASET),
+            weight_files=WEIGHT_FILES,
+        )
         return cls(
-            folder=folder,
+            folder=layout.root,
             config=load_model(ModelConfig, layout.config),
             plans=load_model(Plans, layout.plans),
             info=DatasetInfo.model_validate(read_json(layout.dataset)),

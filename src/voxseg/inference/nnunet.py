@@ -59,11 +59,11 @@ from voxseg.errors import VoxsegError
 from voxseg.inference.model import ModelFolder
 from voxseg.io import Image
 from voxseg.modelfolder import (
+    DATASET,
     NNUNET_CHECKPOINT_FILES,
     PLANS,
     ModelLayout,
-    checkpoint_file,
-    split_fold,
+    open_layout,
 )
 from voxseg.modelfolder import is_nnunet_model_folder as is_nnunet_model_folder
 from voxseg.nets.topology import Topology
@@ -468,13 +468,15 @@ class NnUNetModelFolder(ModelFolder):
         checkpoint: str = "final",
     ) -> NnUNetModelFolder:
         """An nnU-Net v2 results folder (or one ``fold_<k>`` in it: that fold by default)."""
-        folder, folds = split_fold(folder, folds, marker=PLANS)
-        layout = ModelLayout(folder)
-        for path in (layout.plans, layout.dataset):
-            if not path.is_file():
-                raise VoxsegError(f"{folder}: not an nnU-Net model folder ({path.name} is missing)")
-        file = checkpoint_file(checkpoint, CHECKPOINT_FILES)
-        chosen = layout.select_folds(folds, file)
+        layout, chosen, file = open_layout(
+            folder,
+            folds,
+            checkpoint,
+            kind="an nnU-Net model folder",
+            required=(PLANS, DATASET),
+            weight_files=CHECKPOINT_FILES,
+        )
+        folder = layout.root
         plans = read_json(layout.plans)
         dataset = dict(read_json(layout.dataset))
         if "channel_names" not in dataset and "modality" in dataset:

@@ -163,6 +163,8 @@ class TrainingSetup:
 
     def validate_fold(self, folder: Path, network: torch.nn.Module, quiet: bool = False) -> None:
         """Predict the fold's full validation cases and write ``validation/summary.json``."""
+        # in-function: voxseg.inference imports voxseg.training.config (ModelConfig), and
+        # importing that runs voxseg/training/__init__.py, which imports this module
         from voxseg.inference.validation import validate_fold
 
         if self.fold == "all" or not self.val_ids:
