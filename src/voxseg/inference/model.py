@@ -13,6 +13,7 @@ import torch
 from voxseg.config import load_model, read_json
 from voxseg.data import DatasetInfo
 from voxseg.errors import VoxsegError
+from voxseg.modelconfig import ModelConfig
 from voxseg.modelfolder import (
     CONFIG,
     DATASET,
@@ -25,7 +26,6 @@ from voxseg.modelfolder import (
 from voxseg.nets import build_network, load_weights
 from voxseg.nets.weights import CHECKPOINT_NETWORK_PREFIX
 from voxseg.planning.plans import Plans
-from voxseg.training.config import ModelConfig
 
 
 @dataclass

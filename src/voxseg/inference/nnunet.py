@@ -58,6 +58,7 @@ from voxseg.data import DatasetInfo
 from voxseg.errors import VoxsegError
 from voxseg.inference.model import ModelFolder
 from voxseg.io import Image
+from voxseg.modelconfig import ModelConfig, NetworkConfig
 from voxseg.modelfolder import (
     DATASET,
     NNUNET_CHECKPOINT_FILES,
@@ -73,7 +74,6 @@ from voxseg.planning.plans import (
     Plans,
     ResamplingPlan,
 )
-from voxseg.training.config import ModelConfig, NetworkConfig
 
 #: voxseg's checkpoint names → nnU-Net's files in ``fold_<k>``.
 CHECKPOINT_FILES = NNUNET_CHECKPOINT_FILES

@@ -22,8 +22,8 @@ from voxseg.inference.export import (
 from voxseg.inference.model import ModelFolder
 from voxseg.inference.sliding_window import WindowSettings, predict_logits
 from voxseg.io import Image, from_sitk
+from voxseg.modelconfig import PredictionConfig
 from voxseg.modelfolder import ModelLayout
-from voxseg.training.config import PredictionConfig
 
 
 @dataclass

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from voxseg.modelconfig import PredictionConfig
 from voxseg.spatial.tiling import gaussian_importance_map, sliding_window_starts
-from voxseg.training.config import PredictionConfig
 
 _DEFAULTS = PredictionConfig()
 
@@ -27,7 +27,7 @@ _DEFAULTS = PredictionConfig()
 @dataclass
 class WindowSettings:
     """Sliding-window parameters (see the module docstring); the defaults of ``step``,
-    ``sigma_scale`` and ``tta`` are :class:`~voxseg.training.config.PredictionConfig`'s."""
+    ``sigma_scale`` and ``tta`` are :class:`~voxseg.modelconfig.PredictionConfig`'s."""
 
     patch_size: tuple[int, ...]
     step: float = _DEFAULTS.step

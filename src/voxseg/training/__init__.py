@@ -1,6 +1,6 @@
 """Training: the loop, checkpoints, logs, schedules, cross-validation and DDP."""
 
-from voxseg.training.config import (
+from voxseg.modelconfig import (
     EarlyStoppingConfig,
     LoggingConfig,
     ModelConfig,

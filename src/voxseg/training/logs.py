@@ -12,7 +12,7 @@ import numpy as np
 
 from voxseg.config import atomic_write_text
 from voxseg.errors import VoxsegError
-from voxseg.training.config import LoggingConfig
+from voxseg.modelconfig import LoggingConfig
 
 
 def write_csv_log(path: Path, history: list[dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ values can still be changed, and ``config.json`` stores the resolved settings ei
 from __future__ import annotations
 
 from voxseg.errors import VoxsegError
-from voxseg.training.config import ModelConfig, OptimizerConfig, ScheduleConfig
+from voxseg.modelconfig import ModelConfig, OptimizerConfig, ScheduleConfig
 
 #: name -> (optimiser, schedule)
 RECIPES: dict[str, tuple[OptimizerConfig, ScheduleConfig]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from voxseg.training.config import OptimizerConfig, ScheduleConfig
+from voxseg.modelconfig import OptimizerConfig, ScheduleConfig
 
 
 def learning_rate(epoch: int, epochs: int, opt: OptimizerConfig, sched: ScheduleConfig) -> float:

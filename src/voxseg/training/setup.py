@@ -14,9 +14,10 @@ import torch
 from voxseg.config import write_json
 from voxseg.data import Dataset
 from voxseg.errors import VoxsegError
+from voxseg.inference.validation import validate_fold
+from voxseg.modelconfig import ModelConfig
 from voxseg.modelfolder import ModelLayout
 from voxseg.nets import Topology
-from voxseg.training.config import ModelConfig
 from voxseg.workspace import Workspace
 
 
@@ -163,10 +164,6 @@ class TrainingSetup:
 
     def validate_fold(self, folder: Path, network: torch.nn.Module, quiet: bool = False) -> None:
         """Predict the fold's full validation cases and write ``validation/summary.json``."""
-        # in-function: voxseg.inference imports voxseg.training.config (ModelConfig), and
-        # importing that runs voxseg/training/__init__.py, which imports this module
-        from voxseg.inference.validation import validate_fold
-
         if self.fold == "all" or not self.val_ids:
             return
         validate_fold(self, folder, network, quiet=quiet)

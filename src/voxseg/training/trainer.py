@@ -29,6 +29,7 @@ from voxseg.config import write_json
 from voxseg.devices import amp_dtype, memory_format, pick_device, use_channels_last
 from voxseg.errors import VoxsegError
 from voxseg.locks import folder_lock
+from voxseg.modelconfig import BudgetRecord, ModelConfig
 from voxseg.modelfolder import (
     BUDGET,
     CHECKPOINT_BEST,
@@ -45,7 +46,6 @@ from voxseg.sampling import PatchBatches, build_sampler
 from voxseg.spatial.tiling import sliding_window_starts
 from voxseg.training import budget as tb
 from voxseg.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from voxseg.training.config import BudgetRecord, ModelConfig
 from voxseg.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from voxseg.training.logs import Trackers, plot_progress, save_snapshot, write_csv_log
 from voxseg.training.schedules import learning_rate
