@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from voxseg.errors import VoxsegError
-from voxseg.io import Image, from_sitk, read_image, to_sitk
+from voxseg.io import Image, read_image
 
 #: Voxels kept around the labelled box, per axis (in voxels of the original grid).
 MARGIN_VOXELS = 12
@@ -51,28 +51,49 @@ class CaseView:
     bytes: int
 
 
-def _canonical(img: Image) -> Image:
-    """The image in LPS orientation by axis permutation and flips (SimpleITK's DICOMOrient,
-    the same as ``voxseg.spatial.reorient`` without importing the resampling stack)."""
+@dataclass(frozen=True)
+class _LPSView:
+    """Crop, reorient to LPS and subsample arrays of one grid as NumPy views: only the shown
+    voxels are ever copied (a full-volume reorientation costs more than the reading)."""
+
+    box: tuple[slice, ...]  # in the stored array's axes
+    transpose: tuple[int, ...]
+    flip: tuple[bool, ...]
+    strides: tuple[int, int, int]
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        view = np.transpose(array[self.box], self.transpose)
+        sel = tuple(
+            slice(None, None, -k if f else k) for f, k in zip(self.flip, self.strides, strict=True)
+        )
+        return np.ascontiguousarray(view[sel])
+
+
+def _lps_orientation(img: Image) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """Permutation and flips to LPS (:func:`voxseg.spatial.reorientation_for`); 2D images are
+    shown as stored."""
     if img.is_2d:
-        return img
-    import SimpleITK as sitk
+        return (0, 1, 2), (False, False, False)
+    from voxseg.spatial.orientation import reorientation_for
 
-    return from_sitk(sitk.DICOMOrient(to_sitk(img), "LPS"))
+    r = reorientation_for(img.geometry, "LPS")
+    return tuple(r.transpose), tuple(r.flip)
 
 
-def _box(masks: list[np.ndarray], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """The box of every nonzero voxel of the masks, grown by the margin (the whole grid when
-    all masks are empty)."""
-    any_fg = None
-    for m in masks:
-        any_fg = m if any_fg is None else (any_fg | m)
-    if any_fg is None or not any_fg.any():
+def _box(label_maps: list[np.ndarray], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The box of every nonzero voxel of the label maps, grown by the margin (the whole grid
+    when all are empty). Two passes over each map: no mask of the volume is made."""
+    plane = np.zeros(shape[1:], bool)  # any label along z, per (y, x)
+    along_z = np.zeros(shape[0], bool)
+    for m in label_maps:
+        flat = m.reshape(shape[0], -1)
+        along_z |= flat.any(axis=1)
+        plane |= m.any(axis=0)
+    if not along_z.any():
         return tuple(slice(0, s) for s in shape)
     out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(any_fg.any(axis=other))
+    for axis, hits in enumerate((along_z, plane.any(axis=1), plane.any(axis=0))):
+        idx = np.flatnonzero(hits)
         out.append(
             slice(
                 max(int(idx[0]) - MARGIN_VOXELS, 0),
@@ -124,41 +145,44 @@ def build_case_view(
     layers: dict[str, Image] = {}
     for name, path in (("reference", src.reference), ("prediction", src.prediction)):
         if path is not None:
-            layers[name] = _canonical(read_image(path))
+            layers[name] = read_image(path)
     image = None
     if src.image:
         image = read_image(src.image[0])
         if image.array.ndim == 4:
             image = image.channel(0)
-        image = _canonical(image)
     grid = image if image is not None else next(iter(layers.values()), None)
     if grid is None:
         raise VoxsegError(f"case {src.case_id!r}: no image, reference or prediction to show")
     for name, img in layers.items():
-        if img.shape != grid.shape:
+        problems = grid.geometry.differences(img.geometry)
+        if problems:
             path = src.reference if name == "reference" else src.prediction
-            raise VoxsegError(
-                f"{path}: {name} shape {img.shape} differs from its image's {grid.shape} "
-                "(in LPS orientation)"
-            )
-    masks = [img.array > 0 for img in layers.values()]
-    box = _box(masks, grid.shape)
-    cropped = tuple(s.stop - s.start for s in box)
-    strides = strides_for(cropped, grid.spacing, max_inplane, max_voxels)
-    sel = tuple(slice(b.start, b.stop, k) for b, k in zip(box, strides, strict=True))
+            raise VoxsegError(f"{path}: {name} is not on its image's grid: {'; '.join(problems)}")
+    transpose, flip = _lps_orientation(grid)
+    box = _box([img.array for img in layers.values()], grid.shape)
+    # the shown box and grid in LPS axes (box as [start, stop) of the LPS-oriented volume)
+    shape = [grid.shape[b] for b in transpose]
+    spacing = [grid.spacing[b] for b in transpose]
+    lps_box = [
+        [shape[a] - box[b].stop, shape[a] - box[b].start] if f else [box[b].start, box[b].stop]
+        for a, (b, f) in enumerate(zip(transpose, flip, strict=True))
+    ]
+    strides = strides_for(tuple(hi - lo for lo, hi in lps_box), spacing, max_inplane, max_voxels)
+    view = _LPSView(box, transpose, flip, strides)
     data: dict[str, Any] = {
         "case": src.case_id,
-        "original_shape": list(grid.shape),
-        "original_spacing": [round(v, 4) for v in grid.spacing],
-        "box": [[b.start, b.stop] for b in box],
+        "original_shape": shape,
+        "original_spacing": [round(v, 4) for v in spacing],
+        "box": lps_box,
         "strides": list(strides),
-        "spacing": [round(v * k, 4) for v, k in zip(grid.spacing, strides, strict=True)],
+        "spacing": [round(v * k, 4) for v, k in zip(spacing, strides, strict=True)],
         "layers": {},
     }
     size = 0
     drawn: list[np.ndarray] = []
     if image is not None:
-        arr = np.asarray(image.array[sel], dtype=np.float32)
+        arr = view(image.array).astype(np.float32)
         data["shape"] = list(arr.shape)
         if is_ct:
             stored = np.clip(np.round(arr), *CT_RANGE).astype("<i2")
@@ -173,14 +197,12 @@ def build_case_view(
         size += len(packed)
         if samples:
             rng = np.random.default_rng(0)
-            channels = [arr] + [
-                np.asarray(_canonical(read_image(p)).array[sel], np.float32) for p in src.image[1:]
-            ]
+            channels = [arr] + [view(read_image(p).array).astype(np.float32) for p in src.image[1:]]
             for a in channels:
                 a = a[np.isfinite(a)]
                 drawn.append(rng.choice(a, min(samples, a.size), replace=False) if a.size else a)
     for name, img in layers.items():
-        lab = np.asarray(img.array[sel])
+        lab = view(img.array)
         if lab.min() < 0 or lab.max() > 255:
             raise VoxsegError(f"case {src.case_id!r}: {name} values outside 0..255")
         data.setdefault("shape", list(lab.shape))
