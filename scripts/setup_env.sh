@@ -28,9 +28,10 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     echo "voxseg setup: NVIDIA driver found, installing torch==$TORCH_VERSION (CUDA build)"
     $PIP install --quiet "torch==$TORCH_VERSION"
-  elif $PIP install --quiet --no-index "torch==$TORCH_VERSION" >/dev/null 2>&1; then
+  elif $PIP install --quiet --dry-run --no-index --no-deps "torch==$TORCH_VERSION" >/dev/null 2>&1; then
     # a wheel in pip's find-links (a local wheel folder) is used as it is
-    echo "voxseg setup: installed torch==$TORCH_VERSION from a local wheel"
+    echo "voxseg setup: installing torch==$TORCH_VERSION from a local wheel"
+    $PIP install --quiet "torch==$TORCH_VERSION"
   else
     # no NVIDIA driver: PyTorch's CPU wheels, not PyPI's multi-GB CUDA build
     echo "voxseg setup: no NVIDIA driver, installing torch==$TORCH_VERSION (CPU build)"
