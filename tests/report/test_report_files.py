@@ -134,3 +134,30 @@ def test_without_case_pages_the_tables_stay_and_link_nowhere(eval_folder, tmp_pa
     assert "organs_test_000" in html and "Cases (worst mean Dice first)" in html
     assert "cases/" not in html
     assert not (tmp_path / "r" / "cases").exists()
+
+
+def test_lesion_detection_of_a_pipeline_evaluation_is_shown(eval_folder, tmp_path):
+    from types import SimpleNamespace
+
+    from voxseg.io import read_image
+    from voxseg.pipelines.evaluate import lesion_summary
+
+    folder = tmp_path / "pred"
+    shutil.copytree(eval_folder, folder)
+    refs = eval_folder.parent / "raw" / "Dataset001_Organs" / "labelsTs"
+    pairs = [
+        (p.name[: -len(".nii.gz")], read_image(p), read_image(refs / p.name))
+        for p in sorted(folder.glob("*.nii.gz"))
+    ]
+    spec = SimpleNamespace(lesion_labels=["kidney"], labels={"kidney": 2}, lesion_overlap=0.0)
+    lesions = lesion_summary(pairs, spec)
+    (folder / "pipeline_summary.json").write_text(json.dumps({"lesions": lesions}))
+    html = write_report(folder, tmp_path / "r", cases=False).read_text()
+    k = lesions["kidney"]
+    assert "Lesion-wise detection" in html
+    n_ref = k["n_ref"]
+    row = f'>kidney</td><td data-sort="{float(n_ref)!r}">{n_ref}</td>'
+    assert row in html
+    case0 = k["per_case"]["organs_test_000"]  # its kidney was removed from the prediction
+    assert case0["n_pred"] == 0 and case0["detected_ref"] == 0
+    assert f">{case0['n_ref']} / 0 / 0</td>" in html

@@ -532,8 +532,38 @@ def evaluation_section(ev: Evaluation, anchor: str, case_href: Callable[[str], s
             )
         )
     parts.append(_plots(*plots))
+    if ev.lesions:
+        parts.append(lesion_table(ev.lesions))
     parts.append(case_table(ev, labels, case_href))
     return section(anchor, ev.title, "".join(parts))
+
+
+def lesion_table(lesions: dict[str, Any]) -> str:
+    """Lesion-wise detection pooled over cases: counts, sensitivity and precision."""
+    rows = [
+        [
+            name,
+            d.get("n_ref"),
+            d.get("detected_ref"),
+            d.get("n_pred"),
+            d.get("true_pred"),
+            math.nan if d.get("sensitivity") is None else d["sensitivity"],
+            math.nan if d.get("precision") is None else d["precision"],
+        ]
+        for name, d in lesions.items()
+    ]
+    return "<h3>Lesion-wise detection (all cases)</h3>" + table(
+        [
+            "label",
+            "reference lesions",
+            "detected",
+            "predicted lesions",
+            "true predicted",
+            "sensitivity",
+            "precision",
+        ],
+        rows,
+    )
 
 
 def _color(value: Any) -> str:
@@ -546,6 +576,8 @@ def case_table(ev: Evaluation, labels: list[str], case_href: Callable[[str], str
     headers = ["case"] + (["fold"] if has_fold else []) + ["mean Dice"]
     headers += [f"Dice {n}" for n in labels] + [f"HD95 {n}" for n in labels]
     headers += [f"vol. err. {n}" for n in labels]
+    lesion_names = list(ev.lesions)
+    headers += [f"lesions {n} (ref / found / FP)" for n in lesion_names]
     order = sorted(
         ev.cases,
         key=lambda c: (math.inf if math.isnan(d := case_mean_dice(c.metrics)) else d, c.case_id),
@@ -563,6 +595,15 @@ def case_table(ev: Evaluation, labels: list[str], case_href: Callable[[str], str
             for n in labels:
                 v = c.metrics.get(n, {}).get(metric, math.nan)
                 row.append((fmt(v), v))
+        for n in lesion_names:
+            d = ev.lesions[n].get("per_case", {}).get(c.case_id)
+            if d is None:
+                row.append(("–", math.nan))
+                continue
+            missed = d["n_ref"] - d["detected_ref"]
+            false_pos = d["n_pred"] - d["true_pred"]
+            text = f"{d['n_ref']} / {d['detected_ref']} / {false_pos}"
+            row.append((escape(text), float(missed + false_pos)))  # sorts by errors
         rows.append(row)
     tid = f"cases-{zlib.crc32((str(ev.folder) + ev.title).encode())}"
     return (

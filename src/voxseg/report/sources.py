@@ -27,6 +27,8 @@ from voxseg.modelfolder import (
 
 #: Model folders are searched this many levels below a target.
 SEARCH_DEPTH = 3
+#: Written beside ``summary.json`` by ``voxseg pipeline evaluate`` (lesion-wise detection).
+PIPELINE_SUMMARY = "pipeline_summary.json"
 
 
 @dataclass
@@ -50,6 +52,9 @@ class Evaluation:
     summary: dict[str, Any]
     cases: list[EvalCase]
     nsd_tolerance_mm: float = 1.0
+    #: lesion-wise detection per lesion label (pooled counts and ``per_case``), when the
+    #: pipeline evaluation wrote them
+    lesions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,6 +139,8 @@ def read_evaluation(folder: Path, title: str, fold: str = "") -> Evaluation:
         )
         for c in summary["metric_per_case"]
     ]
+    pipeline = folder / PIPELINE_SUMMARY
+    lesions = read_json(pipeline).get("lesions", {}) if pipeline.is_file() else {}
     return Evaluation(
         title,
         folder,
@@ -141,6 +148,7 @@ def read_evaluation(folder: Path, title: str, fold: str = "") -> Evaluation:
         summary,
         cases,
         float(summary.get("nsd_tolerance_mm", 1.0)),
+        lesions if isinstance(lesions, dict) else {},
     )
 
 
