@@ -91,9 +91,11 @@ def test_a_large_ct_case_is_subsampled_within_the_budget():
     kept = [math.ceil(n / k) for n, k in zip(shape, s, strict=True)]
     assert kept[1] <= 256 and kept[2] <= 256
     assert math.prod(kept) <= 2_500_000
-    # in-plane first to 256 (1.6 mm), then always the finest axis in mm: y, x to 2.4 mm,
-    # y, x to 3.2 mm (z is 2.5), z to 5 mm → 150 × 128 × 128
-    assert s == (2, 4, 4)
+    # in-plane stride 2 (256 voxels, 1.6 mm); then slices while their spacing < 3 × the
+    # in-plane one, else in-plane: z 5 mm, in-plane 2.4 mm, z 7.5 mm, in-plane 3.2 mm → fits
+    assert s == (3, 4, 4)
+    # a cropped liver-sized box keeps the in-plane detail and drops slices
+    assert strides_for((239, 234, 351), (2.0, 0.8, 0.8)) == (2, 2, 2)
 
 
 def test_ticks_are_round_numbers():

@@ -27,6 +27,8 @@ from voxseg.io import Image, read_image
 MARGIN_VOXELS = 12
 MAX_INPLANE = 256
 MAX_VOXELS = 2_500_000
+#: Slices are dropped first while their spacing stays below this × the in-plane spacing.
+MAX_SLICE_RATIO = 3.0
 #: CT values are stored as int16 clipped to this range (HU).
 CT_RANGE = (-1024, 3071)
 
@@ -109,15 +111,24 @@ def strides_for(
     max_inplane: int = MAX_INPLANE,
     max_voxels: int = MAX_VOXELS,
 ) -> tuple[int, int, int]:
-    """Integer strides per axis: in-plane edges ≤ ``max_inplane``, then the finest axis
-    (in mm after striding) is coarsened first until the volume fits ``max_voxels``."""
-    s = [1, 1, 1]
-    for a in (1, 2):
-        s[a] = max(1, math.ceil(shape[a] / max_inplane))
-    while math.prod(math.ceil(n / k) for n, k in zip(shape, s, strict=True)) > max_voxels:
-        cand = [a for a in range(3) if math.ceil(shape[a] / s[a]) > 1]
-        a = min(cand, key=lambda a: spacing[a] * s[a])
-        s[a] += 1
+    """Integer strides ``(z, in-plane, in-plane)``: one in-plane stride for both axes, enough
+    for edges ≤ ``max_inplane``; then, until the volume fits ``max_voxels``, slices are
+    dropped while the slice spacing stays under ``MAX_SLICE_RATIO`` × the in-plane one (axial
+    detail is what a reader looks at), else the in-plane stride grows."""
+    s_ip = max(1, math.ceil(shape[1] / max_inplane), math.ceil(shape[2] / max_inplane))
+    s_z = 1
+    inplane = min(spacing[1], spacing[2])
+
+    def voxels() -> int:
+        return math.ceil(shape[0] / s_z) * math.ceil(shape[1] / s_ip) * math.ceil(shape[2] / s_ip)
+
+    while voxels() > max_voxels:
+        z_ok = shape[0] > s_z and spacing[0] * s_z < MAX_SLICE_RATIO * inplane * s_ip
+        if z_ok or max(shape[1], shape[2]) <= s_ip:
+            s_z += 1
+        else:
+            s_ip += 1
+    s = [s_z, s_ip, s_ip]
     return s[0], s[1], s[2]
 
 
