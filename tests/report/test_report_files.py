@@ -125,7 +125,7 @@ def test_pipeline_and_auto_folders_report_every_model(tiny_model, tmp_path):
     }
     (auto / "summary.json").write_text(json.dumps(summary))
     src = collect(auto)
-    assert src.kind == "auto" and len(src.models) == 2
+    assert src.kind == "auto" and [m.folder for m in src.models] == [tiny_model]
     html = write_report(auto, tmp_path / "r2").read_text()
     assert "voxseg auto" in html and "the only run" in html
 

@@ -302,13 +302,14 @@ def collect(target: str | Path) -> Sources:
         return _model_sources(target, [model])
     auto = _auto_summary(target)
     if auto is not None:
-        models = [read_model(target, f"{target.name} (selected)")]
+        # every run's own folder (with its validation); the selected copy only when they moved
+        models: list[ModelSource] = []
         for run in auto.get("runs", []):
             folder = Path(str(run.get("model", "")))
             known = {m.folder.resolve() for m in models}
             if is_voxseg_model_folder(folder) and folder.resolve() not in known:
                 models.append(read_model(folder, f"run {folder.name}"))
-        src = _model_sources(target, models)
+        src = _model_sources(target, models or [read_model(target, target.name)])
         src.kind, src.auto = "auto", auto
         return src
     if is_evaluation_folder(target):
