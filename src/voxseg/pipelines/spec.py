@@ -24,6 +24,7 @@ from voxseg.config import load_model, write_json
 from voxseg.errors import VoxsegError
 from voxseg.modelfolder import PIPELINE_SPEC as SPEC_NAME
 from voxseg.modelfolder import ModelLayout
+from voxseg.planning.planner import CPU_GFLOPS
 
 
 class _Strict(BaseModel):
@@ -104,7 +105,9 @@ class PlanSettings(_Strict):
     device: Literal["cuda", "cpu"] | None = None
     patch_size: list[int] | None = None
     spacing: list[float] | None = None
-    cpu_gflops_per_iteration: float = 5.0
+    cpu_gflops_per_iteration: float = Field(
+        CPU_GFLOPS, gt=0, description="the segmentation plans' CPU budget (GFLOP per iteration)"
+    )
     normalization: Literal["nyul"] | None = Field(
         None, description="replace the channel's scheme (nyul: landmarks learned on training)"
     )
