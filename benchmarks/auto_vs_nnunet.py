@@ -63,7 +63,12 @@ Planning and preprocessing processes: each tool's default (nnU-Net: 8 for the fi
 
 Scoring: both prediction folders are evaluated by ``voxseg.evaluation.evaluate_folder``
 against ``RAW/labelsTs`` (the same references and labels), foreground mean Dice and Dice per
-label. Prediction time is reported but not counted in the budget (for either system).
+label. Prediction time is reported but not counted in the budget (for either system). The
+table per dataset and budget: wall time of the budgeted part (voxseg: the whole ``auto``
+command; nnU-Net: planning + training), the setup inside it (voxseg: check, plan and
+preprocess; nnU-Net: ``plan_and_preprocess``), the Dice, prediction seconds for the held-out
+cases and what was trained; then the differences and ratios. With several budgets a last
+table gives the curve.
 
 Writes ``benchmarks/_work/auto_vs_nnunet/results.json`` (and every run's logs and outputs
 under ``benchmarks/_work/auto_vs_nnunet/``).
@@ -393,21 +398,26 @@ def _auto_run(run: dict) -> str:
 
 def table(key: str, minutes: float, rows: list[dict]) -> str:
     labels = list(rows[0]["dice"])
-    head = ["system", "budget min", "wall min", "mean Dice", *labels, "predict s", "trained"]
-    body = []
+    head = ["system", "budget min", "wall min", "setup min", "mean Dice", *labels, "predict s"]
+    head.append("trained")
+    body, setups = [], []
     for r in rows:
         if "training" in r:
             t = r["training"]
             trained = f"{t['epochs_completed']} ep / {t['iterations']} it"
             if t.get("stopped_at_deadline"):
                 trained += " (deadline)"
+            setup = r["plan_and_preprocess_seconds"]
         else:
             trained = ", ".join(map(_auto_run, r["auto_summary"].get("runs", [])))
+            setup = r["auto_summary"].get("steps_seconds", {}).get("preprocess")
+        setups.append(setup)
         body.append(
             [
                 r["system"],
                 f"{minutes:g}",
                 _fmt(r["wall_seconds"] / 60, 2),
+                _fmt(setup and setup / 60, 2),
                 _fmt(r["mean_dice"]),
                 *(_fmt(r["dice"].get(label)) for label in labels),
                 _fmt(r["predict_seconds"], 1),
@@ -420,19 +430,21 @@ def table(key: str, minutes: float, rows: list[dict]) -> str:
             "voxseg − nnU-Net",
             "",
             "",
+            "",
             f"{v['mean_dice'] - n['mean_dice']:+.3f}",
             *(f"{v['dice'][lab] - n['dice'][lab]:+.3f}" for lab in labels),
             "",
             "",
         ]
     )
-    ratio = n["mean_dice"] and v["mean_dice"] / n["mean_dice"]
+    setup_ratio = _fmt(setups[0] / setups[1], 2) if all(setups) else "-"
     body.append(
         [
             "ratio voxseg / nnU-Net",
             "",
             _fmt(v["wall_seconds"] / n["wall_seconds"], 2),
-            _fmt(ratio, 2) if n["mean_dice"] else "-",
+            setup_ratio,
+            _fmt(v["mean_dice"] / n["mean_dice"], 2) if n["mean_dice"] else "-",
             *("" for _ in labels),
             _fmt(v["predict_seconds"] / n["predict_seconds"], 2),
             "",
