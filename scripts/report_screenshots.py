@@ -22,6 +22,7 @@ def main(report: Path, out: Path) -> None:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((report / "index.html").absolute().as_uri())
+        page.add_style_tag(content="nav.top { display: none; }")  # sticky: it would cover sections
         for name, selector in (
             ("dataset", "section#dataset"),
             ("plan", "section[id^='plan']"),
