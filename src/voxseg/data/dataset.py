@@ -90,6 +90,40 @@ class DatasetInfo(BaseModel):
         """Labels (or regions) to segment: everything but background and ignore."""
         return {k: v for k, v in self.labels.items() if k not in ("background", "ignore")}
 
+    @property
+    def regions(self) -> list[list[int]] | None:
+        """Region-based labels (any label a list of values): the values making up each region,
+        one sigmoid output each; None for plain labels (softmax over the label values)."""
+        if not self.has_regions:
+            return None
+        return [v if isinstance(v, list) else [v] for v in self.foreground_labels.values()]
+
+    @property
+    def region_values(self) -> list[int] | None:
+        """The value each region paints in the label map, in painting order
+        (``regions_class_order``, default 1..n); None for plain labels."""
+        regions = self.regions
+        if regions is None:
+            return None
+        return list(self.regions_class_order or range(1, len(regions) + 1))
+
+    @property
+    def num_outputs(self) -> int:
+        """Network outputs: one per region, else one per value from background to the largest
+        label (a value no label has still gets its output)."""
+        regions = self.regions
+        if regions is not None:
+            return len(regions)
+        return max(int(v) for v in self.foreground_labels.values()) + 1
+
+    @property
+    def class_names(self) -> list[str]:
+        """A name per foreground output (``class_<i>`` for a value no label has)."""
+        if self.has_regions:
+            return list(self.foreground_labels)
+        by_value = {int(v): k for k, v in self.foreground_labels.items()}
+        return [by_value.get(i, f"class_{i}") for i in range(1, self.num_outputs)]
+
 
 @dataclass
 class Case:

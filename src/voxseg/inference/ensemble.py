@@ -34,10 +34,8 @@ class LabelRule:
     @classmethod
     def from_info(cls, info: DatasetInfo) -> LabelRule:
         """The rule of a dataset's labels (regions when any label is a list of values)."""
-        if not info.has_regions:
-            return cls()
-        n = len(info.foreground_labels)
-        return cls(tuple(info.regions_class_order or range(1, n + 1)))
+        values = info.region_values
+        return cls() if values is None else cls(tuple(values))
 
     @property
     def is_regions(self) -> bool:

@@ -88,21 +88,15 @@ class ModelFolder:
 
     @property
     def regions(self) -> list[list[int]] | None:
-        if not self.info.has_regions:
-            return None
-        return [v if isinstance(v, list) else [v] for v in self.info.foreground_labels.values()]
+        return self.info.regions
 
     @property
     def region_values(self) -> list[int] | None:
-        if self.regions is None:
-            return None
-        return list(self.info.regions_class_order or range(1, len(self.regions) + 1))
+        return self.info.region_values
 
     @property
     def num_outputs(self) -> int:
-        if self.regions is not None:
-            return len(self.regions)
-        return max(int(v) for v in self.info.foreground_labels.values()) + 1
+        return self.info.num_outputs
 
     @property
     def in_channels(self) -> int:

@@ -144,12 +144,6 @@ def cpu_lowres_budget(options: PlannerOptions) -> tuple[float, str]:
     )
 
 
-def num_classes(info: DatasetInfo) -> int:
-    """Network outputs: one per region, or background + one per label."""
-    fg = len(info.foreground_labels)
-    return fg if info.has_regions else fg + 1
-
-
 def oriented_cases(fingerprint: Fingerprint, code: str | None) -> list[CaseFingerprint]:
     """Case fingerprints with shapes and spacings as they will be after reorientation."""
     if code is None:
@@ -263,7 +257,7 @@ def plan_dataset(
         spacing, spacing_rule = rules.target_spacing(spacings, crop_shapes)
     median_shape = np.median(crop_shapes * spacings / np.asarray(spacing), axis=0)
     n_in = fingerprint.num_channels
-    k = num_classes(info)
+    k = info.num_outputs
     profile = PROFILES[options.device]
     if options.base_features is not None:
         profile = profile.model_copy(update={"base_features": options.base_features})

@@ -127,11 +127,7 @@ class TrainingSetup:
     @property
     def regions(self) -> list[list[int]] | None:
         """Region-based training: the label values making up each region (sigmoid outputs)."""
-        if not self.dataset.info.has_regions:
-            return None
-        return [
-            v if isinstance(v, list) else [v] for v in self.dataset.info.foreground_labels.values()
-        ]
+        return self.dataset.info.regions
 
     @property
     def region_class_order(self) -> list[int]:
@@ -140,17 +136,11 @@ class TrainingSetup:
 
     @property
     def num_outputs(self) -> int:
-        if self.regions is not None:
-            return len(self.regions)
-        return max(int(v) for v in self.dataset.info.foreground_labels.values()) + 1
+        return self.dataset.info.num_outputs
 
     @property
     def class_names(self) -> list[str]:
-        fg = self.dataset.info.foreground_labels
-        if self.regions is not None:
-            return list(fg)
-        by_value = {int(v): k for k, v in fg.items()}
-        return [by_value.get(i, f"class_{i}") for i in range(1, self.num_outputs)]
+        return self.dataset.info.class_names
 
     # ------------------------------------------------------------ model folder
     def write_model_files(self) -> None:
