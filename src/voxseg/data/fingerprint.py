@@ -304,16 +304,16 @@ def map_with_progress(
     Results keep the order of ``arguments``. An exception in a worker is re-raised as a
     :class:`VoxsegError` naming the item (``names[i]``) that failed.
     """
-    from rich.progress import Progress
+    from voxseg.progress import ProgressReporter
 
     names = list(names) if names is not None else [str(i) for i in range(len(arguments))]
     results: list[Any] = [None] * len(arguments)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(description, total=len(arguments))
+    total = len(arguments)
+    with ProgressReporter(description, total, enabled=progress) as bar:
         if num_processes <= 1 or len(arguments) <= 1:
             for i, args in enumerate(arguments):
                 results[i] = _call_named(func, names[i], args)
-                bar.advance(task)
+                bar.item(f"{description} {names[i]} ({i + 1}/{total})")
             return results
         workers = min(num_processes, len(arguments))
         ctx = multiprocessing.get_context("forkserver")
@@ -326,9 +326,9 @@ def map_with_progress(
                 pool.submit(_call_named, func, names[i], args): i
                 for i, args in enumerate(arguments)
             }
-            for fut in as_completed(futures):
+            for done, fut in enumerate(as_completed(futures), 1):
                 results[futures[fut]] = fut.result()
-                bar.advance(task)
+                bar.item(f"{description} {names[futures[fut]]} ({done}/{total})")
     return results
 
 
