@@ -110,21 +110,25 @@ def test_simulated_run_ends_within_five_percent():
 
 
 def test_budgeted_training_fixes_epochs_and_records_them(tiny_home):
-    from voxseg.config import apply_overrides, read_json
-    from voxseg.training import ModelConfig, train_fold
+    """``voxseg train --time-budget`` through the CLI (its output is not a terminal: one
+    plain line per epoch)."""
+    from typer.testing import CliRunner
 
-    cfg = apply_overrides(
-        ModelConfig(dataset="Organs", configuration="3d_fullres", model_name="budget"),
+    from voxseg.cli import app
+    from voxseg.config import read_json
+
+    result = CliRunner().invoke(
+        app,
         [
-            "training.time_budget=12",
-            "training.iterations_per_epoch=auto",
-            "training.device=cpu",
-            "logging.snapshots=false",
+            "train", "Organs", "--fold", "0", "--model", "budget", "--time-budget", "12s",
+            "--device", "cpu", "--set", "logging.snapshots=false",
         ],
-    )
-    folder = train_fold(cfg, 0, home=tiny_home, quiet=True)
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = tiny_home / "models" / "Dataset001_Organs" / "default" / "budget" / "fold_0"
     saved = read_json(folder / "config.json")["training"]
     record = saved["budget"]
+    assert saved["time_budget"] == 12
     assert saved["epochs"] == record["epochs"] >= 1
     assert saved["iterations_per_epoch"] == record["iterations_per_epoch"] >= 10
     assert record["seconds_per_iteration"] > 0
@@ -136,3 +140,24 @@ def test_budgeted_training_fixes_epochs_and_records_them(tiny_home):
     assert outcome["spent_seconds"] > 0 and outcome["validation_seconds"] > 0
     rows = (folder / "training_log.csv").read_text().strip().splitlines()
     assert len(rows) - 1 == record["epochs"]
+    assert "time budget 12s" in result.output
+    epochs = record["epochs"]
+    assert f"epoch {epochs}/{epochs}" in result.output
+    assert "validation case 1/1" in result.output
+
+
+def test_progress_lines_in_a_log_file():
+    import io
+
+    from voxseg.progress import ProgressReporter
+
+    log = io.StringIO()
+    with ProgressReporter("cases", 2, stream=log) as p:
+        p.advance()  # steps make no lines in a log file
+        p.item("case a")
+        p.line("epoch 1/2")
+    assert log.getvalue().splitlines() == ["case a", "epoch 1/2"]
+    quiet = io.StringIO()
+    with ProgressReporter("cases", 2, stream=quiet, enabled=False) as p:
+        p.item("case a")
+    assert quiet.getvalue() == ""
