@@ -33,7 +33,7 @@ from voxseg.config import atomic_write_text
 from voxseg.data.dataset import SUPPORTED_ENDINGS, DatasetInfo
 from voxseg.errors import DatasetError, VoxsegError
 from voxseg.io.formats import NATURAL_ENDINGS, read_image
-from voxseg.io.image import PSEUDO_3D_SPACING, Geometry
+from voxseg.io.image import Geometry, sitk_geometry
 
 #: Endings of files that look like images (a file with one of these but not the dataset's
 #: ``file_ending`` is an error, any other file is ignored with a warning).
@@ -585,34 +585,15 @@ def _read_natural(path: Path, rel: str, errors: list[Problem], read_voxels: bool
 
 
 def header_geometry(reader: sitk.ImageFileReader) -> tuple[Geometry, int]:
-    """Geometry and channel count from a header read by ``ReadImageInformation``.
-
-    Follows :func:`voxseg.io.image.from_sitk`: 2D is pseudo-3D, a 4th axis or vector
-    pixels are channels.
-    """
-    dim = reader.GetDimension()
-    size = list(reader.GetSize())
-    spacing = list(reader.GetSpacing())
-    origin = list(reader.GetOrigin())
-    direction = np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)
-    channels = reader.GetNumberOfComponents()
-    if dim == 2:
-        size, spacing, origin = [*size, 1], [*spacing, PSEUDO_3D_SPACING], [*origin, 0.0]
-        d3 = np.eye(3)
-        d3[:2, :2] = direction
-        direction = d3
-    elif dim == 4:
-        if channels > 1:
-            raise ValueError("4D images with vector pixels are not supported")
-        channels = size[3]
-        size, spacing, origin, direction = size[:3], spacing[:3], origin[:3], direction[:3, :3]
-    elif dim != 3:
-        raise ValueError(f"unsupported image dimension {dim}")
-    return (
-        Geometry(
-            tuple(reversed(size)), tuple(reversed(spacing)), tuple(origin), direction[:, ::-1]
-        ),
-        int(channels),
+    """Geometry and channel count from a header read by ``ReadImageInformation`` (the axis
+    rules of :func:`voxseg.io.image.sitk_geometry`, as for a read image)."""
+    return sitk_geometry(
+        reader.GetDimension(),
+        reader.GetSize(),
+        reader.GetSpacing(),
+        reader.GetOrigin(),
+        reader.GetDirection(),
+        reader.GetNumberOfComponents(),
     )
 
 

@@ -17,6 +17,7 @@ Converting to ITK reverses the axis order of ``spacing`` and of the columns of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,34 +183,55 @@ def to_sitk(image: Image) -> sitk.Image:
     return out
 
 
-def from_sitk(img: sitk.Image) -> Image:
-    """Convert a 2D, 3D or 4D SimpleITK image (vector pixels and a 4th axis become channels).
+def sitk_geometry(
+    dim: int,
+    size: Sequence[int],
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: Sequence[float],
+    components: int = 1,
+) -> tuple[Geometry, int]:
+    """``(geometry, channels)`` of a SimpleITK image or image header: the axis rules, once.
 
-    2D images become pseudo-3D with a singleton ``z`` of spacing :data:`PSEUDO_3D_SPACING`.
+    ITK's ``(x, y, z)`` becomes ``[z, y, x]``; a 2D image is pseudo-3D with a singleton ``z``
+    of spacing :data:`PSEUDO_3D_SPACING`; a 4th axis or vector pixels are channels.
     """
-    dim = img.GetDimension()
-    arr = sitk.GetArrayFromImage(img)
-    spacing = list(img.GetSpacing())
-    origin = list(img.GetOrigin())
-    direction = np.asarray(img.GetDirection(), dtype=float).reshape(dim, dim)
-    if img.GetNumberOfComponentsPerPixel() > 1:
-        arr = np.moveaxis(arr, -1, 0)
+    size, spacing, origin = list(size), list(spacing), list(origin)
+    matrix = np.asarray(direction, dtype=float).reshape(dim, dim)
+    channels = int(components)
     if dim == 2:
-        arr = arr[None] if arr.ndim == 2 else arr[:, None]
-        spacing = [*spacing, PSEUDO_3D_SPACING]
-        origin = [*origin, 0.0]
+        size, spacing, origin = [*size, 1], [*spacing, PSEUDO_3D_SPACING], [*origin, 0.0]
         d3 = np.eye(3)
-        d3[:2, :2] = direction
-        direction = d3
+        d3[:2, :2] = matrix
+        matrix = d3
     elif dim == 4:
-        if arr.ndim != 4:
+        if channels > 1:
             raise ValueError("4D images with vector pixels are not supported")
-        spacing, origin, direction = spacing[:3], origin[:3], direction[:3, :3]
+        channels = int(size[3])
+        size, spacing, origin, matrix = size[:3], spacing[:3], origin[:3], matrix[:3, :3]
     elif dim != 3:
         raise ValueError(f"unsupported image dimension {dim}")
-    return Image(
-        np.ascontiguousarray(arr),
-        spacing=tuple(reversed(spacing)),
-        origin=tuple(origin),
-        direction=direction[:, ::-1],
+    geometry = Geometry(
+        tuple(reversed(size)), tuple(reversed(spacing)), tuple(origin), matrix[:, ::-1]
     )
+    return geometry, channels
+
+
+def from_sitk(img: sitk.Image) -> Image:
+    """Convert a 2D, 3D or 4D SimpleITK image (vector pixels and a 4th axis become channels;
+    the axis rules are :func:`sitk_geometry`'s)."""
+    components = img.GetNumberOfComponentsPerPixel()
+    geometry, _ = sitk_geometry(
+        img.GetDimension(),
+        img.GetSize(),
+        img.GetSpacing(),
+        img.GetOrigin(),
+        img.GetDirection(),
+        components,
+    )
+    arr = sitk.GetArrayFromImage(img)
+    if components > 1:
+        arr = np.moveaxis(arr, -1, 0)
+    if img.GetDimension() == 2:
+        arr = arr[None] if arr.ndim == 2 else arr[:, None]
+    return Image.from_geometry(np.ascontiguousarray(arr), geometry)
