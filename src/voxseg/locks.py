@@ -14,6 +14,7 @@ into a folder it already holds).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -106,7 +107,14 @@ def why_stale(path: Path, holder: LockHolder) -> str | None:
 
 def _try_create(path: Path, me: LockHolder) -> bool:
     tmp = path.with_name(f"{path.name}.{me.token}.tmp")
-    tmp.write_text(json.dumps(asdict(me)))
+    try:
+        tmp.write_text(json.dumps(asdict(me)))
+    except OSError as exc:  # a read-only folder, a full disk
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise VoxsegError(
+            f"{path.parent}: cannot write into this folder ({exc.strerror})"
+        ) from None
     try:
         os.link(tmp, path)
         return True
@@ -169,8 +177,11 @@ def folder_lock(
     :class:`VoxsegError` naming the holder when another live run holds it.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = (folder / name).absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VoxsegError(f"{folder}: cannot create the {what} ({exc.strerror})") from None
     with _held_guard:
         if path in _held:
             _held[path] += 1

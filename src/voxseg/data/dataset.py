@@ -58,6 +58,15 @@ class DatasetInfo(BaseModel):
     def _labels_have_background(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v.get("background") != 0:
             raise ValueError("labels must contain 'background': 0")
+        seen: dict[int, str] = {}
+        for name, value in v.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value in seen:
+                    raise ValueError(
+                        f"labels {seen[value]!r} and {name!r} both have the value {value}; "
+                        "give each label its own value (regions list several values instead)"
+                    )
+                seen[value] = name
         return v
 
     @property

@@ -166,11 +166,30 @@ def find_dataset_json(pred: Path, ref: Path) -> Path | None:
     return None
 
 
+def read_label_map(path: Path) -> Image:
+    """A label map: integer values, none negative (a float or negative map is refused)."""
+    image = read_image(path)
+    arr = image.array
+    if not np.issubdtype(arr.dtype, np.integer):
+        fractional = arr[arr != np.round(arr)] if arr.size else arr
+        if fractional.size:
+            raise VoxsegError(
+                f"{path}: non-integer label values (e.g. {float(fractional.flat[0]):g}); a label "
+                "map holds integers"
+            )
+    if arr.size and arr.min() < 0:
+        raise VoxsegError(f"{path}: negative label value {arr.min():g}; labels are 0 or positive")
+    return image
+
+
 def _evaluate_pair(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[str, float]]:
     try:
-        return evaluate_case(read_image(pair.prediction), read_image(pair.reference), **kwargs)
+        pred, ref = read_label_map(pair.prediction), read_label_map(pair.reference)
+        return evaluate_case(pred, ref, **kwargs)
     except VoxsegError as exc:
-        raise VoxsegError(f"{pair.prediction}: {exc}") from None
+        text = str(exc)
+        named = str(pair.prediction) in text or str(pair.reference) in text
+        raise VoxsegError(text if named else f"{pair.prediction}: {text}") from None
 
 
 def map_cases(func: Any, items: list, kwargs: dict, num_processes: int) -> list:

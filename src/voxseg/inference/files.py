@@ -227,6 +227,7 @@ def predict_folder(
                     save_probabilities,
                 )
                 image, series = case.read_dicom() if output_types else (case.read(), None)
+                _require_finite(image, case)
                 want_probabilities = save_probabilities or seg_fractional
                 pred = predictor.predict(image, probabilities=want_probabilities)
                 if save_probabilities and pred.probabilities is not None:
@@ -242,7 +243,12 @@ def predict_folder(
                     _write_dicom_output(kind, path, pred, series, predictor, seg_fractional)
                 report.done.append(case.case_id)
             except Exception as exc:  # noqa: BLE001 — one bad case must not stop the others
-                detail = str(exc) if isinstance(exc, VoxsegError) else traceback.format_exc(limit=3)
+                if isinstance(exc, OSError):  # a full disk, a read-only folder: one line
+                    detail = f"{exc.filename or output_dir}: {exc.strerror or exc}"
+                elif isinstance(exc, VoxsegError):
+                    detail = str(exc)
+                else:
+                    detail = traceback.format_exc(limit=3)
                 report.failed[case.case_id] = detail
                 progress.console.print(f"[red]failed[/] {case.case_id}: {exc}")
             progress.advance(task)
@@ -305,6 +311,17 @@ def _write_dicom_output(
             path,
             structure_set_label=name,
             description=f"voxseg {name} ({plan})",
+        )
+
+
+def _require_finite(image: Image, case: CaseInput) -> None:
+    """NaN or Inf voxels would spread through normalisation into every window they touch."""
+    finite = np.isfinite(image.array)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise VoxsegError(
+            f"{case.paths[0]}: {bad} NaN/Inf voxel(s); replace them (e.g. with the background "
+            "value) before predicting"
         )
 
 

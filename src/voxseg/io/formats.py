@@ -118,7 +118,23 @@ def write_image(image: Image, path: str | os.PathLike[str], compress: bool = Tru
     img = _natural_to_sitk(image, path, ending) if ending in NATURAL_ENDINGS else to_sitk(image)
     with _atomic_dir(path) as tmp:
         sitk.WriteImage(img, str(tmp / path.name), useCompression=compress)
+        _check_written(tmp / path.name, path)
     return path
+
+
+def _check_written(written: Path, target: Path) -> None:
+    """ITK does not report every failed write (a full disk leaves an empty or cut file):
+    read the header back, and for NIfTI the data length, before the file gets its name."""
+    try:
+        read_header(written)
+        if file_ending(written) in (".nii", ".nii.gz"):
+            _check_nifti_complete(written)
+    except VoxsegError:
+        free = shutil.disk_usage(written.parent).free
+        raise VoxsegError(
+            f"{target}: the image could not be written completely ({free} bytes free on its "
+            "disk); nothing was left under this name"
+        ) from None
 
 
 def read_channels(paths: Sequence[str | os.PathLike[str]]) -> Image:
