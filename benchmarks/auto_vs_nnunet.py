@@ -521,7 +521,7 @@ def main() -> None:
             for r in results["runs"]
         ]
         heads = ["dataset", "budget min", "voxseg Dice", "nnU-Net Dice", "difference"]
-        print("\nthe curve\n" + format_table(heads, curve))
+        print("\nall runs (foreground mean Dice)\n" + format_table(heads, curve))
     print(f"\nresults: {OUT / 'results.json'}")
 
 
