@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
 import time
@@ -123,14 +124,28 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("-p", "--processes", type=int, default=2)
     ap.add_argument("--work", type=Path, default=WORK / "dicom_import")
+    ap.add_argument(
+        "--reuse-archive", action="store_true",
+        help="Keep WORK/archive (same --slices/--size) and convert its first --patients.",
+    )  # fmt: skip
     args = ap.parse_args()
     work = args.work
-    shutil.rmtree(work, ignore_errors=True)
     archive = work / "archive"
-    t = time.perf_counter()
-    make_archive(archive, args.patients, args.slices, args.size)
-    print(f"archive: {args.patients} patients x {args.slices} x {args.size}^2 "
-          f"({time.perf_counter() - t:.0f} s to write)", flush=True)  # fmt: skip
+    if args.reuse_archive and archive.is_dir():
+        for sub in ("voxseg", "dcmrtstruct2nii", "subset"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+        patients = sorted(archive.iterdir())[: args.patients]
+        (work / "subset").mkdir()
+        for p in patients:  # hard links: the same files, no copy
+            shutil.copytree(p, work / "subset" / p.name, copy_function=os.link)
+        archive = work / "subset"
+        print(f"archive: first {len(patients)} patients of {work / 'archive'}", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        t = time.perf_counter()
+        make_archive(archive, args.patients, args.slices, args.size)
+        print(f"archive: {args.patients} patients x {args.slices} x {args.size}^2 "
+              f"({time.perf_counter() - t:.0f} s to write)", flush=True)  # fmt: skip
 
     voxseg = Path(sys.executable).parent / "voxseg"
     rois = [f"--roi={k}={v}" for k, v in LABELS.items()]
