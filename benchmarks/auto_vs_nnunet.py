@@ -3,13 +3,14 @@ wall-clock budget on the same cores, both scored on the same held-out cases.
 
     python benchmarks/auto_vs_nnunet.py                                  # both datasets, 15 min
     python benchmarks/auto_vs_nnunet.py --minutes 5 15 45 --dataset organs   # the curve
-    python benchmarks/auto_vs_nnunet.py --dataset organs --minutes 1 \\
-        --num-train 6 --num-test 2 --shape 16 48 48                      # a quick smoke run
+    python benchmarks/auto_vs_nnunet.py --minutes 2 --num-train 6 --num-test 2 \\
+        --shape 16 48 48 --shape-2d 64 64 --smoke-iterations 5           # a check of the script
 
 Datasets (``--dataset organs|2d|both``), generated once by ``voxseg synth`` in nnU-Net v2 raw
-format and read by both tools from the same folder (``nnUNet_raw``):
+format and read by both tools from the same folder (``nnUNet_raw``; no conversion is needed,
+and nnU-Net's ``--verify_dataset_integrity`` checks it):
 
-* ``organs``: ``voxseg synth organs``, 24 training + 6 held-out phantoms (CT-like, four
+* ``organs``: ``voxseg synth organs``, 24 training + 6 held-out phantoms (CT-like, three
   organs, varying spacing and orientation), default shape 48×96×96 (``--shape``).
 * ``2d``: ``voxseg synth rgb2d``, 40 + 10 RGB PNG images of thin curvilinear structures,
   256×256 (``--shape-2d``), nnU-Net's natural-image 2D convention.
