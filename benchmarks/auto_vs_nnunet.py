@@ -458,7 +458,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_nnunet_train":
         _nnunet_train(sys.argv[2:])
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=["organs", "2d", "both"], default="both")
     parser.add_argument("--minutes", type=float, nargs="+", default=[15.0], help="budgets")
     parser.add_argument("--num-train", type=int, default=None, help="default: organs 24, 2d 40")
