@@ -236,7 +236,10 @@ def predict_folder(
                     from voxseg.inference.overlay import save_overlay
 
                     save_overlay(
-                        output_dir / "overlays" / f"{case.case_id}.png", image, pred.segmentation
+                        output_dir / "overlays" / f"{case.case_id}.png",
+                        image,
+                        pred.segmentation,
+                        labels=predictor.model.info.foreground_labels,
                     )
                 write_image(pred.segmentation, out)
                 for kind, path in zip(output_types, extra, strict=True):
