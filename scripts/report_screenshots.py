@@ -36,6 +36,7 @@ def main(report: Path, out: Path) -> None:
         first = sorted((report / "cases").glob("*.html"))[0]
         page.goto(first.absolute().as_uri())
         page.wait_for_selector("#viewer[data-ready='1']")
+        page.add_style_tag(content="nav.top { display: none; }")
         page.locator(".case").screenshot(path=str(out / "case.png"))
         page.check("#error-map")
         page.click("#jump-error")
