@@ -163,3 +163,19 @@ def test_lesion_detection_of_a_pipeline_evaluation_is_shown(eval_folder, tmp_pat
     case0 = k["per_case"]["organs_test_000"]  # its kidney was removed from the prediction
     assert case0["n_pred"] == 0 and case0["detected_ref"] == 0
     assert f">{case0['n_ref']} / 0 / 0</td>" in html
+
+
+def test_cases_without_images_show_their_label_maps(eval_folder, tmp_path):
+    from voxseg.evaluation import evaluate_folder
+
+    refs = tmp_path / "refs"  # references alone: no imagesTs/ beside them, no dataset.json
+    shutil.copytree(eval_folder.parent / "raw" / "Dataset001_Organs" / "labelsTs", refs)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for p in eval_folder.glob("*.nii.gz"):
+        shutil.copy(p, pred / p.name)
+    evaluate_folder(pred, refs, labels={"liver": 1, "kidney": 2, "spleen": 3})
+    write_report(pred, tmp_path / "r", num_processes=1)
+    data = _case_data(tmp_path / "r" / "cases" / "organs_test_000.html")
+    assert "image" not in data and set(data["layers"]) == {"reference", "prediction"}
+    assert [lab["name"] for lab in data["labels"]] == ["liver", "kidney", "spleen"]
