@@ -219,7 +219,10 @@
       ctx.putImageData(data, 0, 0);
       slider.max = String(d.n - 1);
       slider.value = String(k);
-      sliceLabel.textContent = "slice " + (k + 1) + " / " + d.n;
+      // and where the slice lies in the whole (LPS-oriented) volume
+      var whole = D.box[axis][0] + k * D.strides[axis];
+      sliceLabel.textContent = "slice " + (k + 1) + " / " + d.n + " (index " + whole + " of " +
+        D.original_shape[axis] + " in the whole volume)";
       root.setAttribute("data-axis", String(axis));
       root.setAttribute("data-slice", String(k));
       root.setAttribute("data-ready", "1");
