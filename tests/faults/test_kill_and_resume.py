@@ -3,12 +3,14 @@ again: every output with a final name is complete at any moment, and the rerun f
 with outputs identical to an uninterrupted run's.
 
 The default suite tries one kill point of ``preprocess`` and of ``predict`` and one
-SIGTERM; ``pytest -m slow`` sweeps 20 points per verb (``train`` included: resumed from its
-last complete checkpoint, the final weights equal the uninterrupted run's).
+SIGTERM; ``pytest -m slow`` sweeps 20 points per verb (``evaluate``, ``postprocess apply``
+and ``train`` too, the latter resumed from its last complete checkpoint, the final weights
+equal to the uninterrupted run's).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -63,6 +65,11 @@ VERBS = {
         ["pred"],
     ),
     "evaluate": Verb("evaluate", ["evaluate", "ref_pred", f"raw/{DATASET}/labelsTs"], ["ref_pred"]),
+    "postprocess_apply": Verb(
+        "postprocess_apply",
+        ["postprocess", "apply", "ref_pred", "pp_out", "--config", "pp.json"],
+        ["pp_out"],
+    ),
     "train": Verb(
         "train",
         ["train", DATASET, *TRAIN_ARGS],
@@ -91,7 +98,10 @@ def homes(tiny_model, tmp_path_factory) -> Callable[[str], Path]:
             shutil.rmtree(copy / STORE)
         if name == "train":
             shutil.rmtree(copy / MODEL)
-        if name == "evaluate":
+        if name == "postprocess_apply":
+            steps = [{"name": "keep_largest_component"}, {"name": "fill_holes"}]
+            (copy / "pp.json").write_text(json.dumps({"steps": steps}))
+        if name in ("evaluate", "postprocess_apply"):
             args = VERBS["predict"].args
             predicted = run([*args[:4], "ref_pred", *args[5:]], copy)
             assert predicted.returncode == 0, predicted.stderr[-2000:]
