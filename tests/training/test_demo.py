@@ -8,7 +8,7 @@ import pytest
 def test_demo_learns_every_organ_with_the_adamw_recipe(tmp_path):
     from rich.console import Console
 
-    from voxseg.demo import DemoSettings, run_demo
+    from voxseg.pipelines.demo import DemoSettings, run_demo
 
     summary = run_demo(DemoSettings(output=tmp_path / "demo", device="cpu"), Console(quiet=True))
     dice = {label: m["dice"] for label, m in summary["mean"].items()}

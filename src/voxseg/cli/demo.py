@@ -22,7 +22,7 @@ def demo(
     seed: int = typer.Option(0, help="Phantom seed."),
 ) -> None:
     """synth → voxseg auto (check, plan, preprocess, train, select) → predict → evaluate."""
-    from voxseg.demo import DemoSettings, run_demo
+    from voxseg.pipelines.demo import DemoSettings, run_demo
     from voxseg.training.budget import parse_duration
 
     settings = DemoSettings(

@@ -112,7 +112,7 @@ def select(
     home: str | None = HomeOption,
 ) -> None:
     """Rank trained models and ensembles on cross-validation; print the commands to use."""
-    from voxseg.inference.selection import select_models
+    from voxseg.pipelines.selection import select_models
     from voxseg.workspace import Workspace
 
     for fold in folds or []:

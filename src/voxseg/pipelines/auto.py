@@ -311,7 +311,7 @@ def _run_figures(fold_dir: Path) -> dict[str, Any]:
 
 
 def _select(name: str, auto: AutoPlan, home: Any) -> Any:
-    from voxseg.inference.selection import select_models
+    from voxseg.pipelines.selection import select_models
 
     return select_models(
         name,

@@ -16,8 +16,8 @@ from voxseg.errors import VoxsegError
 from voxseg.evaluation import evaluate_folder
 from voxseg.inference.files import save_probabilities_npz
 from voxseg.inference.predictor import Prediction
-from voxseg.inference.selection import merged_summary, select_models
 from voxseg.io import Image, write_image
+from voxseg.pipelines.selection import merged_summary, select_models
 from voxseg.training.config import ModelConfig
 
 NAME = "Dataset001_Toy"
@@ -108,7 +108,7 @@ def _expected_foreground(make) -> float:
 
 def test_merged_mean_weighs_every_case_once(home):
     _fabricate(home)
-    from voxseg.inference.selection import find_trained_models
+    from voxseg.pipelines.selection import find_trained_models
 
     models = {m.name: m for m in find_trained_models(home / "models" / NAME / "default")}
     summary = merged_summary(models["worse"])
