@@ -190,7 +190,7 @@ def prepare_organs(work: Path, configuration: str, options, *, num_train: int, n
     if not (raw / "dataset.json").is_file():
         generate("organs", raw, num_train=num_train, num_test=num_test, seed=0)
     ds = Dataset(raw)
-    pre = ws.plans_dir(ds.name)
+    pre = ws.preprocessed_dataset_dir(ds.name)
     plans = plan_dataset(load_or_compute_fingerprint(ds, pre, progress=False), ds.info, options)
     write_plans(plans, pre)
     out = ws.preprocessed_dir(ds.name, "default", plans.configuration(configuration).data_from)

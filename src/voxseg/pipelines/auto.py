@@ -165,7 +165,7 @@ def run_auto(
 
     ensure_valid(root, num_processes=num_processes)
     save_state("check")
-    pre = ws.plans_dir(name)
+    pre = ws.preprocessed_dataset_dir(name)
     fingerprint = load_or_compute_fingerprint(ds, pre, num_processes=num_processes)
     plan_file = plans_path(pre, AUTO_MODEL)
     if plan_file.is_file() and read_plans(pre, AUTO_MODEL).device == kind:
