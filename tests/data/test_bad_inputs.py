@@ -85,6 +85,12 @@ def test_preprocess_names_a_file_damaged_after_planning(tmp_path, monkeypatch):
     result = _invoke(["preprocess", str(root), "-c", "3d_fullres", "-p", "1"])
     assert result.exit_code == 1
     assert f"{BAD}_0000.nii.gz" in result.output
+    args = ["preprocess", str(root), "-c", "3d_fullres", "-p", "1", "--continue-on-error"]
+    result = _invoke(args)
+    assert result.exit_code == 1
+    assert f"{BAD}_0000.nii.gz" in result.output and "1 case(s) failed" in result.output
+    store = tmp_path / "home" / "preprocessed" / "ds" / "default" / "3d_fullres"
+    assert sorted(p.stem for p in store.glob("case_*.json")) == ["case_000", "case_002"]
 
 
 PREDICT_KINDS = [k for k, v in KINDS.items() if v.predict]

@@ -23,6 +23,9 @@ def preprocess(
     num_processes: int = typer.Option(default_processes(), "--num-processes", "-p"),
     dtype: str = typer.Option("float32", "--dtype", help="Image dtype: float16 or float32."),
     storage: str = typer.Option("blosc2", "--storage", help="blosc2 (compressed) or raw (.npy)."),
+    continue_on_error: bool = typer.Option(
+        False, "--continue-on-error", help="Preprocess the other cases when one fails."
+    ),
     home: str | None = HomeOption,
 ) -> None:
     """Crop, normalise, resample and store every training case; finished cases are skipped."""
@@ -53,6 +56,7 @@ def preprocess(
             num_processes=num_processes,
             dtype=dtype,  # type: ignore[arg-type]
             storage=storage,  # type: ignore[arg-type]
+            continue_on_error=continue_on_error,
         )
         done.add(cfg.data_from)
         console.print(f"{cfg.data_from}: {len(store.case_ids())} cases in {folder}")

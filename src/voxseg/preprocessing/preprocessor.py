@@ -212,13 +212,21 @@ def _preprocess_one(
     storage: str,
     seed: int,
     num_processes: int = 1,
+    continue_on_error: bool = False,
 ) -> str:
     store = PreprocessedStore(folder)
     if store.is_finished(case.case_id):
         return "skipped"
-    check_preprocess(case.case_id, case.images, case.label, config.spacing, num_processes)
-    image, label = Dataset(dataset_root).load_case(case)
-    data, seg, meta = preprocess_case(image, plans, config, label, case_id=case.case_id, seed=seed)
+    try:
+        check_preprocess(case.case_id, case.images, case.label, config.spacing, num_processes)
+        image, label = Dataset(dataset_root).load_case(case)
+        data, seg, meta = preprocess_case(
+            image, plans, config, label, case_id=case.case_id, seed=seed
+        )
+    except VoxsegError as exc:
+        if not continue_on_error:
+            raise
+        return f"failed: {exc}"
     meta = meta.model_copy(update={"dtype": dtype, "storage": storage})
     store.write(case.case_id, data, seg, meta, patch_size=config.patch_size)
     return "done"
@@ -235,9 +243,14 @@ def preprocess_dataset(
     storage: Storage = "blosc2",
     seed: int = 0,
     progress: bool = True,
+    continue_on_error: bool = False,
 ) -> PreprocessedStore:
     """Preprocess every training case of ``dataset`` for configuration ``config`` into
-    ``folder``; finished cases are skipped, so a killed run resumes where it stopped."""
+    ``folder``; finished cases are skipped, so a killed run resumes where it stopped.
+
+    A case that cannot be read or preprocessed stops the run, or with ``continue_on_error``
+    is reported (a :class:`VoxsegError` listing every failed case) after the others.
+    """
     cfg = plans.configuration(config)
     folder = Path(folder)
     settings = StoreSettings(
@@ -249,7 +262,9 @@ def preprocess_dataset(
         seed=seed,
     )
     with folder_lock(folder, "preprocessed configuration"):
-        return _preprocess_locked(dataset, plans, config, folder, settings, num_processes, progress)
+        return _preprocess_locked(
+            dataset, plans, config, folder, settings, num_processes, progress, continue_on_error
+        )
 
 
 def _preprocess_locked(
@@ -260,6 +275,7 @@ def _preprocess_locked(
     settings: StoreSettings,
     num_processes: int,
     progress: bool,
+    continue_on_error: bool = False,
 ) -> PreprocessedStore:
     cfg = plans.configuration(config)
     dtype, storage, seed = settings.dtype, settings.storage, settings.seed
@@ -275,15 +291,22 @@ def _preprocess_locked(
         write_json(settings_path, settings)
     cases = dataset.cases()
     todo = [c for c in cases if not PreprocessedStore(folder).is_finished(c.case_id)]
-    map_with_progress(
+    args = (plans, cfg, str(folder), dtype, storage, seed, num_processes, continue_on_error)
+    results = map_with_progress(
         _preprocess_one,
-        [
-            (str(dataset.root), c, plans, cfg, str(folder), dtype, storage, seed, num_processes)
-            for c in todo
-        ],
+        [(str(dataset.root), c, *args) for c in todo],
         num_processes=num_processes,
         description=f"preprocess {config}",
         progress=progress,
         names=[c.case_id for c in todo],
     )
+    failed = [
+        f"{c.case_id}: {r[len('failed: ') :]}"
+        for c, r in zip(todo, results, strict=True)
+        if r.startswith("failed")
+    ]
+    if failed:
+        raise VoxsegError(
+            f"{len(failed)} case(s) failed; the others are in {folder}:\n" + "\n".join(failed)
+        )
     return PreprocessedStore(folder)
