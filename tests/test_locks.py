@@ -134,9 +134,10 @@ def test_predict_refuses_a_folder_another_process_predicts_into(tiny_model, tmp_
 
 
 def test_a_lock_costs_under_10_ms(tmp_path):
-    n = 50
-    tic = time.perf_counter()
-    for _ in range(n):
+    times = []
+    for _ in range(51):
+        tic = time.perf_counter()
         with folder_lock(tmp_path, "prediction folder"):
             pass
-    assert (time.perf_counter() - tic) / n < 0.010
+        times.append(time.perf_counter() - tic)
+    assert sorted(times)[25] < 0.010  # the median: a loaded machine adds rare long stalls
