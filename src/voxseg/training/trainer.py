@@ -388,7 +388,9 @@ class Trainer:
         reserve = tb.DEFAULT_RESERVE_FRACTION * clock.budget
         affordable = max(0.0, clock.left() - reserve) / rate
         if self.iterations_per_epoch is None:
-            self.iterations_per_epoch = tb.auto_epoch_length(affordable)
+            # fewer iterations fit than a short epoch holds: one epoch of what fits
+            fits = max(done, int(affordable))
+            self.iterations_per_epoch = min(tb.auto_epoch_length(affordable), fits)
         iters = self.iterations_per_epoch
         self.epochs = max(1, int(affordable // iters))
         self._store_budget(rate, rate * iters, reserve)
