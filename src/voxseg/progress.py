@@ -20,6 +20,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+_last: list[str] = []
+
+
+def last_step() -> str | None:
+    """The last unit of work a reporter announced (an interrupted verb says where it was)."""
+    return _last[0] if _last else None
+
+
+def note_step(text: str) -> None:
+    """Record the unit of work now under way (read back by :func:`last_step`)."""
+    _last[:] = [text]
+
 
 class ProgressReporter:
     """``with ProgressReporter("training", total) as p: p.advance(); p.line("epoch 1 ...")``.
@@ -75,12 +87,14 @@ class ProgressReporter:
             self._progress.update(self._task, total=total, completed=completed)
 
     def describe(self, text: str) -> None:
+        note_step(text)
         if self._progress is not None:
             self._progress.update(self._task, description=text)
 
     def item(self, text: str) -> None:
         """One unit done (a case, a file): the bar advances on a terminal; in a log file the
         unit gets its own plain line."""
+        note_step(text)
         self.advance()
         if not self.live:
             self.line(text)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from voxseg.errors import VoxsegError
+from voxseg.progress import last_step
 
 app = typer.Typer(
     name="voxseg",
@@ -73,8 +74,10 @@ def user_errors(func: F) -> F:
             term = isinstance(exc, Terminated)
             key = (func.__module__, func.__name__)
             hint = RESUME_HINTS.get(key, "run the same command again")
+            step = last_step()
+            where = f" (last step: {step})" if step else ""
             err_console.print(
-                f"[bold yellow]stopped[/] by {'SIGTERM' if term else 'Ctrl-C'}: finished "
+                f"[bold yellow]stopped[/] by {'SIGTERM' if term else 'Ctrl-C'}{where}: finished "
                 f"outputs are kept and complete; {hint} to resume where it stopped",
                 highlight=False,
                 soft_wrap=True,

@@ -19,6 +19,7 @@ from voxseg.io.dicom import DicomSeries, folder_series, read_dicom_folder
 from voxseg.io.formats import SUPPORTED_ENDINGS as IMAGE_ENDINGS
 from voxseg.locks import LOCK_NAME, folder_lock
 from voxseg.preprocessing.memory_guard import check_predict
+from voxseg.progress import note_step
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _DICOM_SUFFIXES = {".dcm", ".ima", ""}
@@ -218,6 +219,7 @@ def predict_folder(
                 progress.advance(task)
                 continue
             progress.update(task, description=f"predicting {case.case_id}")
+            note_step(f"predicting {case.case_id}")
             try:
                 check_predict(
                     case.case_id,
