@@ -93,7 +93,7 @@ class TrainingConfig(_Strict):
 
     epochs: int = Field(1000, ge=1, description="fixed by the trainer when time_budget is set")
     iterations_per_epoch: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        250,
+        "auto",
         description="auto: 250, or with a time_budget about a 50th of the iterations that fit "
         "(10 to 250), so the schedule has enough epochs",
     )

@@ -87,10 +87,6 @@ def train(
     budget_settings = []
     if time_budget is not None:
         budget_settings.append(f"training.time_budget={parse_duration(time_budget)}")
-        if iterations is None and not any(
-            s.startswith("training.iterations_per_epoch=") for s in settings
-        ):
-            budget_settings.append("training.iterations_per_epoch=auto")
     shortcuts = {
         "training.epochs": epochs,
         "training.iterations_per_epoch": iterations,
