@@ -57,6 +57,7 @@ VALIDATION = "validation"
 SUMMARY = "summary.json"
 BUDGET = "budget.json"  # fold_<k>/: how a time budget was spent
 AUTO_STATE = "auto_state.json"  # voxseg auto's model folder: seconds spent so far
+REPORT = "report"  # voxseg auto's model folder: its HTML report (index.html)
 PIPELINE_SPEC = "pipeline.json"
 STAGES = "stages"
 FOLD_PREFIX = "fold_"

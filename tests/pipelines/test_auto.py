@@ -104,6 +104,7 @@ def test_auto_writes_a_model_folder_with_its_summary(auto_run):
     assert "held-out" in summary["validation"]
     assert summary["runs"][0]["budget"]["epochs"] >= 1
     assert f"-m {folder}" in result.output  # the printed predict command
+    assert (folder / "report" / "index.html").is_file()  # the HTML report of the model
     config = json.loads((folder / "config.json").read_text())
     assert config["dataset_path"] == str(ds)
     assert config["training"]["time_budget"] > 0

@@ -18,6 +18,9 @@ def auto(
     num_processes: int | None = typer.Option(
         None, "--num-processes", "-p", help="Processes for checking and preprocessing."
     ),
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Write an HTML report of the model (after the budget)."
+    ),
     home: str | None = HomeOption,
 ) -> None:
     """Check, plan, preprocess, train, select and choose post-processing within a time budget;
@@ -44,5 +47,11 @@ def auto(
         highlight=False,
     )
     console.print(f"summary: {folder / SUMMARY}")
+    if report:
+        from voxseg.modelfolder import REPORT
+        from voxseg.report import write_report
+
+        page = write_report(folder, folder / REPORT, num_processes=num_processes)
+        console.print(f"report: {page}")
     console.print("predict new scans with:")
     console.print(f"  {summary['predict']}", highlight=False, markup=False, soft_wrap=True)
