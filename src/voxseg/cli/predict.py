@@ -96,5 +96,5 @@ def predict(
     )
     if report.failed:
         for case, why in report.failed.items():
-            err_console.print(f"[red]{case}[/]: {why}")
+            err_console.print(f"[red]{case}[/]: {why}", highlight=False, soft_wrap=True)
         raise VoxsegError(f"{len(report.failed)} case(s) failed: {', '.join(report.failed)}")
