@@ -172,7 +172,7 @@ def test_sigterm_stops_with_143_and_a_resume_hint(homes, references, tmp_path):
     assert time.monotonic() - tic < 10
     assert proc.returncode == 143, err
     assert "SIGTERM" in err and "run the same command again" in err and "Traceback" not in err
-    assert "last step: predicting organs_test_00" in " ".join(err.split())
+    assert "last step: predicting" in " ".join(err.split())
     assert not lock.exists()  # released on the way out
     assert run(verb.args, home).returncode == 0
     assert digest(home, verb.outputs, verb.compare) == expected

@@ -33,6 +33,7 @@ from voxseg.config import atomic_write_text
 from voxseg.data.dataset import SUPPORTED_ENDINGS, DatasetInfo
 from voxseg.errors import DatasetError, VoxsegError
 from voxseg.io.formats import NATURAL_ENDINGS, read_image
+from voxseg.io.header import check_claimed_size, read_header
 from voxseg.io.image import Geometry, sitk_geometry
 
 #: Endings of files that look like images (a file with one of these but not the dataset's
@@ -550,6 +551,11 @@ def _read(path: Path, rel: str, errors: list[Problem], read_voxels: bool, check_
         errors.append(Problem(rel, f"unreadable ({_first_line(exc)})"))
         return None
     if read_voxels:
+        try:  # before allocating: a header claiming more than the file can hold is corrupt
+            check_claimed_size(read_header(path))
+        except VoxsegError as exc:
+            errors.append(Problem(rel, str(exc).removeprefix(f"{path}: ")))
+            return geom, n_channels
         try:
             arr = _voxels(reader, path)
         except (RuntimeError, OSError, EOFError, ValueError, zlib.error) as exc:

@@ -211,6 +211,7 @@ def predict_folder(
         Progress(disable=quiet) as progress,
     ):
         task = progress.add_task("predicting", total=len(cases))
+        note_step(f"predicting {len(cases)} case(s) into {output_dir}")
         for case in cases:
             out = output_path(case, output_dir, fmt)
             extra = [output_dir / f"{case.case_id}{_OUTPUT_SUFFIX[t]}" for t in output_types]
