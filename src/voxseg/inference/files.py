@@ -206,12 +206,12 @@ def predict_folder(
     output_types = _check_output_types(output_types, cases, seg_fractional)
     report = PredictReport()
     lock = LOCK_NAME if num_parts == 1 else f".voxseg-part{part_id}of{num_parts}.lock"
+    note_step(f"predicting {len(cases)} case(s) into {output_dir}")
     with (
         folder_lock(output_dir, "prediction folder", name=lock),
         Progress(disable=quiet) as progress,
     ):
         task = progress.add_task("predicting", total=len(cases))
-        note_step(f"predicting {len(cases)} case(s) into {output_dir}")
         for case in cases:
             out = output_path(case, output_dir, fmt)
             extra = [output_dir / f"{case.case_id}{_OUTPUT_SUFFIX[t]}" for t in output_types]
