@@ -16,7 +16,7 @@ def demo(
     output: Path = typer.Option(Path("demo_output"), "-o", "--output", help="Demo workspace."),
     num_train: int = typer.Option(16, help="Training cases to generate."),
     time_budget: str = typer.Option(
-        "3m", "--time-budget", "-t", help="voxseg auto's budget: check to selected model."
+        "4m", "--time-budget", "-t", help="voxseg auto's budget: check to selected model."
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
     seed: int = typer.Option(0, help="Phantom seed."),

@@ -15,7 +15,7 @@ class DemoSettings:
     num_train: int = 16
     num_test: int = 4
     shape: tuple[int, int, int] = (48, 96, 96)
-    time_budget: float = 180.0
+    time_budget: float = 240.0
     device: str = "auto"
     seed: int = 0
 
