@@ -407,8 +407,7 @@ class Trainer:
         """Fix the epoch count again from the measured epochs (every epoch's training,
         validation patches and checkpoint) and the reserve for the final validation."""
         clock = self.budget_clock
-        cycles = [*self._cycle_seconds, self.state.history[-1]["epoch_seconds"]]
-        per_epoch = tb.epoch_rate(cycles)
+        per_epoch = self._seconds_per_epoch()
         reserve = self._reserve()
         done = self.state.epoch
         first_fits = self._budget_fits < 2
@@ -425,7 +424,8 @@ class Trainer:
             done=done, seconds_left=clock.left(), seconds_per_epoch=per_epoch, reserve=reserve
         )
         fitted = int(self._agree(fitted))
-        refits = self.tcfg.budget.refits + (0 if first_fits else 1) if self.tcfg.budget else 0
+        refits = self.tcfg.budget.refits if self.tcfg.budget else 0
+        refits += 0 if first_fits else 1
         self._budget_fits += 1
         changed = fitted != self.epochs
         self.epochs = fitted
@@ -438,6 +438,11 @@ class Trainer:
                 f"time budget: {per_epoch:.1f} s per epoch, {tb.format_duration(reserve)} kept "
                 f"for the final validation → {self.epochs} epochs"
             )
+
+    def _seconds_per_epoch(self) -> float:
+        """The expected time of the next epochs: the finished epochs' full cycles and the
+        epoch just recorded (its checkpoint not yet written)."""
+        return tb.epoch_rate([*self._cycle_seconds, self.state.history[-1]["epoch_seconds"]])
 
     def _store_budget(
         self, rate: float, per_epoch: float, reserve: float, *, refits: int = 0
@@ -694,8 +699,7 @@ class Trainer:
 
     def _epoch_line(self, row: dict[str, Any]) -> str:
         """One plain line per epoch: losses, validation Dice, seconds, the time left."""
-        seconds = [*self._cycle_seconds, row["epoch_seconds"]]
-        left = (self.epochs - self.state.epoch) * tb.epoch_rate(seconds)
+        left = (self.epochs - self.state.epoch) * self._seconds_per_epoch()
         text = f"epoch {row['epoch'] + 1}/{self.epochs}  lr {row['lr']:.2e}  loss "
         text += f"{row['train_loss']:.4f}"
         if "val_dice" in row:
