@@ -5,6 +5,7 @@ its file, exit code 1, no traceback, and the good cases of the run are still pro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -186,3 +187,25 @@ def test_output_disk_that_fills(tiny_model, tmp_path):
     assert result.exit_code == 1, result.output
     assert "could not be written completely" in result.output
     assert "a.nii.gz" not in names  # nothing half-written under a final name
+
+
+def test_evaluate_continue_on_error_names_every_bad_label_map(tmp_path):
+    good = base_dataset(tmp_path / "good")
+    pred, ref = tmp_path / "pred", good / "labelsTr"
+    pred.mkdir()
+    for kind in EVALUATE_KINDS:
+        root = make(kind, tmp_path / "corpus")
+        shutil.copy(root / LABEL, pred / f"{kind}.nii.gz")
+        shutil.copy(ref / f"{BAD}.nii.gz", ref / f"{kind}.nii.gz")
+    shutil.copy(ref / "case_000.nii.gz", pred / "case_000.nii.gz")
+    out = tmp_path / "ev"
+    args = ["evaluate", str(pred), str(ref), "-o", str(out), "--continue-on-error"]
+    result = _invoke(args)
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())
+    for kind in EVALUATE_KINDS:
+        assert f"{kind}: " in flat and f"{kind}.nii.gz" in flat, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["failed"]) == sorted(EVALUATE_KINDS)
+    assert [c["case"] for c in summary["metric_per_case"]] == ["case_000"]
+    assert summary["mean"]["organ"]["dice"] == 1.0  # the good case against itself

@@ -137,3 +137,67 @@ def test_cli(tmp_path, rng):
     assert summary["nsd_tolerance_mm"] == 2.0
     bad = runner.invoke(app, ["evaluate", str(pred_dir), str(ref_dir), "--labels", "liver"])
     assert bad.exit_code == 1 and "name=VALUE" in bad.output
+
+
+def _break_cases(tmp_path, rng):
+    """Three cases; case_001 off its reference's grid, case_002 a truncated file, and a
+    prediction without a reference."""
+    pred_dir, ref_dir, truth = _write_cases(tmp_path, rng)
+    write_image(_image(_seg(rng), (2.0, 0.8, 1.0)), pred_dir / "case_001.nii.gz")
+    data = (pred_dir / "case_002.nii.gz").read_bytes()
+    (pred_dir / "case_002.nii.gz").write_bytes(data[: len(data) // 2])
+    write_image(_image(_seg(rng)), pred_dir / "orphan.nii.gz")
+    return pred_dir, ref_dir, truth
+
+
+@pytest.mark.parametrize("num_processes", [1, 2])
+def test_continue_on_error_evaluates_the_others_and_lists_the_failed(tmp_path, rng, num_processes):
+    pred_dir, ref_dir, truth = _break_cases(tmp_path, rng)
+    with pytest.raises(VoxsegError, match=r"orphan\.nii\.gz"):  # stops by default
+        evaluate_folder(pred_dir, ref_dir, num_processes=num_processes)
+    summary = evaluate_folder(
+        pred_dir, ref_dir, num_processes=num_processes, continue_on_error=True
+    )
+    failed = summary["failed"]
+    assert sorted(failed) == ["case_001", "case_002", "orphan"]
+    assert "case_001.nii.gz" in failed["case_001"] and "spacing" in failed["case_001"]
+    assert "case_002.nii.gz" in failed["case_002"]
+    assert "orphan.nii.gz" in failed["orphan"] and "no reference" in failed["orphan"]
+    assert summary["num_cases"] == 1
+    assert [c["case"] for c in summary["metric_per_case"]] == ["case_000"]
+    pred, ref = truth["case_000"]
+    expect = binary_metrics(pred == 1, ref == 1, SPACING)
+    assert summary["mean"]["liver"] == pytest.approx(expect, nan_ok=True)
+    on_disk = json.loads((pred_dir / "summary.json").read_text())
+    assert on_disk["failed"] == failed
+    rows = list(csv.DictReader((pred_dir / "metrics.csv").open()))
+    assert {r["case"] for r in rows} == {"case_000"}
+
+
+def test_continue_on_error_without_failures_lists_none(tmp_path, rng):
+    pred_dir, ref_dir, _ = _write_cases(tmp_path, rng, n=2)
+    strict = evaluate_folder(pred_dir, ref_dir)
+    lenient = evaluate_folder(pred_dir, ref_dir, continue_on_error=True)
+    assert lenient.pop("failed") == {}
+    assert json.dumps(lenient, sort_keys=True) == json.dumps(strict, sort_keys=True)
+
+
+def test_cli_continue_on_error(tmp_path, rng):
+    pred_dir, ref_dir, _ = _break_cases(tmp_path, rng)
+    out = tmp_path / "ev"
+    args = ["evaluate", str(pred_dir), str(ref_dir), "-o", str(out)]
+    stop = runner.invoke(app, args)
+    assert stop.exit_code == 1 and not (out / "summary.json").exists()
+    result = runner.invoke(app, [*args, "--continue-on-error"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    flat = " ".join(result.output.split())
+    for case in ("case_001", "case_002", "orphan"):
+        assert f"{case}: " in flat and f"{case}.nii.gz" in flat, result.output
+    assert "3 case(s) failed (case_001, case_002, orphan); the other 1 were evaluated" in flat
+    assert "liver" in result.output  # the table of the evaluated case
+    assert sorted(json.loads((out / "summary.json").read_text())["failed"]) == [
+        "case_001",
+        "case_002",
+        "orphan",
+    ]

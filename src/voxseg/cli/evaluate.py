@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from voxseg.cli._app import app, console, user_errors
+from voxseg.cli._app import app, console, err_console, user_errors
 from voxseg.errors import VoxsegError
 
 
@@ -58,6 +58,11 @@ def evaluate(
         "--report",
         help="Also write an HTML report (tables, plots, a slice viewer per case) to OUTPUT/report.",
     ),
+    continue_on_error: bool = typer.Option(
+        False,
+        "--continue-on-error",
+        help="Evaluate the other cases when one fails; list the failed ones and exit 1.",
+    ),
 ) -> None:
     """Dice, IoU, precision, recall, HD95, ASSD, NSD and volumes per case and label."""
     from voxseg.evaluation import evaluate_folder, summary_table
@@ -72,6 +77,7 @@ def evaluate(
         ignore_label=ignore_label,
         num_processes=num_processes,
         centerlines=centerlines,
+        continue_on_error=continue_on_error,
     )
     console.print(summary_table(summary))
     if "centerline_mean" in summary:
@@ -90,3 +96,11 @@ def evaluate(
 
         index = write_report(target, target / "report", num_processes=num_processes)
         console.print(f"report written to {index}")
+    failed = summary.get("failed", {})
+    if failed:
+        for case, why in failed.items():
+            err_console.print(f"[red]{case}[/]: {why}", highlight=False, soft_wrap=True)
+        raise VoxsegError(
+            f"{len(failed)} case(s) failed ({', '.join(failed)}); the other "
+            f"{summary['num_cases']} were evaluated"
+        )

@@ -125,8 +125,16 @@ def _label_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def pair_cases(pred: str | os.PathLike[str], ref: str | os.PathLike[str]) -> list[CasePair]:
-    """Pair each prediction with the reference of the same case name (endings may differ)."""
+def pair_cases(
+    pred: str | os.PathLike[str],
+    ref: str | os.PathLike[str],
+    unpaired: dict[str, str] | None = None,
+) -> list[CasePair]:
+    """Pair each prediction with the reference of the same case name (endings may differ).
+
+    A prediction without a reference is an error, or, given the dict ``unpaired``, recorded
+    there (case → reason) and left out.
+    """
     pred, ref = Path(pred), Path(ref)
     if pred.is_file() and ref.is_file():
         return [CasePair(case_id(pred), pred, ref)]
@@ -137,12 +145,14 @@ def pair_cases(pred: str | os.PathLike[str], ref: str | os.PathLike[str]) -> lis
     if not preds:
         raise VoxsegError(f"{pred}: no label maps ({', '.join(LABEL_ENDINGS)}) to evaluate")
     missing = sorted(set(preds) - set(refs))
-    if missing:
+    if missing and unpaired is None:
         raise VoxsegError(
             f"{pred}: no reference in {ref} for {len(missing)} prediction(s): "
             + ", ".join(preds[m].name for m in missing[:10])
         )
-    return [CasePair(cid, preds[cid], refs[cid]) for cid in sorted(preds)]
+    for m in missing:
+        unpaired[m] = f"{preds[m]}: no reference {m}.* in {ref}"  # type: ignore[index]
+    return [CasePair(cid, preds[cid], refs[cid]) for cid in sorted(preds) if cid in refs]
 
 
 def labels_from_dataset(path: str | os.PathLike[str]) -> tuple[dict, int | None]:
@@ -190,6 +200,16 @@ def _evaluate_pair(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[str
         text = str(exc)
         named = str(pair.prediction) in text or str(pair.reference) in text
         raise VoxsegError(text if named else f"{pair.prediction}: {text}") from None
+
+
+def _evaluate_pair_or_reason(pair: CasePair, kwargs: dict[str, Any]) -> dict | str:
+    """The metrics of a pair, or why it could not be evaluated (a line naming the file)."""
+    try:
+        return _evaluate_pair(pair, kwargs)
+    except VoxsegError as exc:
+        return str(exc)
+    except OSError as exc:  # a file that vanished or cannot be opened
+        return f"{exc.filename or pair.prediction}: {exc.strerror or exc}"
 
 
 def map_cases(func: Any, items: list, kwargs: dict, num_processes: int) -> list:
@@ -240,8 +260,15 @@ def evaluate_folder(
     num_processes: int = 1,
     surface: bool = True,
     centerlines: str | os.PathLike[str] | None = None,
+    continue_on_error: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every prediction in ``pred_dir`` against the same-named file in ``ref_dir``.
+
+    A case that cannot be evaluated (unreadable, not a label map, off its reference's grid,
+    without a reference or reference centerline) stops the run with an error naming its
+    file; with ``continue_on_error`` it is left out of the statistics and listed, with the
+    reason, under ``"failed"`` (case → one line naming the file) while the others are
+    evaluated and written as usual.
 
     With ``centerlines`` (a folder of reference ``<case>.vtp``), each case also gets the
     vessel metrics of :func:`voxseg.vessels.metrics.centerline_metrics` (share of the true
@@ -255,7 +282,8 @@ def evaluate_folder(
     the summary. Two files instead of two folders evaluate one case.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    pairs = pair_cases(pred_dir, ref_dir)
+    failed: dict[str, str] = {}
+    pairs = pair_cases(pred_dir, ref_dir, failed if continue_on_error else None)
     if labels is None:
         ds = Path(dataset) if dataset is not None else find_dataset_json(pred_dir, ref_dir)
         if ds is not None:
@@ -267,7 +295,15 @@ def evaluate_folder(
         "ignore_label": ignore_label,
         "surface": surface,
     }
-    results = map_cases(_evaluate_pair, pairs, kwargs, num_processes)
+    if continue_on_error:
+        outcomes = map_cases(_evaluate_pair_or_reason, pairs, kwargs, num_processes)
+        failed.update(
+            (p.case_id, r) for p, r in zip(pairs, outcomes, strict=True) if isinstance(r, str)
+        )
+        results = [r for r in outcomes if not isinstance(r, str)]
+        pairs = [p for p in pairs if p.case_id not in failed]
+    else:
+        results = map_cases(_evaluate_pair, pairs, kwargs, num_processes)
     if labels is None:
         found = sorted({int(n) for r in results for n in r})
         labels = {str(v): v for v in found}
@@ -283,18 +319,26 @@ def evaluate_folder(
         }
         for p, r in zip(pairs, results, strict=True)
     ]
+    centerline_mean = None
+    if centerlines is not None:
+        centerline_mean = _centerline_metrics(
+            per_case, Path(centerlines), failed if continue_on_error else None
+        )
+        per_case = [c for c in per_case if c["case"] not in failed]
     summary: dict[str, Any] = {
         "prediction": str(pred_dir),
         "reference": str(ref_dir),
         "labels": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in labels.items()},
         "ignore_label": ignore_label,
         "nsd_tolerance_mm": nsd_tolerance_mm,
-        "num_cases": len(pairs),
+        "num_cases": len(per_case),
         **summarise(per_case, list(labels)),
         "metric_per_case": per_case,
     }
-    if centerlines is not None:
-        summary["centerline_mean"] = _centerline_metrics(per_case, Path(centerlines))
+    if centerline_mean is not None:
+        summary["centerline_mean"] = centerline_mean
+    if continue_on_error:
+        summary["failed"] = dict(sorted(failed.items()))
     if pred_dir.is_dir():
         refs = _label_files(ref_dir)
         summary["references_without_prediction"] = sorted(set(refs) - {p.case_id for p in pairs})
@@ -305,19 +349,28 @@ def evaluate_folder(
     return summary
 
 
-def _centerline_metrics(per_case: list[dict[str, Any]], folder: Path) -> dict[str, float]:
-    """Add centerline metrics to each case (in place); return their means."""
+def _centerline_metrics(
+    per_case: list[dict[str, Any]], folder: Path, failed: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Add centerline metrics to each case (in place); return their means. A case whose
+    centerline cannot be read is an error, or, given the dict ``failed``, recorded there."""
     from voxseg.io.vtp import read_vtp
     from voxseg.vessels.metrics import centerline_metrics
 
     values: dict[str, list[float]] = {}
     for case in per_case:
         path = folder / f"{case['case']}.vtp"
-        if not path.is_file():
-            raise VoxsegError(f"{path}: no reference centerline for case {case['case']!r}")
-        pred = read_image(case["prediction"])
-        pred = pred.with_array(pred.array > 0)
-        case["centerline"] = centerline_metrics(pred, read_vtp(path))
+        try:
+            if not path.is_file():
+                raise VoxsegError(f"{path}: no reference centerline for case {case['case']!r}")
+            pred = read_image(case["prediction"])
+            pred = pred.with_array(pred.array > 0)
+            case["centerline"] = centerline_metrics(pred, read_vtp(path))
+        except VoxsegError as exc:
+            if failed is None:
+                raise
+            failed[case["case"]] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            continue
         for k, v in case["centerline"].items():
             values.setdefault(k, []).append(float(v))
     return {k: _stats(v)[0] for k, v in values.items()}
