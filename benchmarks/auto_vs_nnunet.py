@@ -308,8 +308,13 @@ def run_voxseg(raw: Path, minutes: float, work: Path, processes: int | None) -> 
     }
 
 
-def run_nnunet(key: str, raw: Path, minutes: float, work: Path, args: argparse.Namespace) -> dict:
-    _, dataset_id, name, configuration = DATASETS[key]
+def run_nnunet(
+    spec: tuple[int, str, str], raw: Path, minutes: float, work: Path, args: argparse.Namespace
+) -> dict:
+    """nnU-Net v2 on ``raw`` for ``minutes``; ``spec``: (dataset id, dataset name, configuration).
+
+    ``args`` gives ``processes``, ``nnunet_da_workers`` and ``smoke_iterations``."""
+    dataset_id, name, configuration = spec
     base = _fresh(work / "nnunet")
     env = nnunet_env(raw.parent, base / "preprocessed", base / "results")
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -502,7 +507,7 @@ def main() -> None:
             v = run_voxseg(raw, minutes, work, args.processes)
             _log(f"  wall {v['wall_seconds'] / 60:.2f} min, mean Dice {v['mean_dice']:.3f}")
             _log(f"{key}, {minutes:g} min: nnU-Net ...")
-            n = run_nnunet(key, raw, minutes, work, args)
+            n = run_nnunet(DATASETS[key][1:], raw, minutes, work, args)
             _log(f"  wall {n['wall_seconds'] / 60:.2f} min, mean Dice {n['mean_dice']:.3f}")
             results["runs"].append(
                 {"dataset": key, "raw": str(raw), "minutes": minutes, "results": [v, n]}
