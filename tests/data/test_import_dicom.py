@@ -269,3 +269,50 @@ def test_second_channel_is_resampled_onto_the_first(tmp_path, rng):
     np.testing.assert_array_equal(
         read_image(out / "labelsTr" / "case_0000.nii.gz").array == 1, mask
     )
+
+
+def test_series_uid_chooses_among_series_of_one_frame(tmp_path, rng):
+    """An RTSTRUCT that names no series (only its frame of reference) beside two CT series
+    of that frame: the failure lists both, ``--series-uid`` picks the labelled one."""
+    root = tmp_path / "archive"
+    liver = ((14.0, 13.0, 8.5, 7.0, (1, 7)), True)
+    scan, masks = _patient(root, "PAT_A", "HFS", rng, {"Liver": liver}, rtstruct=False)
+    thick = series_datasets(
+        rng.integers(-200, 200, size=(4, *SHAPE[1:])),
+        spacing=(4.0, *SPACING[1:]),
+        first_position=FIRST,
+        patient_id="PAT_A",
+        study_uid=scan[0].StudyInstanceUID,
+        frame_of_reference_uid=scan[0].FrameOfReferenceUID,
+        series_number=5,
+        description="thick 4mm",
+    )
+    write_datasets(thick, root / "PAT_A" / "study" / "CT4")
+    _, contours = _ellipse("HFS", *liver[0])
+    rs = rtstruct_dataset(scan, {"Liver": contours}, image_references=False)
+    del rs.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence
+    rs.save_as(root / "PAT_A" / "RS.dcm", enforce_file_format=True)
+    other, _ = _patient(root, "PAT_B", "FFS", rng, {"Liver": liver})  # refers to its series
+    out = tmp_path / "raw"
+    cmd = ["dataset", "import", "dicom", str(root), str(out), "--roi", "liver", "-p", "1"]
+    result = CliRunner().invoke(app, cmd)
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "RS.dcm" in text and "holds 2 image series; choose one with --series-uid" in text
+    assert f"CT #1 ({SHAPE[0]} slices, {scan[0].SeriesInstanceUID})" in text
+    assert f"CT #5 'thick 4mm' (4 slices, {thick[0].SeriesInstanceUID})" in text
+    result = CliRunner().invoke(
+        app, [*cmd, "--overwrite", "--series-uid", scan[0].SeriesInstanceUID]
+    )
+    assert result.exit_code == 0, result.output
+    assert "imported 1 case(s)" in result.output
+    rows = list(csv.reader((out / "case_map.csv").open()))
+    assert rows[1][1:] == ["PAT_A", scan[0].StudyInstanceUID, scan[0].SeriesInstanceUID]
+    lab = read_image(out / "labelsTr" / "case_0000.nii.gz").array
+    assert _dice(lab == 1, masks["Liver"]) >= 0.99
+    report = json.loads((out / "import_report.json").read_text())
+    assert [s["patient"] for s in report["skipped"]] == ["PAT_B"]
+    assert "not among --series-uid" in report["skipped"][0]["reason"]
+    with pytest.raises(VoxsegError, match="--series-uid 1.2.3: no such CT image series") as err:
+        import_dicom(root, out, ["liver"], series_uids=["1.2.3"], overwrite=True, num_processes=1)
+    assert other[0].SeriesInstanceUID in str(err.value)

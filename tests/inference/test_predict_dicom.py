@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from voxseg.cli import app
+from voxseg.errors import VoxsegError
 from voxseg.inference.files import discover_inputs
 from voxseg.io import read_image
 from voxseg.io.dicom import read_dicom_folder
@@ -56,9 +57,20 @@ def test_discovery_skips_json_and_splits_series(tmp_path, rng):
     (root / "labels.json").write_text("{}")
     (root / "manifest.json").write_text("{}")
     (root / "p1" / "notes.json").write_text("{}")
-    cases = discover_inputs(root)
+    # p2 holds two series: no silent choice, the error lists them
+    with pytest.raises(VoxsegError, match="p2: holds 2 image series") as err:
+        discover_inputs(root)
+    assert "CT #7 (2 slices" in str(err.value) and "CT #1 (4 slices" in str(err.value)
+    assert "--series all" in str(err.value)
+    cases = discover_inputs(root, ["all"])
     assert [c.case_id for c in cases] == ["p1", "p2_S1", "p2_S7"]
     assert [c.read().shape[0] for c in cases] == [3, 4, 2]
+    only = discover_inputs(root, [f"uid:{b[0].SeriesInstanceUID}"])
+    assert [(c.case_id, c.read().shape[0]) for c in only] == [("p2_S7", 2)]
+    assert [c.case_id for c in discover_inputs(root, ["number:1"])] == ["p1", "p2_S1"]
+    with pytest.raises(VoxsegError, match="no DICOM series matches 'uid:1.2.3'") as err:
+        discover_inputs(root, ["uid:1.2.3"])
+    assert "CT #7 (2 slices" in str(err.value)
     # PACS-style nesting: patient/study/{CT,RS}; the RTSTRUCT folder is no case
     from voxseg.synth.dicom import rtstruct_dataset
 
@@ -156,3 +168,22 @@ def test_predict_writes_seg_and_rtstruct_equal_to_the_nifti(tiny_model, raw_dir,
         ],
     )
     assert again.exit_code == 0 and "skipped 1" in again.output
+
+
+def test_predict_chooses_a_series_by_uid(tiny_model, raw_dir, tmp_path):
+    inputs = tmp_path / "in"
+    scan = _dicom_case(raw_dir, inputs / "patient", series_number=3)
+    scout = series_datasets(
+        np.zeros((2, 16, 16)), spacing=(5, 1, 1), first_position=(0, 0, 0), description="Scout"
+    )
+    write_datasets(scout, inputs / "patient" / "scout")
+    args = ["predict", "-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(tiny_model)]
+    args += ["--device", "cpu", "--no-tta"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0
+    assert "holds 2 image series" in refused.output and "'Scout' (2 slices" in refused.output
+    chosen = CliRunner().invoke(app, [*args, "--series-uid", scan[0].SeriesInstanceUID])
+    assert chosen.exit_code == 0, chosen.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["patient_S3.nii.gz"]
+    expected = read_image(sorted((raw_dir / "imagesTs").iterdir())[0]).shape
+    assert read_image(tmp_path / "out" / "patient_S3.nii.gz").shape == expected

@@ -143,3 +143,38 @@ def test_dicom_without_pixel_data_and_mixed_sizes_are_named(tmp_path, rng):
     write_datasets(other, tmp_path / "m")
     with pytest.raises(VoxsegError, match="mixed series"):
         read_dicom_folder(tmp_path / "m")
+
+
+def test_a_folder_of_two_series_is_listed_until_one_is_chosen(tmp_path, rng):
+    """Two series in one folder (a localizer beside the scan): no silent pick of either;
+    the error names both with modality, number, description and slice count."""
+    values, scan = _datasets(rng, series_number=2, description="Abdomen 1.0")
+    scout_values = rng.integers(-1000, 0, size=(2, 64, 48))
+    scout = series_datasets(
+        scout_values,
+        spacing=(5.0, 1.0, 1.0),
+        first_position=(0, 0, 0),
+        series_number=1,
+        description="Topogram",
+        study_uid=scan[0].StudyInstanceUID,
+    )
+    write_datasets(scan + scout, tmp_path / "study")
+    with pytest.raises(VoxsegError, match="holds 2 image series") as err:
+        read_dicom_folder(tmp_path / "study")
+    text = str(err.value)
+    assert "--series-uid" in text
+    assert f"CT #2 'Abdomen 1.0' (4 slices, {scan[0].SeriesInstanceUID})" in text
+    assert f"CT #1 'Topogram' (2 slices, {scout[0].SeriesInstanceUID})" in text
+    image, series = read_dicom_folder(tmp_path / "study", series=scan[0].SeriesInstanceUID)
+    np.testing.assert_array_equal(image.array, values)
+    assert series.uid == scan[0].SeriesInstanceUID
+    for selector in ("uid:" + scout[0].SeriesInstanceUID, "desc:topo*", "number:1", "Topogram"):
+        image, _ = read_dicom_folder(tmp_path / "study", series=selector)
+        np.testing.assert_array_equal(image.array, scout_values)
+    with pytest.raises(VoxsegError, match="no series matches 'desc:head'") as err:
+        read_dicom_folder(tmp_path / "study", series="desc:head")
+    assert "Topogram" in str(err.value) and "Abdomen 1.0" in str(err.value)
+    with pytest.raises(VoxsegError, match="2 series match 'modality:CT'"):
+        read_dicom_folder(tmp_path / "study", series="modality:CT")
+    with pytest.raises(VoxsegError, match="unknown key 'colour'"):
+        read_dicom_folder(tmp_path / "study", series="colour:red")

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, read_image, write_image
-from voxseg.io.formats import write_dicom_series
+from voxseg.io.formats import read_dicom_series, write_dicom_series
 
 ROTATION = Rotation.from_euler("xyz", [20.0, -35.0, 50.0], degrees=True).as_matrix()
 # DICOM stores positions and spacings as decimal strings of at most 16 characters.
@@ -76,12 +76,15 @@ def test_slice_tags_match_pydicom(tmp_path, rng):
     assert len(uids) == 1
 
 
-def test_folder_with_two_series_reads_the_larger(tmp_path, rng):
+def test_folder_with_two_series_needs_a_choice(tmp_path, rng):
     small = Image(np.ones((2, 5, 5), np.int16), direction=np.eye(3)[:, ::-1])
     large = Image(np.full((5, 5, 5), 7, np.int16), direction=np.eye(3)[:, ::-1])
-    write_dicom_series(small, tmp_path / "study" / "a")
-    write_dicom_series(large, tmp_path / "study" / "b")
-    back = read_image(tmp_path / "study")
+    write_dicom_series(small, tmp_path / "study" / "a", description="small")
+    write_dicom_series(large, tmp_path / "study" / "b", description="large")
+    with pytest.raises(VoxsegError, match="holds 2 image series") as err:
+        read_image(tmp_path / "study")
+    assert "'small' (2 slices" in str(err.value) and "'large' (5 slices" in str(err.value)
+    back = read_dicom_series(tmp_path / "study", series="desc:large")
     assert back.shape == (5, 5, 5)
     assert (back.array == 7).all()
 

@@ -276,6 +276,11 @@ def import_dicom(
     index: Path | None = typer.Option(
         None, "--index", help="Header index cache (default: OUT/dicom_index.json)."
     ),
+    series_uid: list[str] | None = typer.Option(
+        None,
+        "--series-uid",
+        help="Import only this labelled image series (SeriesInstanceUID; repeatable).",
+    ),
     overwrite: bool = OverwriteOption,
     num_processes: int | None = ProcessesOption,
 ) -> None:
@@ -294,6 +299,7 @@ def import_dicom(
         index=index,
         overwrite=overwrite,
         num_processes=num_processes,
+        series_uids=series_uid or (),
     )
     for w in report.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)

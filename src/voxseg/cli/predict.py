@@ -42,6 +42,13 @@ def predict(
     part_id: int = typer.Option(0, help="… and predict this one (0-based)."),
     overwrite: bool = typer.Option(False, help="Predict cases whose output exists again."),
     overlays: bool = typer.Option(False, "--overlays", help="Write an overlay PNG per case."),
+    qc: bool = typer.Option(
+        False,
+        "--qc",
+        help="Quality control without a reference: qc.csv (volumes, components, border "
+        "contact, volumes outside the training range, the folds' and flips' agreement) and "
+        "the HTML report OUTPUT/report/index.html.",
+    ),
     output_type: list[str] | None = typer.Option(
         None,
         "--output-type",
@@ -50,6 +57,18 @@ def predict(
     ),
     seg_fractional: bool = typer.Option(
         False, "--seg-fractional", help="Write the DICOM-SEG as class probabilities."
+    ),
+    series_uid: list[str] | None = typer.Option(
+        None,
+        "--series-uid",
+        help="Predict this DICOM series (SeriesInstanceUID; repeatable). Needed when a DICOM "
+        "folder holds several image series (the error lists them).",
+    ),
+    series: list[str] | None = typer.Option(
+        None,
+        "--series",
+        help="Choose DICOM series by desc:PATTERN, number:N, modality:CT, seq:PATTERN or "
+        "uid:UID (repeatable), or 'all' to predict every series of a folder.",
     ),
     postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess"),
     amp: str = typer.Option(
@@ -89,11 +108,20 @@ def predict(
         overlays=overlays,
         output_types=output_types,
         seg_fractional=seg_fractional,
+        qc=qc,
+        series=[f"uid:{u}" for u in series_uid or []] + list(series or []),
     )
     console.print(
         f"predicted {len(report.done)}, skipped {len(report.skipped)} (already done), "
         f"failed {len(report.failed)} → {output}"
     )
+    if qc:
+        from voxseg.evaluation.qc import QC_CSV
+        from voxseg.modelfolder import REPORT
+        from voxseg.report import write_report
+
+        index = write_report(output, output / REPORT, log=console.print)
+        console.print(f"quality control: {output / QC_CSV}, {index}")
     if report.failed:
         for case, why in report.failed.items():
             err_console.print(f"[red]{case}[/]: {why}", highlight=False, soft_wrap=True)

@@ -15,7 +15,16 @@ import numpy as np
 
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, file_ending, read_image, write_image
-from voxseg.io.dicom import DicomSeries, folder_series, read_dicom_folder
+from voxseg.io.dicom import (
+    DicomHeader,
+    DicomSeries,
+    assemble_series,
+    choose_series,
+    folder_groups,
+    list_series,
+    read_series_pixels,
+    series_matches,
+)
 from voxseg.io.formats import SUPPORTED_ENDINGS as IMAGE_ENDINGS
 from voxseg.locks import LOCK_NAME, folder_lock
 from voxseg.preprocessing.memory_guard import check_predict
@@ -32,13 +41,13 @@ _OUTPUT_SUFFIX = {"dicom-seg": "_SEG.dcm", "rtstruct": "_RTSTRUCT.dcm"}
 
 @dataclass
 class CaseInput:
-    """One case to predict: its channel files (or a DICOM folder, with the SeriesInstanceUID
-    when the folder holds several series) and the output ending."""
+    """One case to predict: its channel files (or a DICOM folder with the slice headers of
+    the series to read, found when the inputs were discovered) and the output ending."""
 
     case_id: str
     paths: list[Path]
     ending: str
-    series_uid: str | None = None
+    series: list[DicomHeader] | None = None
 
     @property
     def is_dicom(self) -> bool:
@@ -46,7 +55,10 @@ class CaseInput:
 
     def read_dicom(self) -> tuple[Image, DicomSeries]:
         """The image and its series (slice headers, for writers that reference them)."""
-        return read_dicom_folder(self.paths[0], series=self.series_uid)
+        folder = self.paths[0]
+        headers = self.series or choose_series(folder_groups(folder), None, str(folder))
+        series = assemble_series(headers, source=str(folder))
+        return read_series_pixels(series), series
 
     def read(self) -> Image:
         if self.is_dicom:
@@ -89,20 +101,28 @@ def _is_dicom_folder(folder: Path, recursive: bool = False) -> bool:
     return False
 
 
-def _dicom_cases(folder: Path) -> list[CaseInput]:
-    """One case per image series in ``folder`` (RTSTRUCT, SEG and other objects left out);
-    the folder name is the case id, with the SeriesNumber when there are several series."""
+def _dicom_cases(folder: Path, series: Sequence[str]) -> list[CaseInput]:
+    """One case per image series of ``folder`` that ``series`` selects (RTSTRUCT, SEG and
+    other objects left out): its only one without selectors, every one with ``all``, those
+    matching a selector (:func:`voxseg.io.dicom.series_matches`) otherwise. The folder name
+    is the case id, with the SeriesNumber when the folder holds several series."""
     try:
-        series = folder_series(folder)
+        groups = folder_groups(folder)
     except VoxsegError:
         return []  # only non-image objects (an RTSTRUCT folder beside the scan)
-    if len(series) == 1:
-        return [CaseInput(folder.name, [folder], ".nii.gz")]
+    if "all" in series:
+        chosen = list(groups.values())
+    elif series:
+        chosen = [hs for hs in groups.values() if any(series_matches(s, hs[0]) for s in series)]
+    else:
+        chosen = [choose_series(groups, None, str(folder))]
+    if len(groups) == 1:
+        return [CaseInput(folder.name, [folder], ".nii.gz", hs) for hs in chosen]
     cases = []
-    for i, s in enumerate(series):
-        number = s.first.series_number
+    for i, hs in enumerate(chosen):
+        number = hs[0].series_number
         suffix = f"S{number}" if number is not None else f"{i}"
-        cases.append(CaseInput(f"{folder.name}_{suffix}", [folder], ".nii.gz", s.uid))
+        cases.append(CaseInput(f"{folder.name}_{suffix}", [folder], ".nii.gz", hs))
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         for i, c in enumerate(cases):
@@ -119,22 +139,33 @@ def _looks_like_dicom(path: Path) -> bool:
         return False
 
 
-def discover_inputs(path: str | os.PathLike[str]) -> list[CaseInput]:
+def discover_inputs(path: str | os.PathLike[str], series: Sequence[str] = ()) -> list[CaseInput]:
     """Cases in ``path``: a file, a DICOM series folder, a folder of DICOM series folders,
     a folder in nnU-Net naming (``case_0000.nii.gz`` …) or one file per case. The number of
-    channels is checked when a case is read (one RGB file holds three)."""
+    channels is checked when a case is read (one RGB file holds three).
+
+    A DICOM folder holding several image series needs ``series``: selectors such as
+    ``uid:1.2.3`` or ``desc:*abdomen*`` (:func:`voxseg.io.dicom.series_matches`), or
+    ``all`` to predict each; without them the error lists every such folder's series.
+    """
     path = Path(path)
     if not path.exists():
         raise VoxsegError(f"{path}: input not found")
     if path.is_file():
         return [CaseInput(_strip_channel(_stem(path)), [path], file_ending(path))]
+    series = list(series)
+    for s in series:
+        if s != "all":
+            series_matches(s, DicomHeader(path=""))  # an unknown key is an error now
     if _is_dicom_folder(path):
-        return _dicom_cases(path)
-    subdirs = sorted(
-        p for p in path.iterdir() if p.is_dir() and _is_dicom_folder(p, recursive=True)
-    )
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    cases: list[CaseInput] = [c for d in subdirs for c in _dicom_cases(d)]
+        folders = [path]
+        files: list[Path] = []
+    else:
+        folders = sorted(
+            p for p in path.iterdir() if p.is_dir() and _is_dicom_folder(p, recursive=True)
+        )
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    cases = _series_cases(path, folders, series)
     grouped: dict[str, dict[int, Path]] = {}
     singles: list[Path] = []
     for f in files:
@@ -158,6 +189,44 @@ def discover_inputs(path: str | os.PathLike[str]) -> list[CaseInput]:
     if not cases:
         raise VoxsegError(f"{path}: no images found")
     return cases
+
+
+def _series_cases(path: Path, folders: list[Path], series: list[str]) -> list[CaseInput]:
+    """The cases of the DICOM ``folders`` (see :func:`_dicom_cases`); one error names every
+    folder that holds several series when ``series`` is empty, and every selector that
+    matched no series."""
+    cases: list[CaseInput] = []
+    ambiguous: list[str] = []
+    for folder in folders:
+        try:
+            cases.extend(_dicom_cases(folder, series))
+        except VoxsegError as exc:
+            ambiguous.append(str(exc))
+    if ambiguous:
+        raise VoxsegError(
+            "\n".join(ambiguous)
+            + "\nchoose with --series-uid UID or --series desc:PATTERN (number:N, modality:CT), "
+            "or predict every series with --series all"
+        )
+    unmatched = [
+        s
+        for s in series
+        if s != "all" and not any(series_matches(s, c.series[0]) for c in cases if c.series)
+    ]
+    if unmatched:
+        found = [hs for folder in folders for hs in _groups_or_none(folder)]
+        raise VoxsegError(
+            f"{path}: no DICOM series matches {', '.join(map(repr, unmatched))}; "
+            + (f"the series found:\n{list_series(found)}" if found else "no DICOM series found")
+        )
+    return cases
+
+
+def _groups_or_none(folder: Path) -> list[list[DicomHeader]]:
+    try:
+        return list(folder_groups(folder).values())
+    except VoxsegError:
+        return []
 
 
 def _strip_channel(stem: str) -> str:
@@ -193,16 +262,20 @@ def predict_folder(
     quiet: bool = False,
     output_types: Sequence[str] = (),
     seg_fractional: bool = False,
+    series: Sequence[str] = (),
+    qc: bool = False,
 ) -> PredictReport:
     """Predict every case under ``inputs`` into ``output_dir``; see :class:`PredictReport`.
 
     ``output_types`` adds DICOM outputs on the source series (``dicom-seg``: ``{case}_SEG.dcm``,
     ``rtstruct``: ``{case}_RTSTRUCT.dcm``) beside the label map; DICOM input only.
+    ``series`` chooses among the series of a DICOM folder (see :func:`discover_inputs`).
+    ``qc`` writes ``qc/<case>.json`` and ``qc.csv`` (:mod:`voxseg.inference.qc`).
     """
     from rich.progress import Progress
 
     output_dir = Path(output_dir)
-    cases = select_part(discover_inputs(inputs), num_parts, part_id)
+    cases = select_part(discover_inputs(inputs, series), num_parts, part_id)
     output_types = _check_output_types(output_types, cases, seg_fractional)
     report = PredictReport()
     lock = LOCK_NAME if num_parts == 1 else f".voxseg-part{part_id}of{num_parts}.lock"
@@ -212,11 +285,18 @@ def predict_folder(
         Progress(disable=quiet) as progress,
     ):
         task = progress.add_task("predicting", total=len(cases))
+        quality = None
+        if qc:
+            from voxseg.inference.qc import QualityControl
+
+            quality = QualityControl(predictor, output_dir)
         for case in cases:
             out = output_path(case, output_dir, fmt)
             extra = [output_dir / f"{case.case_id}{_OUTPUT_SUFFIX[t]}" for t in output_types]
             if all(p.exists() for p in (out, *extra)) and not overwrite:
                 report.skipped.append(case.case_id)
+                if quality is not None:
+                    quality.existing(case.case_id, out, _case_files(case, out))
                 progress.advance(task)
                 continue
             progress.update(task, description=f"predicting {case.case_id}")
@@ -229,10 +309,15 @@ def predict_folder(
                     predictor.model.num_outputs,
                     save_probabilities,
                 )
-                image, series = case.read_dicom() if output_types else (case.read(), None)
+                image, source = case.read_dicom() if output_types else (case.read(), None)
                 _require_finite(image, case)
                 want_probabilities = save_probabilities or seg_fractional
-                pred = predictor.predict(image, probabilities=want_probabilities)
+                if quality is not None:
+                    pred = predictor.predict(
+                        image, probabilities=want_probabilities, agreement=True
+                    )
+                else:
+                    pred = predictor.predict(image, probabilities=want_probabilities)
                 if save_probabilities and pred.probabilities is not None:
                     save_probabilities_npz(output_dir / f"{case.case_id}.npz", pred.probabilities)
                 if overlays:
@@ -246,7 +331,11 @@ def predict_folder(
                     )
                 write_image(pred.segmentation, out)
                 for kind, path in zip(output_types, extra, strict=True):
-                    _write_dicom_output(kind, path, pred, series, predictor, seg_fractional)
+                    _write_dicom_output(kind, path, pred, source, predictor, seg_fractional)
+                if quality is not None:
+                    quality.case(
+                        case.case_id, pred.segmentation, pred.agreement, _case_files(case, out)
+                    )
                 report.done.append(case.case_id)
             except Exception as exc:  # noqa: BLE001 — one bad case must not stop the others
                 if isinstance(exc, OSError):  # a full disk, a read-only folder: one line
@@ -258,7 +347,14 @@ def predict_folder(
                 report.failed[case.case_id] = detail
                 progress.console.print(f"[red]failed[/] {case.case_id}: {exc}")
             progress.advance(task)
+        if quality is not None:
+            quality.finish()
     return report
+
+
+def _case_files(case: CaseInput, out: Path) -> dict[str, Any]:
+    """What a QC record names: the prediction beside it and the image(s) it was made from."""
+    return {"prediction": out.name, "image": [str(p.absolute()) for p in case.paths]}
 
 
 def _check_output_types(

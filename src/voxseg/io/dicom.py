@@ -200,10 +200,7 @@ class DicomSeries:
         return [h.sop_instance_uid for h, _ in self.slices]
 
     def describe(self) -> str:
-        h = self.first
-        num = "" if h.series_number is None else f" #{h.series_number}"
-        desc = f" {h.series_description!r}" if h.series_description else ""
-        return f"{h.modality}{num}{desc} ({len(self.slices)} slices, {h.series_uid})"
+        return describe_series(list({id(h): h for h, _ in self.slices}.values()))
 
 
 def assemble_series(
@@ -403,18 +400,18 @@ def candidate_files(folder: Path) -> list[Path]:
 
 
 def group_series(headers: Iterable[DicomHeader]) -> dict[str, list[DicomHeader]]:
-    """Image headers by SeriesInstanceUID (non-image objects left out)."""
+    """Image headers by SeriesInstanceUID (non-image objects left out), largest series
+    first."""
     out: dict[str, list[DicomHeader]] = {}
     for h in headers:
         if h.is_image:
             out.setdefault(h.series_uid, []).append(h)
-    return out
+    return dict(sorted(out.items(), key=lambda kv: -_num_slices(kv[1])))
 
 
-def folder_series(
-    folder: str | os.PathLike[str], *, resample_uneven: bool = False
-) -> list[DicomSeries]:
-    """Every image series under ``folder`` (largest first); :class:`VoxsegError` if none."""
+def folder_groups(folder: str | os.PathLike[str]) -> dict[str, list[DicomHeader]]:
+    """The image headers under ``folder`` by series (see :func:`group_series`);
+    :class:`VoxsegError` if there are none."""
     folder = Path(folder)
     headers, _ = scan_headers(candidate_files(folder))
     groups = group_series(headers)
@@ -423,28 +420,84 @@ def folder_series(
             f"{folder}: no DICOM series found in this folder or below; point to the folder "
             "that holds the .dcm files, or convert the scan to .nii.gz"
         )
-    series = [
-        assemble_series(hs, resample_uneven=resample_uneven, source=str(folder))
-        for hs in groups.values()
-    ]
-    return sorted(series, key=lambda s: -len(s.slices))
+    return groups
 
 
-def select_series(series: Sequence[DicomSeries], selector: str | None, source: str) -> DicomSeries:
-    """The series whose SeriesInstanceUID, SeriesNumber or SeriesDescription (glob) matches
-    ``selector``; the largest when ``selector`` is None."""
+def _num_slices(headers: Sequence[DicomHeader]) -> int:
+    return sum(len(h.positions) for h in headers)
+
+
+def describe_series(headers: Sequence[DicomHeader]) -> str:
+    """``CT #3 'Abdomen 1.0' (150 slices, 1.2.3…)``: how messages name a series."""
+    h = headers[0]
+    num = "" if h.series_number is None else f" #{h.series_number}"
+    desc = f" {h.series_description!r}" if h.series_description else ""
+    return f"{h.modality}{num}{desc} ({_num_slices(headers)} slices, {h.series_uid})"
+
+
+def series_matches(selector: str, header: DicomHeader) -> bool:
+    """Whether the series of ``header`` is the one ``selector`` names.
+
+    ``uid:1.2.3`` (SeriesInstanceUID), ``number:3`` (SeriesNumber), ``desc:*abdomen*``
+    (SeriesDescription), ``seq:*tse*`` (sequence name), ``modality:MR``; globs are
+    case-insensitive. A bare selector matches the UID, the SeriesNumber or the description.
+    """
     from fnmatch import fnmatch
 
+    key, sep, value = selector.partition(":")
+    if not sep:
+        text = selector.strip()
+        return text in (header.series_uid, str(header.series_number)) or fnmatch(
+            header.series_description.lower(), text.lower()
+        )
+    fields = {
+        "uid": header.series_uid,
+        "number": str(header.series_number),
+        "desc": header.series_description,
+        "seq": header.sequence_name,
+        "modality": header.modality,
+    }
+    if key.strip().lower() not in fields:
+        raise VoxsegError(
+            f"series selector {selector!r}: unknown key {key!r}; use uid:, number:, desc:, "
+            "seq: or modality:"
+        )
+    return fnmatch(fields[key.strip().lower()].lower(), value.strip().lower())
+
+
+def list_series(groups: Iterable[Sequence[DicomHeader]], limit: int = 20) -> str:
+    """One indented line per series (see :func:`describe_series`), for messages."""
+    groups = list(groups)
+    lines = [f"  {describe_series(hs)}" for hs in groups[:limit]]
+    if len(groups) > limit:
+        lines.append(f"  … and {len(groups) - limit} more")
+    return "\n".join(lines)
+
+
+def choose_series(
+    groups: dict[str, list[DicomHeader]], selector: str | None, source: str
+) -> list[DicomHeader]:
+    """The headers of the one series in ``groups`` that ``selector`` names (see
+    :func:`series_matches`). Without a selector there must be one series: several are an
+    error listing them (modality, number, description, slices, UID), never a silent pick."""
     if selector is None:
-        return series[0]
-    for s in series:
-        h = s.first
-        if selector in (h.series_uid, str(h.series_number)) or fnmatch(
-            h.series_description.lower(), selector.lower()
-        ):
-            return s
-    listed = "; ".join(s.describe() for s in series)
-    raise VoxsegError(f"{source}: no series matches {selector!r}; it holds: {listed}")
+        if len(groups) == 1:
+            return next(iter(groups.values()))
+        raise VoxsegError(
+            f"{source}: holds {len(groups)} image series; choose one with --series-uid UID "
+            f"(or --series desc:PATTERN):\n{list_series(groups.values())}"
+        )
+    chosen = [hs for hs in groups.values() if series_matches(selector, hs[0])]
+    if len(chosen) == 1:
+        return chosen[0]
+    if not chosen:
+        raise VoxsegError(
+            f"{source}: no series matches {selector!r}; it holds:\n{list_series(groups.values())}"
+        )
+    raise VoxsegError(
+        f"{source}: {len(chosen)} series match {selector!r}; choose one by its UID:\n"
+        f"{list_series(chosen)}"
+    )
 
 
 def read_dicom_folder(
@@ -453,10 +506,10 @@ def read_dicom_folder(
     series: str | None = None,
     resample_uneven: bool = False,
 ) -> tuple[Image, DicomSeries]:
-    """Read one image series under ``folder`` (the largest unless ``series`` selects one)."""
-    chosen = select_series(
-        folder_series(folder, resample_uneven=resample_uneven), series, str(folder)
-    )
+    """Read the image series under ``folder``: its only one, or the one ``series`` selects
+    (see :func:`series_matches`)."""
+    headers = choose_series(folder_groups(folder), series, str(folder))
+    chosen = assemble_series(headers, resample_uneven=resample_uneven, source=str(folder))
     return read_series_pixels(chosen), chosen
 
 

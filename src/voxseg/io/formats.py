@@ -3,9 +3,9 @@
 * Volumes: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr`` + data file), MetaImage
   (``.mha``, ``.mhd`` + ``.raw``/``.zraw``) through SimpleITK, geometry kept exactly (NIfTI
   stores its affine as float32).
-* DICOM: a folder holding a series is read with pydicom (the series with the most slices
-  wins; see :mod:`voxseg.io.dicom`); :func:`write_dicom_series` writes one file per slice
-  with its ImagePositionPatient and rescale. RTSTRUCT and DICOM-SEG label maps:
+* DICOM: a folder holding one series is read with pydicom (several series: name one, see
+  :func:`read_dicom_series`; :mod:`voxseg.io.dicom`); :func:`write_dicom_series` writes one
+  file per slice with its ImagePositionPatient and rescale. RTSTRUCT and DICOM-SEG label maps:
   :mod:`voxseg.io.rtstruct`, :mod:`voxseg.io.dicom_seg`.
 * 2D natural images: PNG, BMP, JPEG through Pillow (in-plane spacing 1.0, as in nnU-Net),
   TIFF through SimpleITK (spacing from its resolution tags, stacks allowed). RGB(A) becomes
@@ -55,7 +55,7 @@ def file_ending(path: str | os.PathLike[str]) -> str:
 
 
 def read_image(path: str | os.PathLike[str], is_label: bool = False) -> Image:
-    """Read an image file, or the largest DICOM series in a folder, with its geometry.
+    """Read an image file, or the DICOM series in a folder, with its geometry.
 
     ``is_label`` refuses lossy formats (JPEG), reads palette PNGs as their indices and
     collapses an RGB label image whose three channels are equal to one channel.
@@ -156,12 +156,14 @@ def read_channels(paths: Sequence[str | os.PathLike[str]]) -> Image:
     return Image(np.stack([a.astype(dtype, copy=False) for a in arrays]), *_geom(images[0]))
 
 
-def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
-    """Read the DICOM image series with the most slices in ``folder`` (searched recursively;
-    see :mod:`voxseg.io.dicom` for slice order, geometry and pixel values)."""
+def read_dicom_series(folder: str | os.PathLike[str], series: str | None = None) -> Image:
+    """Read the DICOM image series in ``folder`` (searched recursively); a folder holding
+    several needs ``series`` (``uid:…``, ``desc:…``: :func:`voxseg.io.dicom.series_matches`),
+    else the error lists them. See :mod:`voxseg.io.dicom` for slice order, geometry and
+    pixel values."""
     from voxseg.io.dicom import read_dicom_folder
 
-    return read_dicom_folder(folder)[0]
+    return read_dicom_folder(folder, series=series)[0]
 
 
 def write_dicom_series(

@@ -45,6 +45,7 @@ from voxseg.io.dicom import (
     DicomHeader,
     assemble_series,
     candidate_files,
+    list_series,
     read_header,
     read_series_pixels,
 )
@@ -255,8 +256,10 @@ def plan_cases(
     modality: str | None,
     channels: list[ChannelRule],
     report: ImportReport,
+    series_uids: Sequence[str] = (),
 ) -> list[_Case]:
-    """Pair image series with their label sources and extra channels (see module doc)."""
+    """Pair image series with their label sources and extra channels (see module doc);
+    ``series_uids`` keeps only those labelled series."""
     series = _series_groups(headers)
     if not series:
         raise VoxsegError(f"{report.out}: no DICOM image series found in the source")
@@ -274,24 +277,34 @@ def plan_cases(
         raise VoxsegError(
             f"no {modality} image series matches {primary_rule.selector!r}; found: {found}"
         )
+    candidates = primaries
+    if series_uids:
+        absent = [u for u in series_uids if u not in primaries]
+        if absent:
+            raise VoxsegError(
+                f"--series-uid {', '.join(absent)}: no such {modality} image series in the "
+                f"source; its {modality} series:\n{list_series(primaries.values())}"
+            )
+        primaries = {u: hs for u, hs in primaries.items() if u in series_uids}
     sources = [h for h in headers if h.modality.upper() in ("RTSTRUCT", "SEG")]
     by_source: dict[str, list[DicomHeader]] = {}
     for s in sources:
-        target = _referenced_series(s, series, primaries)
+        target = _referenced_series(s, series, candidates)
+        if target is None and series_uids:  # a frame holding several series, one chosen
+            target = _referenced_series(s, series, primaries)
+        if target is not None and target not in primaries:
+            report.skipped.append(
+                {
+                    "item": s.path,
+                    "patient": s.patient_id,
+                    "reason": f"its series {target} is not among --series-uid",
+                }
+            )
+            continue
         if target is None:
-            other = [u for u in s.referenced_series if u in series]
-            refs = ", ".join(s.referenced_series) or "(none)"
-            if other:
-                reason = (
-                    f"{s.modality} refers to {series[other[0]][0].modality} series {other[0]}, "
-                    f"not to a {modality} series (choose it with --modality or --channel)"
-                )
-            else:
-                reason = (
-                    f"{s.modality} refers to series {refs} (frame of reference "
-                    f"{s.frame_of_reference_uid or '?'}), which is not in the source"
-                )
-            report.failed.append({"item": s.path, "reason": reason})
+            report.failed.append(
+                {"item": s.path, "reason": _unpaired(s, series, candidates, modality)}
+            )
             continue
         by_source.setdefault(target, []).append(s)
     cases = []
@@ -346,6 +359,38 @@ def plan_cases(
     return cases
 
 
+def _unpaired(
+    s: DicomHeader, series: dict[str, list[DicomHeader]], primaries: dict[str, Any], modality: str
+) -> str:
+    """Why the label object ``s`` belongs to no image series of the import."""
+    other = [u for u in s.referenced_series if u in series]
+    if other:
+        return (
+            f"{s.modality} refers to {series[other[0]][0].modality} series {other[0]}, "
+            f"not to a {modality} series (choose it with --modality or --channel)"
+        )
+    same_frame = _same_frame(s, primaries)
+    if len(same_frame) > 1:
+        return (
+            f"{s.modality} names no series it belongs to, and its frame of reference "
+            f"{s.frame_of_reference_uid} holds {len(same_frame)} image series; choose one "
+            f"with --series-uid UID:\n{list_series(primaries[u] for u in same_frame)}"
+        )
+    refs = ", ".join(s.referenced_series) or "(none)"
+    return (
+        f"{s.modality} refers to series {refs} (frame of reference "
+        f"{s.frame_of_reference_uid or '?'}), which is not in the source"
+    )
+
+
+def _same_frame(s: DicomHeader, primaries: dict[str, Any]) -> list[str]:
+    return [
+        uid
+        for uid, hs in primaries.items()
+        if s.frame_of_reference_uid and hs[0].frame_of_reference_uid == s.frame_of_reference_uid
+    ]
+
+
 def _referenced_series(
     s: DicomHeader, series: dict[str, list[DicomHeader]], primaries: dict[str, Any]
 ) -> str | None:
@@ -360,11 +405,7 @@ def _referenced_series(
                 return uid
     if s.referenced_series and any(u in series for u in s.referenced_series):
         return None  # it refers to a series of another modality
-    same_frame = [
-        uid
-        for uid, hs in primaries.items()
-        if s.frame_of_reference_uid and hs[0].frame_of_reference_uid == s.frame_of_reference_uid
-    ]
+    same_frame = _same_frame(s, primaries)
     return same_frame[0] if len(same_frame) == 1 else None
 
 
@@ -506,8 +547,10 @@ def import_dicom(
     index: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     num_processes: int | None = None,
+    series_uids: Sequence[str] = (),
 ) -> ImportReport:
-    """Convert the DICOM archive ``src`` into a raw dataset at ``out`` (see module doc)."""
+    """Convert the DICOM archive ``src`` into a raw dataset at ``out`` (see module doc);
+    ``series_uids`` imports only those labelled series."""
     src = Path(src).absolute()
     if not src.is_dir():
         raise VoxsegError(f"{src}: folder not found")
@@ -525,7 +568,7 @@ def import_dicom(
     headers, damaged, report.ignored_files = index_archive(src, cache, num_processes)
     for path, why in damaged.items():
         report.failed.append({"item": path, "reason": why})
-    cases = plan_cases(headers, modality, chan_rules, report)
+    cases = plan_cases(headers, modality, chan_rules, report, series_uids)
     names = [c.name for c in chan_rules] or [
         cases[0].channels[0][0].modality if cases else (modality or "CT")
     ]
