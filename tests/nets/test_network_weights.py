@@ -147,3 +147,20 @@ def test_report_lists_every_kind_of_change() -> None:
     report = AdaptReport(loaded=["a"], missing=["b"], unused=["c"])
     text = str(report)
     assert "loaded 1" in text and "b" in text and "c" in text
+
+
+def test_the_same_weights_make_the_same_file(tmp_path) -> None:
+    """Equal weights give equal bytes, so a file's hash identifies its weights (safetensors
+    writes several metadata keys in a random order per write)."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    model, _ = _net("unet", 1, 3, seed=0)
+    digests = set()
+    for i in range(12):
+        save_weights(model, tmp_path / f"w{i}.safetensors")
+        digests.add(hashlib.sha256((tmp_path / f"w{i}.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1
+    with safe_open(str(tmp_path / "w0.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}  # what torch-side readers (transformers) check

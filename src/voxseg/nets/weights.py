@@ -18,6 +18,10 @@ from voxseg.errors import VoxsegError
 #: Prefix of the network's tensors in a training checkpoint (``voxseg.training.checkpoint``
 #: stores the optimiser's and the RNG's beside them).
 CHECKPOINT_NETWORK_PREFIX = "model."
+#: The weights file's metadata: one key, because safetensors writes the metadata keys in a
+#: random order per write (a Rust ``HashMap``; safetensors issue #584), so two keys made the
+#: same weights two different files half of the time and a file's hash meaningless.
+WEIGHTS_METADATA = {"format": "pt"}
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
@@ -48,7 +52,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(_unique_contiguous(model), tmp, metadata={"format": "pt", "writer": "voxseg"})
+        save_file(_unique_contiguous(model), tmp, metadata=WEIGHTS_METADATA)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
