@@ -561,6 +561,96 @@ def stored_pixels(array: np.ndarray, source: str) -> tuple[np.ndarray, float, fl
     return stored.astype(np.int16), slope, intercept
 
 
+def image_slice_datasets(
+    stored: np.ndarray,
+    geometry: Geometry,
+    *,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    modality: str = "CT",
+    description: str = "",
+    series_number: int = 1,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> list[Any]:
+    """One pydicom dataset per slice of the stored values ``stored`` ``[z, y, x]``
+    (``int16``/``uint16``), laid out by ``geometry``: slice ``k`` at ``origin + k ·
+    spacing[0] · normal``, ImageOrientationPatient (row, column direction), PixelSpacing
+    (spacing[1], spacing[2]), one FrameOfReferenceUID, RescaleSlope/Intercept.
+
+    ``attributes`` sets further top-level elements on every slice (PatientID, PatientName,
+    StudyDate, Manufacturer, ImageType …) over the defaults (empty patient and study
+    fields, Manufacturer ``voxseg``, ImageType DERIVED/SECONDARY). The one writer of image
+    slices: :func:`write_dicom_series` and :mod:`voxseg.synth.dicom` build on it.
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    modality = modality.upper()
+    d = geometry.direction_matrix
+    row, col, along = d[:, 2], d[:, 1], d[:, 0]
+    sop_class = _SOP_CLASSES.get(modality, _SECONDARY_CAPTURE)
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    frame_uid = frame_of_reference_uid or generate_uid()
+    defaults: dict[str, Any] = {
+        "PatientName": "",
+        "PatientID": "",
+        "PatientBirthDate": "",
+        "PatientSex": "",
+        "StudyID": "",
+        "AccessionNumber": "",
+        "ReferringPhysicianName": "",
+        "StudyDate": "",
+        "StudyTime": "",
+        "Manufacturer": "voxseg",
+        "ImageType": ["DERIVED", "SECONDARY"],
+        **(attributes or {}),
+    }
+    orientation = [decimal_string(v) for v in (*row, *col)]
+    spacing = [decimal_string(geometry.spacing[1]), decimal_string(geometry.spacing[2])]
+    out = []
+    for k in range(stored.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = sop_class
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = modality
+        for key, value in defaults.items():
+            setattr(ds, key, value)
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = series_number
+        ds.SeriesDescription = description
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PositionReferenceIndicator = ""
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = orientation
+        position = np.asarray(geometry.origin) + k * geometry.spacing[0] * along
+        ds.ImagePositionPatient = [decimal_string(v) for v in position]
+        ds.PixelSpacing = spacing
+        ds.SliceThickness = decimal_string(geometry.spacing[0])
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+        ds.RescaleSlope = decimal_string(slope)
+        ds.RescaleIntercept = decimal_string(intercept)
+        ds.RescaleType = "HU" if modality == "CT" else "US"
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        out.append(ds)
+    return out
+
+
 def write_dicom_series(
     image: Image,
     folder: str | os.PathLike[str],
@@ -579,10 +669,6 @@ def write_dicom_series(
     Label maps on a DICOM scan are written with :func:`voxseg.io.dicom_seg.write_dicom_seg`
     or :func:`voxseg.io.rtstruct.write_rtstruct` instead.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     from voxseg.io.formats import _atomic_dir
 
     folder = Path(folder)
@@ -598,60 +684,26 @@ def write_dicom_series(
     if image.array.ndim != 3:
         raise VoxsegError(f"{folder}: DICOM export takes one channel; got {image.array.shape}")
     stored, slope, intercept = stored_pixels(image.array, str(folder))
-    g = image.geometry
-    d = g.direction_matrix
-    row, col, along = d[:, 2], d[:, 1], d[:, 0]
-    sop_class = _SOP_CLASSES.get(modality, _SECONDARY_CAPTURE)
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    signed = stored.dtype == np.int16
+    datasets = image_slice_datasets(
+        stored,
+        image.geometry,
+        slope=slope,
+        intercept=intercept,
+        modality=modality,
+        description=description,
+        attributes={"PatientID": patient_id, "PatientName": patient_name},
+    )
     with _atomic_dir(folder, is_folder=True) as tmp:
-        for k in range(g.shape[0]):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = sop_class
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = pydicom.Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID = sop_class
-            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-            ds.Modality = modality
-            ds.PatientName = patient_name
-            ds.PatientID = patient_id
-            ds.PatientBirthDate = ds.PatientSex = ""
-            ds.StudyInstanceUID = study
-            ds.StudyID = ds.AccessionNumber = ds.ReferringPhysicianName = ""
-            ds.StudyDate = ds.StudyTime = ""
-            ds.SeriesInstanceUID = series
-            ds.SeriesNumber = 1
-            ds.SeriesDescription = description
-            ds.FrameOfReferenceUID = frame
-            ds.PositionReferenceIndicator = ""
-            ds.Manufacturer = "voxseg"
-            ds.InstanceNumber = k + 1
-            ds.ImageType = ["DERIVED", "SECONDARY"]
-            ds.ImageOrientationPatient = [_ds(v) for v in (*row, *col)]
-            position = np.asarray(g.origin) + k * g.spacing[0] * along
-            ds.ImagePositionPatient = [_ds(v) for v in position]
-            ds.PixelSpacing = [_ds(g.spacing[1]), _ds(g.spacing[2])]
-            ds.SliceThickness = _ds(g.spacing[0])
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows, ds.Columns = g.shape[1], g.shape[2]
-            ds.BitsAllocated = ds.BitsStored = 16
-            ds.HighBit = 15
-            ds.PixelRepresentation = 1 if signed else 0
-            ds.RescaleSlope = _ds(slope)
-            ds.RescaleIntercept = _ds(intercept)
-            ds.RescaleType = "HU" if modality == "CT" else "US"
-            ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        for k, ds in enumerate(datasets):
             ds.save_as(tmp / f"IM{k:04d}.dcm", enforce_file_format=True)
     return folder
 
 
-def _ds(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) as precise as it allows."""
-    for digits in range(16, 0, -1):
-        text = f"{value:.{digits}g}"
+def decimal_string(value: float, digits: int = 16) -> str:
+    """A DICOM decimal string (at most 16 characters) with at most ``digits`` significant
+    digits, as precise as that allows."""
+    for n in range(digits, 0, -1):
+        text = f"{value:.{n}g}"
         if len(text) <= 16:
             return text
     return f"{value:.1e}"

@@ -20,7 +20,7 @@ import numpy as np
 
 from voxseg.errors import VoxsegError
 from voxseg.io.contours import RasterReport, contours_to_mask, mask_to_contours
-from voxseg.io.dicom import DicomSeries, source_datasets
+from voxseg.io.dicom import DicomSeries, decimal_string, source_datasets
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _AREA_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
@@ -279,21 +279,12 @@ def _set_contour_data(item: Any, points: np.ndarray) -> None:
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
-    text = "\\".join(_ds(v) for v in points.reshape(-1)).encode("ascii")
+    text = "\\".join(decimal_string(v, 10) for v in points.reshape(-1)).encode("ascii")
     if len(text) % 2:
         text += b" "
     tag = Tag(0x3006, 0x0050)
     item._dict[tag] = RawDataElement(tag, "DS", len(text), text, 0, False, True)
     item.set_original_encoding(False, True, default_encoding)
-
-
-def _ds(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) as precise as it allows."""
-    for digits in range(10, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.1e}"
 
 
 def _version() -> str:

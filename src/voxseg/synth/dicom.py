@@ -1,8 +1,10 @@
-"""Synthetic DICOM objects written straight with pydicom, for tests and benchmarks.
+"""Synthetic DICOM objects for tests and benchmarks.
 
-Independent of :mod:`voxseg.io.dicom` (which reads them): a CT/MR series is laid out from an
-explicit orientation — ``"HFS"``, ``"FFS"``, ``"HFP"`` (prone) or any 3×3 rotation — and an
-RT Structure Set holds the given polygons exactly as a planning system would write them.
+A CT/MR series is laid out from an explicit orientation — ``"HFS"``, ``"FFS"``, ``"HFP"``
+(prone) or any 3×3 rotation — by voxseg's one image-slice writer
+(:func:`voxseg.io.dicom.image_slice_datasets`); tests check what the reader makes of it
+against the orientation and values asked for here and against independent readers. An RT
+Structure Set holds the given polygons exactly as a planning system would write them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from voxseg.io.dicom import decimal_string, image_slice_datasets
+from voxseg.io.image import Geometry
+
 #: Patient orientations → (row direction, column direction) of ImageOrientationPatient.
 ORIENTATIONS = {
     "HFS": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
@@ -22,8 +27,6 @@ ORIENTATIONS = {
     "HFP": ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0)),
     "FFP": ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0)),
 }
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
@@ -57,65 +60,40 @@ def series_datasets(
     """One dataset per slice of ``values`` ``[z, y, x]`` (pixel values after rescale).
 
     Slice ``k`` lies at ``first_position + k * spacing[0] * normal``; PixelSpacing is
-    ``(spacing[1], spacing[2])`` (row spacing = along the column direction).
+    ``(spacing[1], spacing[2])`` (row spacing = along the column direction). The slices are
+    laid out by :func:`voxseg.io.dicom.image_slice_datasets` with a test patient's fields.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     row, col, normal = orientation_axes(orientation)
-    study_uid = study_uid or generate_uid()
-    series_uid = series_uid or generate_uid()
-    frame_uid = frame_of_reference_uid or generate_uid()
-    sop_class = CT_IMAGE_STORAGE if modality == "CT" else MR_IMAGE_STORAGE
     stored = np.rint((np.asarray(values, dtype=float) - intercept) / slope).astype(np.int16)
-    out = []
-    for k, plane in enumerate(stored):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = modality
-        ds.PatientName = f"Test^{patient_id}"
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = study_uid
-        ds.StudyDate = "20240101"
-        ds.StudyTime = "120000"
-        ds.StudyID = "1"
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = description
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.Manufacturer = "synthetic"
-        ds.InstanceNumber = k + 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImageOrientationPatient = [_ds(v) for v in (*row, *col)]
-        position = np.asarray(first_position, dtype=float) + k * spacing[0] * normal
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[2])]
-        ds.SliceThickness = _ds(spacing[0])
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = plane.shape
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleSlope = _ds(slope)
-        ds.RescaleIntercept = _ds(intercept)
-        ds.RescaleType = "HU" if modality == "CT" else "US"
-        ds.PixelData = np.ascontiguousarray(plane).tobytes()
-        out.append(ds)
-    return out
+    geometry = Geometry(
+        shape=stored.shape,
+        spacing=spacing,
+        origin=tuple(first_position),
+        direction=np.column_stack([normal, col, row]),
+    )
+    return image_slice_datasets(
+        stored,
+        geometry,
+        slope=slope,
+        intercept=intercept,
+        modality=modality if modality == "CT" else "MR",
+        description=description,
+        series_number=series_number,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_of_reference_uid=frame_of_reference_uid,
+        attributes={
+            "PatientName": f"Test^{patient_id}",
+            "PatientID": patient_id,
+            "PatientBirthDate": "19700101",
+            "PatientSex": "O",
+            "StudyDate": "20240101",
+            "StudyTime": "120000",
+            "StudyID": "1",
+            "Manufacturer": "synthetic",
+            "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+        },
+    )
 
 
 def rtstruct_dataset(
@@ -202,7 +180,7 @@ def rtstruct_dataset(
                 c.ContourImageSequence = Seq([_ref(along[key])])
             c.ContourGeometricType = "CLOSED_PLANAR" if len(points) > 1 else "POINT"
             c.NumberOfContourPoints = len(points)
-            c.ContourData = [_ds(v) for v in points.reshape(-1)]
+            c.ContourData = [decimal_string(v) for v in points.reshape(-1)]
             seq.append(c)
         item.ContourSequence = seq
         contours_seq.insert(0, item)
@@ -235,11 +213,3 @@ def _ref(ds: Any) -> Any:
     ref.ReferencedSOPClassUID = ds.SOPClassUID
     ref.ReferencedSOPInstanceUID = ds.SOPInstanceUID
     return ref
-
-
-def _ds(value: float) -> str:
-    for digits in range(12, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.1e}"
