@@ -39,6 +39,14 @@ class Workspace:
         pre_root = Path(pre).expanduser() if pre else root / "preprocessed"
         return cls(root.absolute(), pre_root.absolute())
 
+    @classmethod
+    def around(cls, path: str | os.PathLike[str]) -> list[Workspace]:
+        """The workspaces a model or preprocessed folder may belong to: the one whose
+        ``models/`` (or ``preprocessed/``) folder holds ``path``, then ``$VOXSEG_HOME``'s."""
+        parents = Path(path).absolute().parents
+        homes = [p.parent for p in parents if p.name in ("models", "preprocessed")]
+        return [cls.from_env(h) for h in homes] + [cls.from_env()]
+
     @property
     def raw(self) -> Path:
         return self.root / "raw"

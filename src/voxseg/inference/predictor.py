@@ -20,7 +20,12 @@ from voxseg.inference.export import (
     probabilities_from_logits,
 )
 from voxseg.inference.model import ModelFolder
-from voxseg.inference.sliding_window import WindowSettings, predict_logits
+from voxseg.inference.sliding_window import (
+    WindowSettings,
+    ensemble_members,
+    mirror_combinations,
+    predict_logits_and_votes,
+)
 from voxseg.io import Image, from_sitk
 from voxseg.modelconfig import PredictionConfig
 from voxseg.modelfolder import ModelLayout
@@ -28,10 +33,23 @@ from voxseg.modelfolder import ModelLayout
 
 @dataclass
 class Prediction:
-    """A label map in the input's geometry; per-class probabilities when asked for."""
+    """A label map in the input's geometry; per-class probabilities when asked for; with
+    ``agreement``, how far the ensemble's members (folds, or one fold's TTA flips) agreed."""
 
     segmentation: Image
     probabilities: Image | None = None
+    agreement: MemberAgreement | None = None
+
+
+@dataclass
+class MemberAgreement:
+    """Pooled pairwise Dice between members per foreground label (NaN: no member drew it)
+    and the share of labelled voxels whose vote was split, on the network's grid
+    (:func:`voxseg.evaluation.qc.member_agreement`)."""
+
+    members: int
+    dice: dict[str, float]
+    split_fraction: float
 
 
 def _as_image(image: Image | np.ndarray | sitk.Image) -> Image:
@@ -121,6 +139,15 @@ class Predictor:
         self.networks = networks or self.model.load_networks(self.device)
         self.postprocessing = self._postprocessing() if postprocess else []
 
+    @property
+    def members(self) -> int:
+        """Ensemble members whose agreement ``predict(..., agreement=True)`` measures: the
+        folds, or the TTA flips of a single fold (:func:`ensemble_members`)."""
+        s = self.settings
+        axes = s.mirror_axes if s.mirror_axes is not None else tuple(range(len(s.patch_size)))
+        flips = len(mirror_combinations(axes)) if s.tta else 1
+        return ensemble_members(len(self.networks), flips)
+
     def _postprocessing(self) -> list[dict[str, Any]]:
         path = ModelLayout(self.model.folder).postprocessing
         if path.is_file():
@@ -137,8 +164,11 @@ class Predictor:
         roi: Image | np.ndarray | None = None,
         probabilities: bool = False,
         progress: Any = None,
+        agreement: bool = False,
     ) -> Prediction:
-        """Predict one image (``[z, y, x]`` or ``[c, z, y, x]`` with geometry)."""
+        """Predict one image (``[z, y, x]`` or ``[c, z, y, x]`` with geometry); with
+        ``agreement``, also measure how far the members agreed (each member's logits are kept
+        in bfloat16 while predicting)."""
         from voxseg.preprocessing import preprocess_case
 
         image = _as_image(image)
@@ -156,22 +186,41 @@ class Predictor:
             label=_as_image(roi) if roi is not None else None,
         )
         roi_mask = None if roi_pre is None else np.asarray(roi_pre).reshape(data.shape[1:]) > 0
-        logits = self._logits(data, roi_mask, progress)
-        return restore(self._export(logits, meta, probabilities))
+        logits, votes = self._logits(data, roi_mask, progress, agreement)
+        prediction = restore(self._export(logits, meta, probabilities))
+        if votes is not None:
+            prediction.agreement = self._agreement(votes)
+        return prediction
 
-    def _logits(self, data: np.ndarray, roi: np.ndarray | None, progress: Any) -> torch.Tensor:
-        kwargs = dict(device=self.device, roi=roi, progress=progress)
+    def _agreement(self, votes: torch.Tensor) -> MemberAgreement:
+        from voxseg.evaluation.qc import member_agreement
+
+        regions = self.model.region_values is not None
+        names = self.model.info.class_names
+        fg = (votes if regions else votes[1:]).cpu().numpy()
+        dice, split = member_agreement(fg, self.members)
+        return MemberAgreement(
+            self.members, {n: float(d) for n, d in zip(names, dice, strict=True)}, split
+        )
+
+    def _logits(
+        self, data: np.ndarray, roi: np.ndarray | None, progress: Any, agreement: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        votes = None
+        if agreement:
+            votes = "positive" if self.model.region_values is not None else "argmax"
+        kwargs = dict(device=self.device, roi=roi, progress=progress, votes=votes)
         if self.device.type != "cuda":
-            return predict_logits(
+            return predict_logits_and_votes(
                 data, self.networks, self.model.num_outputs, self.settings, **kwargs
             )
         try:
-            return predict_logits(
+            return predict_logits_and_votes(
                 data, self.networks, self.model.num_outputs, self.settings, **kwargs
             )
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
-            return predict_logits(
+            return predict_logits_and_votes(
                 data,
                 self.networks,
                 self.model.num_outputs,

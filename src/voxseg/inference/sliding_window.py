@@ -71,7 +71,6 @@ def _batched(items: list, n: int) -> Iterator[list]:
         yield items[i : i + n]
 
 
-@torch.no_grad()
 def predict_logits(
     data: np.ndarray | torch.Tensor,
     networks: Sequence[Callable[[torch.Tensor], torch.Tensor]],
@@ -89,6 +88,48 @@ def predict_logits(
     ``roi`` (``[z, y, x]`` bool) skips windows without any ROI voxel (ovseg); voxels that no
     window covers get logits 0 (uniform).
     """
+    logits, _ = predict_logits_and_votes(
+        data,
+        networks,
+        num_outputs,
+        settings,
+        device=device,
+        accumulate_device=accumulate_device,
+        roi=roi,
+        progress=progress,
+    )
+    return logits
+
+
+def ensemble_members(n_networks: int, n_flips: int) -> int:
+    """Members whose agreement :func:`predict_logits_and_votes` measures: the networks (folds,
+    each averaged over its flips) when there are several, else the flips of the one network."""
+    return n_networks if n_networks > 1 else n_flips
+
+
+@torch.no_grad()
+def predict_logits_and_votes(
+    data: np.ndarray | torch.Tensor,
+    networks: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+    num_outputs: int,
+    settings: WindowSettings,
+    *,
+    device: torch.device,
+    accumulate_device: torch.device | None = None,
+    roi: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
+    votes: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`predict_logits`, and with ``votes`` also the share of ensemble members
+    (:func:`ensemble_members`) voting each output at each voxel, ``[num_outputs, z, y, x]``
+    float32. Each member's logits are blended over the windows like the ensemble's, then
+    ``votes="argmax"`` counts each member's winning output (softmax labels),
+    ``votes="positive"`` each output a member puts above 0 (sigmoid regions). The members'
+    logits are kept in bfloat16 (float32's range: the Gaussian's tails do not underflow):
+    members × half the logits' memory more.
+    """
+    if votes not in (None, "argmax", "positive"):
+        raise ValueError(f"votes must be None, 'argmax' or 'positive', not {votes!r}")
     acc_device = accumulate_device or device
     x = torch.as_tensor(np.asarray(data) if not torch.is_tensor(data) else data)
     x = x.to(torch.float32)
@@ -117,6 +158,10 @@ def predict_logits(
     nd = len(patch)
     axes = settings.mirror_axes if settings.mirror_axes is not None else tuple(range(nd))
     flips = mirror_combinations(axes) if settings.tta else [()]
+    members = None
+    if votes:
+        n = ensemble_members(len(networks), len(flips))
+        members = torch.zeros((n, *out_shape), dtype=torch.bfloat16, device=acc_device)
     # One autocast context for the whole loop: leaving it clears the cache of low-precision
     # weight copies, so a context per forward would recast every weight every time.
     # The accumulation ops (flip, add_, addcmul_) are not in any autocast cast list.
@@ -127,24 +172,40 @@ def predict_logits(
     )
     with ctx:
         for chunk in _batched(windows, max(1, settings.batch_windows)):
-            _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d)
+            _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d, members)
             if progress is not None:
                 progress(len(chunk))
     # Uncovered voxels hold 0 in both sums, so they stay 0 (in place: no full-size copies).
     weight.clamp_(min=1e-12)
+    logits = _normalise(logits, weight, region, two_d)
+    if members is None:
+        assert tuple(logits.shape[1:]) == full_shape
+        return logits, None
+    shares = torch.zeros(logits.shape, dtype=torch.float32, device=acc_device)
+    for member in members:
+        m = _normalise(member, weight, region, two_d)
+        if votes == "positive":
+            shares.add_(m > 0)
+        else:
+            shares.scatter_add_(0, m.argmax(0, keepdim=True), torch.ones_like(shares[:1]))
+    del members
+    return logits, shares.div_(ensemble_members(len(networks), len(flips)))
+
+
+def _normalise(t: torch.Tensor, weight: torch.Tensor, region: list[slice], two_d: bool):
+    """Divide a window sum by the summed weights (in place) and crop the padding away:
+    ``[C, z, y, x]``."""
     if two_d:
-        logits.div_(weight[:, None])
-        logits = logits[:, :, region[0], region[1]].permute(1, 0, 2, 3)
-    else:
-        logits.div_(weight[None])
-        logits = logits[(slice(None), *region)]
-    assert tuple(logits.shape[1:]) == full_shape
-    return logits
+        t.div_(weight[:, None])
+        return t[:, :, region[0], region[1]].permute(1, 0, 2, 3)
+    t.div_(weight[None])
+    return t[(slice(None), *region)]
 
 
-def _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d) -> None:
+def _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d, members=None):
     """Add the Gaussian-weighted logits of one batch of windows, averaged over networks and
-    flips, into ``logits`` and the weights into ``weight`` (both in place)."""
+    flips, into ``logits`` and the weights into ``weight`` (both in place); with ``members``,
+    each member's logits (:func:`ensemble_members`) into its own sum too."""
     acc_device = logits.device
     n_passes = len(networks) * len(flips)
     if two_d:
@@ -153,7 +214,10 @@ def _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d
         batch = torch.stack([x[(slice(None), *w)] for w in chunk])
     batch = batch.to(device, non_blocking=True)
     summed = None
+    member_outs: list[torch.Tensor] = []
+    by_network = len(networks) > 1
     for net in networks:
+        net_sum = None
         for flip in flips:
             dims = [d + 2 for d in flip]
             inp = torch.flip(batch, dims) if dims else batch
@@ -162,22 +226,30 @@ def _add_windows(x, chunk, networks, flips, gauss, logits, weight, device, two_d
                 out = out[0]
             if dims:
                 out = torch.flip(out, dims)
+            if members is not None:  # copies: ``summed`` below adds in place
+                if not by_network:
+                    member_outs.append(out.to(torch.float32, copy=True))
+                elif net_sum is None:
+                    net_sum = out.to(torch.float32, copy=True)
+                else:
+                    net_sum.add_(out)
             if n_passes == 1:
                 summed = out  # bf16/fp16 stays so: addcmul_ below accumulates in float32
             elif summed is None:
                 summed = out.float()
             else:
                 summed.add_(out)
+        if net_sum is not None:
+            member_outs.append(net_sum.div_(len(flips)))
     if n_passes > 1:
         summed.div_(n_passes)
     summed = summed.to(acc_device)
-    for w, pred in zip(chunk, summed, strict=True):
-        if two_d:
-            logits[w[0], :, w[1], w[2]].addcmul_(pred, gauss)
-            weight[w[0], w[1], w[2]] += gauss
-        else:
-            logits[(slice(None), *w)].addcmul_(pred, gauss)
-            weight[w] += gauss
+    for i, (w, pred) in enumerate(zip(chunk, summed, strict=True)):
+        where = (w[0], slice(None), w[1], w[2]) if two_d else (slice(None), *w)
+        logits[where].addcmul_(pred, gauss)
+        weight[(w[0], w[1], w[2]) if two_d else w] += gauss
+        for m, out in enumerate(member_outs):
+            members[m][where].addcmul_(out[i].to(acc_device), gauss)
 
 
 def count_windows(shape: Sequence[int], settings: WindowSettings) -> int:

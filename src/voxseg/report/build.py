@@ -31,6 +31,7 @@ from voxseg.errors import VoxsegError
 from voxseg.report import sections
 from voxseg.report.cases import CaseSources, build_case_view
 from voxseg.report.html import Markup, fmt, kv_table, label_color, page, script_json, table
+from voxseg.report.quality import label_qc_table, quality_section
 from voxseg.report.sources import DatasetSource, EvalCase, Evaluation, Sources, collect
 
 ASSETS = ("report.css", "report.js", "viewer.js")
@@ -51,6 +52,8 @@ class CaseJob:
     fold: str = ""
     prev: str | None = None
     next: str | None = None
+    #: the case's ``voxseg predict --qc`` record (:class:`voxseg.evaluation.qc.CaseQC`)
+    qc: Any = None
 
 
 @dataclass
@@ -125,6 +128,8 @@ def _render_case(job: CaseJob, ctx: PageContext) -> tuple[str, int, list[np.ndar
     ]
     if job.fold:
         facts.insert(1, ("validation fold", job.fold))
+    if job.qc is not None and job.qc.members > 1:
+        facts.append(("member agreement", f"{fmt(job.qc.agreement)} ({job.qc.members} members)"))
     metric_rows = [
         [
             name,
@@ -154,6 +159,13 @@ def _render_case(job: CaseJob, ctx: PageContext) -> tuple[str, int, list[np.ndar
                 metric_rows,
             )
             if metric_rows
+            else ""
+        )
+        + (
+            "<h3>Quality control</h3>"
+            + (f"<p>{escape('; '.join(job.qc.flags))}</p>" if job.qc.flags else "")
+            + label_qc_table(job.qc)
+            if job.qc is not None
             else ""
         )
         + "</div></div>"
@@ -204,6 +216,25 @@ def _case_jobs(src: Sources) -> list[tuple[Evaluation | None, list[CaseJob]]]:
             for c in order
         ]
         groups.append((ev, jobs))
+    quality = src.quality
+    if quality is not None:
+        records = {q.case_id: q for q in quality.cases}
+        for _, jobs in groups:
+            for j in jobs:
+                j.qc = records.get(j.sources.case_id)
+        if not src.evaluations:
+            from voxseg.evaluation.qc import worst_first
+
+            jobs = [
+                CaseJob(
+                    _slug(q.case_id),
+                    CaseSources(q.case_id, quality.images(q), None, quality.prediction(q)),
+                    "prediction without a reference (quality control)",
+                    qc=q,
+                )
+                for q in sorted(quality.cases, key=worst_first)
+            ]
+            groups.append((None, jobs))
     if not src.evaluations and src.kind == "dataset" and src.dataset and src.dataset.raw:
         from voxseg.data import Dataset
 
@@ -270,6 +301,9 @@ def write_report(
     labels = info.get("labels") or (src.evaluations[0].labels if src.evaluations else {})
     if src.evaluations and src.evaluations[0].labels:
         labels = {"background": 0, **src.evaluations[0].labels}
+    if src.quality is not None:
+        info = info or {"channel_names": src.quality.run.get("channel_names", {})}
+        labels = labels or src.quality.run.get("labels", {})
     title = f"voxseg report: {src.target.name}"
     groups = _case_jobs(src) if cases else []
     written: dict[str, int] = {}
@@ -388,6 +422,13 @@ def write_report(
             (f"training-{i}", f"Training {model.name}" if len(src.models) > 1 else "Training")
         )
     pages = {id(ev): jobs for ev, jobs in groups if ev is not None}
+    if src.quality is not None:
+        slugs = {j.sources.case_id: j.slug for _, js in groups for j in js}
+        dice = None
+        if src.evaluations:
+            dice = {c.case_id: sections.case_mean_dice(c.metrics) for c in src.evaluations[0].cases}
+        parts.append(quality_section(src.quality, "quality", href_for(slugs), dice))
+        nav.append(("quality", "Quality control"))
     for i, ev in enumerate(src.evaluations):
         href = href_for({j.sources.case_id: j.slug for j in pages.get(id(ev), [])})
         parts.append(sections.evaluation_section(ev, f"evaluation-{i}", href))

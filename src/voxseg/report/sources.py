@@ -3,7 +3,8 @@
 A target is a raw dataset (``dataset.json``), a preprocessed dataset (``fingerprint.json``), a
 model folder (``config.json`` + ``plans.json``, its ``fold_k/``), a folder holding model
 folders (a pipeline's ``stages/``, an ``auto`` model), one fold, or an evaluation folder
-(``summary.json`` written by ``voxseg evaluate``). Nothing is trained or predicted here.
+(``summary.json`` written by ``voxseg evaluate``), or a prediction folder with the quality
+control of ``voxseg predict --qc`` (``qc/``). Nothing is trained or predicted here.
 """
 
 from __future__ import annotations
@@ -92,6 +93,32 @@ class DatasetSource:
 
 
 @dataclass
+class QualitySource:
+    """``voxseg predict --qc`` output: ``qc/run.json`` and one record per case."""
+
+    folder: Path
+    run: dict[str, Any]
+    cases: list[Any]  # voxseg.evaluation.qc.CaseQC
+
+    def prediction(self, qc: Any) -> Path | None:
+        path = self.folder / str(qc.files.get("prediction", ""))
+        return path if qc.files.get("prediction") and path.is_file() else None
+
+    def images(self, qc: Any) -> list[Path]:
+        return [Path(p) for p in qc.files.get("image", []) if Path(p).exists()]
+
+
+def read_quality(folder: Path) -> QualitySource | None:
+    """The QC records of a prediction folder, or None when it has none."""
+    from voxseg.evaluation.qc import QC_DIR, QC_RUN, read_qc
+
+    run = folder / QC_DIR / QC_RUN
+    if not run.is_file():
+        return None
+    return QualitySource(folder, read_json(run), read_qc(folder))
+
+
+@dataclass
 class Sources:
     """Everything one report shows."""
 
@@ -102,6 +129,9 @@ class Sources:
     evaluations: list[Evaluation] = field(default_factory=list)
     #: ``summary.json`` of a ``voxseg auto`` model (what was trained, why the winner won)
     auto: dict[str, Any] | None = None
+    #: ``voxseg predict --qc`` records of the predictions (a prediction folder, or an
+    #: evaluation folder that is one)
+    quality: QualitySource | None = None
 
 
 def _float(text: str) -> float:
@@ -237,10 +267,7 @@ def _workspace_dataset(name: str, near: Path) -> DatasetSource | None:
     ``models/`` (or ``preprocessed/``) folder holds ``near``, else in ``$VOXSEG_HOME``."""
     from voxseg.workspace import Workspace
 
-    homes = [p.parent for p in near.absolute().parents if p.name in ("models", "preprocessed")]
-    homes.append(Workspace.from_env().root)
-    for home in homes:
-        ws = Workspace.from_env(home)
+    for ws in Workspace.around(near):
         try:
             raw: Path | None = ws.dataset_dir(name)
         except VoxsegError:
@@ -319,7 +346,11 @@ def collect(target: str | Path) -> Sources:
         raw = labels_dir.parent if labels_dir is not None else None
         if raw is not None and (raw / "dataset.json").is_file():
             src.dataset = read_dataset(raw, None)
+        src.quality = read_quality(target)
         return src
+    quality = read_quality(target)
+    if quality is not None:
+        return Sources(target, "predictions", quality=quality)
     folders = _model_folders(target, SEARCH_DEPTH)
     if folders:
         names = [str(f.relative_to(target)) if f != target else f.name for f in folders]
@@ -328,8 +359,9 @@ def collect(target: str | Path) -> Sources:
         )
     raise VoxsegError(
         f"{target}: nothing to report: not a dataset (dataset.json, fingerprint.json), a model "
-        "folder (config.json + plans.json, or folders holding them) or an evaluation folder "
-        "(summary.json)"
+        "folder (config.json + plans.json, or folders holding them), an evaluation folder "
+        "(summary.json) or a prediction folder with quality control (qc/run.json, written by "
+        "voxseg predict --qc)"
     )
 
 
