@@ -291,3 +291,74 @@ def test_cli_writes_a_dataset_and_refuses_to_overwrite(tmp_path):
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
     bad = runner.invoke(app, ["synth", "organs", str(tmp_path / "x"), "--target", "cord"])
     assert bad.exit_code == 1 and "unknown option" in bad.output
+
+
+#: organs phantom with lesions=False: sha256 of every array and geometry of 4 cases
+#: (shape 16×40×40, seed 3), computed before lesions existed; the option must not move it.
+ORGANS_HASH = "456eab1b807ea2bf75f22913448dcf93d6965da15961c665bb4799524df4a407"
+
+
+def _organs_hash(**options) -> str:
+    import hashlib
+
+    from voxseg.synth import case_rng
+
+    organs = phantom("organs", shape=(16, 40, 40), **options)
+    digest = hashlib.sha256()
+    for i in range(4):
+        case = organs.make_case(case_rng(3, "organs", "Tr", i), i)
+        for image in (case.image, case.label):
+            digest.update(np.ascontiguousarray(image.array).tobytes())
+            for values in (image.spacing, image.origin, image.direction):
+                digest.update(np.asarray(values, float).tobytes())
+    return digest.hexdigest()
+
+
+def test_organs_without_lesions_are_unchanged():
+    assert _organs_hash() == ORGANS_HASH
+    assert _organs_hash(lesions=False) == ORGANS_HASH
+    assert _organs_hash(lesions=True) != ORGANS_HASH
+
+
+@pytest.mark.parametrize("shape", [(48, 96, 96), (24, 128, 128)])
+def test_organ_lesions_have_a_physical_size_whatever_the_grid(shape):
+    from voxseg.synth import case_rng
+    from voxseg.synth.organs import LESION_DIAMETER_MM
+
+    organs = phantom("organs", shape=shape, lesions=True)
+    assert organs.labels()["lesion"] == 4
+    diameters, counts = [], []
+    for i in range(10):
+        case = organs.make_case(case_rng(0, "organs", "Tr", i), i)
+        label = to_sitk(case.label)
+        # SimpleITK measures each 26-connected lesion in mm (the reference for the size)
+        components = sitk.ConnectedComponent(label == 4, True)
+        shapes = sitk.LabelShapeStatisticsImageFilter()
+        shapes.Execute(components)
+        counts.append(shapes.GetNumberOfLabels())
+        diameters += [2 * shapes.GetEquivalentSphericalRadius(k) for k in shapes.GetLabels()]
+        arr = case.label.array
+        lesion = arr == 4
+        if lesion.any():  # inside the liver: the voxels around the lesions are mostly liver
+            ring = ndimage.binary_dilation(lesion, np.ones((3, 3, 3))) & ~lesion
+            assert np.mean(arr[ring] == 1) > 0.9, i
+            hu = case.image.array[0] if case.image.array.ndim == 4 else case.image.array
+            assert hu[lesion].mean() < hu[arr == 1].mean() - 10  # hypodense, as before
+    lo, hi = LESION_DIAMETER_MM
+    # the voxelised sphere's volume stays within a few % of the drawn one
+    assert lo * 0.95 <= min(diameters) and max(diameters) <= hi * 1.05, diameters
+    assert max(diameters) - min(diameters) > 0.5 * (hi - lo)  # the whole range is drawn
+    assert sum(1 <= n <= 4 for n in counts) >= 7 and max(counts) <= 4, counts
+    assert 0 in counts  # some cases are lesion-free
+
+
+def test_synth_cli_lesions_flag(tmp_path):
+    out = tmp_path / "Dataset009_Lesions"
+    result = CliRunner().invoke(
+        app,
+        ["synth", "organs", str(out), "--lesions", "--num-train", "1", "--num-test", "0"]
+        + ["--shape", "24", "64", "64"],
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["labels"] == {"background": 0, "liver": 1, "kidney": 2, "spleen": 3, "lesion": 4}

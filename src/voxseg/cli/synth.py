@@ -35,6 +35,9 @@ def synth(
     ),
     target: str | None = typer.Option(None, "--target", help="cord: lesion, cord or both."),
     multiclass: bool = typer.Option(False, "--multiclass", help="spine: a label per vertebra."),
+    lesions: bool = typer.Option(
+        False, "--lesions", help="organs: liver lesions of 4-10 mm with their own label 4."
+    ),
     raw_folder: bool = typer.Option(
         False, "--raw-folder", help="rgb2d: plain images/ + masks/ folder instead of nnU-Net."
     ),
@@ -63,6 +66,7 @@ def synth(
             k: True
             for k, v in [
                 ("multiclass", multiclass),
+                ("lesions", lesions),
                 ("raw_folder", raw_folder),
                 ("overwrite", overwrite),
             ]

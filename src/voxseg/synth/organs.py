@@ -3,9 +3,12 @@
 Each case draws its own spacing (thick slices, finer in-plane), its own orientation (plain
 LPS, RAS-like flips, a flipped slice axis, permuted axes or a slightly oblique grid) and
 its own anatomy: smooth deformed ellipsoids placed in a frame normalised to the field of
-view, so a larger ``--shape`` gives the same anatomy with more voxels. Unlabelled tissue
-(muscle, bowel, vessels, spine) shares the organs' Hounsfield range, so a threshold alone
-cannot segment them; partial-volume blur and correlated noise complete the picture.
+view, so a larger ``--shape`` gives the same anatomy with more voxels. With ``lesions`` the
+liver holds its own lesion label (4): round lesions of 4–10 mm diameter in physical size
+whatever the grid, 1–4 per case, lesion-free in ``LESION_FREE_FRACTION`` of the cases.
+Unlabelled tissue (muscle, bowel, vessels, spine) shares the organs' Hounsfield range, so a
+threshold alone cannot segment them; partial-volume blur and correlated noise complete the
+picture.
 """
 
 from __future__ import annotations
@@ -41,22 +44,36 @@ LIVER, LIVER_LESION, KIDNEY, MEDULLA, SPLEEN = range(10, 15)
 N_TISSUES = 15
 
 LABELS = {"background": 0, "liver": 1, "kidney": 2, "spleen": 3}
+LESION_LABEL = 4
 _LABEL_OF = np.zeros(N_TISSUES, dtype=np.uint8)
 _LABEL_OF[[LIVER, LIVER_LESION]] = 1
 _LABEL_OF[[KIDNEY, MEDULLA]] = 2
 _LABEL_OF[SPLEEN] = 3
+_LABEL_OF_WITH_LESIONS = _LABEL_OF.copy()
+_LABEL_OF_WITH_LESIONS[LIVER_LESION] = LESION_LABEL
+
+#: ``lesions``: lesion diameters in mm (physical, whatever the grid), lesions per case (1–4)
+#: and the share of lesion-free cases.
+LESION_DIAMETER_MM = (4.0, 10.0)
+LESION_COUNT = (1, 4)
+LESION_FREE_FRACTION = 0.15
+#: A lesion lies this far (mm) inside the liver and from other lesions, so none is clipped
+#: below its drawn size or merges with another.
+LESION_CLEARANCE_MM = 1.5
 
 
 @SYNTH.register("organs")
 @dataclass(frozen=True)
 class Organs(Phantom):
-    """CT abdomen phantom: labels liver 1, kidney 2, spleen 3 (channel ``CT``)."""
+    """CT abdomen phantom: labels liver 1, kidney 2, spleen 3, with ``lesions`` also liver
+    lesion 4 (channel ``CT``)."""
 
     num_train: int = 24
     num_test: int = 6
     inplane_spacing: tuple[float, float] = (0.7, 1.0)
     slice_spacing: tuple[float, float] = (2.0, 3.0)
     orientation: str = "vary"
+    lesions: bool = False
 
     kind: ClassVar[str] = "organs"
     default_shape: ClassVar[tuple[int, int, int]] = (48, 96, 96)
@@ -68,7 +85,7 @@ class Organs(Phantom):
         check_choice(self.kind, "orientation", self.orientation, ("vary", "fixed"))
 
     def labels(self) -> dict[str, int]:
-        return dict(LABELS)
+        return {**LABELS, "lesion": LESION_LABEL} if self.lesions else dict(LABELS)
 
     def make_case(self, rng: np.random.Generator, index: int) -> SynthCase:
         shape = self.grid_shape()
@@ -80,7 +97,7 @@ class Organs(Phantom):
         half = (np.asarray(spacing) * (np.asarray(shape) - 1) / 2.0)[::-1]  # (x, y, z) mm
 
         tissue = _body(geometry, centre, half, rng)
-        _organs(geometry, centre, half, tissue, rng)
+        _organs(geometry, centre, half, tissue, rng, self.lesions)
 
         mean, texture_amp = _intensities(rng)
         texture = smooth_field(rng, shape, cell=5.0)
@@ -90,7 +107,7 @@ class Organs(Phantom):
         ct = np.clip(np.rint(ct), -1024, 3071).astype(np.int16)
 
         image = Image(ct, geometry.spacing, geometry.origin, geometry.direction_matrix)
-        label = image.with_array(_LABEL_OF[tissue])
+        label = image.with_array((_LABEL_OF_WITH_LESIONS if self.lesions else _LABEL_OF)[tissue])
         return SynthCase(orient.apply(image), orient.apply(label), {"orientation": orient.name})
 
 
@@ -139,9 +156,15 @@ def _angular(params: np.ndarray, theta: np.ndarray, z: np.ndarray) -> np.ndarray
 
 
 def _organs(
-    geometry, centre: np.ndarray, half: np.ndarray, tissue: np.ndarray, rng: np.random.Generator
+    geometry,
+    centre: np.ndarray,
+    half: np.ndarray,
+    tissue: np.ndarray,
+    rng: np.random.Generator,
+    lesions: bool = False,
 ) -> None:
-    """Paint bowel, liver (with lesions), kidneys (with medulla) and spleen into ``tissue``."""
+    """Paint bowel, liver (with lesions), kidneys (with medulla) and spleen into ``tissue``;
+    ``lesions``: lesions of physical size (:func:`_lesions`) instead of field-relative ones."""
     inside_body = tissue == MUSCLE
 
     def blob(c, r, jitter=0.04, size=0.1, angle=0.25, amount=0.12) -> Blob:
@@ -167,7 +190,7 @@ def _organs(
     liver = blob((-0.36, -0.1, 0.3), (0.42, 0.38, 0.55), amount=0.15)
     paint_blob(geometry, liver, half, centre, [(tissue, LIVER)], inside_body)
     is_liver = tissue == LIVER
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(0 if lesions else int(rng.integers(0, 4))):
         c = liver.centre + liver.rot @ (rng.uniform(-0.5, 0.5, 3) * liver.radii)
         paint_blob(
             geometry,
@@ -177,6 +200,8 @@ def _organs(
             [(tissue, LIVER_LESION)],
             is_liver,
         )
+    if lesions:
+        _lesions(geometry, tissue, rng)
 
     for side in (-1, 1):
         kidney = blob((side * 0.32, 0.3, -0.25 + 0.06 * side), (0.11, 0.13, 0.28), amount=0.06)
@@ -191,6 +216,38 @@ def _organs(
 
     spleen = blob((0.5, 0.2, 0.35), (0.15, 0.22, 0.32), amount=0.12)
     paint_blob(geometry, spleen, half, centre, [(tissue, SPLEEN)], inside_body)
+
+
+def _lesions(geometry, tissue: np.ndarray, rng: np.random.Generator) -> None:
+    """Paint round liver lesions of physical diameter ``LESION_DIAMETER_MM`` into ``tissue``.
+
+    Each centre is drawn among liver voxels at least its radius + ``LESION_CLEARANCE_MM``
+    inside the liver (Euclidean distance in mm) and as far from the lesions before it, so the
+    labelled lesion keeps its drawn size; a lesion that fits nowhere is left out.
+    """
+    from scipy import ndimage
+
+    if rng.uniform() < LESION_FREE_FRACTION:
+        return
+    count = int(rng.integers(LESION_COUNT[0], LESION_COUNT[1] + 1))
+    liver = tissue == LIVER
+    if not liver.any():
+        return
+    depth = ndimage.distance_transform_edt(liver, sampling=geometry.spacing)
+    placed: list[tuple[np.ndarray, float]] = []
+    for _ in range(count):
+        radius = uniform(rng, LESION_DIAMETER_MM) / 2.0
+        index = np.argwhere(depth >= radius + LESION_CLEARANCE_MM)
+        points = geometry.index_to_physical(index) if len(index) else index
+        for c, r in placed:
+            keep = np.linalg.norm(points - c, axis=1) >= r + radius + LESION_CLEARANCE_MM
+            points = points[keep]
+        if not len(points):
+            continue
+        at = points[int(rng.integers(len(points)))]
+        lesion = Blob(np.zeros(3), np.full(3, radius), np.eye(3), np.zeros((1, 5)))
+        paint_blob(geometry, lesion, np.ones(3), at, [(tissue, LIVER_LESION)], liver)
+        placed.append((at, radius))
 
 
 def _intensities(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
