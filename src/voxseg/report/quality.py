@@ -88,7 +88,12 @@ def quality_section(
     facts: list[tuple[str, Any]] = [
         ("model", Markup(f"<code>{escape(str(run.get('model', '?')))}</code>")),
         ("folds", ", ".join(map(str, run.get("folds", []))) or "–"),
-        ("members", Markup(f"{members} (folds × test-time flips)")),
+        (
+            "members",
+            f"{members} ("
+            + ("the folds" if len(run.get("folds", [])) > 1 else "one fold's test-time flips")
+            + ")",
+        ),
         ("training volumes", str(run.get("training_volumes", "–"))),
         ("cases", len(cases)),
         ("flagged cases", sum(1 for c in cases if c.flags)),
