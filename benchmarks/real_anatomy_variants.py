@@ -1,0 +1,125 @@
+"""What loses generalisation on short budgets: voxseg's CPU training step of ``voxseg auto``
+(plan for the CPU, ``--recipe adamw``, ``--time-budget``, fold 0) with one change at a time, on
+``real_anatomy.py``'s tasks, scored on their held-out cases.
+
+    python benchmarks/real_anatomy_variants.py --task 2d --train-seconds 240 \\
+        --variants control base16 base32
+
+Every variant gets the same training wall time (``--train-seconds``, the time ``voxseg auto
+--time-budget 5m`` gives its training on these tasks) on the same cores; planning and
+preprocessing are not timed here. ``control`` is what ``voxseg auto`` trains today; the
+others change one thing (``VARIANTS``: extra ``voxseg plan`` flags, extra ``voxseg train
+--set`` overrides). Writes ``benchmarks/_work/real_anatomy/variants_<task>.json``; each
+run's logs are under ``benchmarks/_work/real_anatomy/variants/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from _common import format_table, machine_info, run_measured
+from auto_vs_nnunet import _fmt, _fresh, _voxseg, _write_json, score
+from real_anatomy import OUT, TASKS, prepare
+
+#: name: (voxseg plan flags, voxseg train --set overrides, what it tests)
+VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
+    "control": ([], [], "voxseg auto's training today"),
+    "base16": (["--base-features", "16"], [], "2x wider network (16 first-stage features)"),
+    "base32": (["--base-features", "32"], [], "4x wider network (nnU-Net's 32 features)"),
+    "nodecay": ([], ["optimizer.weight_decay=0"], "no weight decay"),
+    "wd1e-2": ([], ["optimizer.weight_decay=0.01"], "weight decay 1e-2 (AdamW's usual)"),
+    "spatial05": (
+        [],
+        ["augmentation.rotation.p=0.5", "augmentation.scaling.p=0.5"],
+        "rotation and scaling on half the samples (nnU-Net: 0.2 each)",
+    ),
+    "nods": ([], ["network.deep_supervision=false"], "no deep supervision"),
+    "nott": ([], ["prediction.tta=false"], "no flip test-time augmentation"),
+}
+
+
+def _log(text: str) -> None:
+    print(time.strftime("%H:%M:%S"), text, flush=True)
+
+
+def run_variant(key: str, name: str, raw: Path, seconds: float, work: Path) -> dict:
+    plan_flags, sets, _ = VARIANTS[name]
+    home = work / "voxseg_home"
+    logs = _fresh(work / name / "logs")
+    configuration = TASKS[key][2] if key == "2d" else "3d_lowres"
+    plan = f"v_{name}"
+    common = ["--home", home]
+    run_measured(
+        [*_voxseg(), "plan", raw, "--device", "cpu", "--plan-name", plan, *plan_flags, "--force"]
+        + common,
+        log=logs / "plan.log",
+    )
+    run_measured(
+        [*_voxseg(), "preprocess", raw, "--plan", plan, "-c", configuration, *common],
+        log=logs / "preprocess.log",
+    )
+    train = [*_voxseg(), "train", raw, "-c", configuration, "-p", plan, "--fold", "0"]
+    train += ["--recipe", "adamw", "--time-budget", f"{seconds:g}s", "--device", "cpu", "--force"]
+    for s in sets:
+        train += ["--set", s]
+    trained = run_measured(train + common, log=logs / "train.log")
+    model = home / "models" / raw.name / plan / configuration
+    pred = _fresh(work / name / "pred")
+    predicted = run_measured(
+        [*_voxseg(), "predict", "-i", raw / "imagesTs", "-o", pred, "-m", model, "--device", "cpu"],
+        log=logs / "predict.log",
+    )
+    budget = json.loads((model / "fold_0" / "budget.json").read_text())
+    return {
+        "variant": name,
+        "train_seconds": trained.wall_s,
+        "predict_seconds": predicted.wall_s,
+        "budget": budget,
+        **score(pred, raw),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=list(TASKS), default="2d")
+    parser.add_argument("--train-seconds", type=float, default=240.0)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["control"])
+    args = parser.parse_args()
+    raw = prepare(args.task)
+    work = OUT / "variants" / f"{args.task}_{args.train_seconds:g}s"
+    out = OUT / f"variants_{args.task}.json"
+    results = json.loads(out.read_text()) if out.is_file() else {"runs": []}
+    results.update(machine=machine_info())
+    command = " ".join(["python", "benchmarks/real_anatomy_variants.py", *sys.argv[1:]])
+    rows = []
+    for name in args.variants:
+        _log(f"{args.task}: {name} ({VARIANTS[name][2]}) ...")
+        r = run_variant(args.task, name, raw, args.train_seconds, work)
+        r.update(command=command, task=args.task, when=time.strftime("%Y-%m-%d %H:%M"))
+        results["runs"].append(r)
+        _write_json(out, results)
+        _log(f"  mean Dice {r['mean_dice']:.3f}")
+        rows.append(r)
+    labels = list(rows[0]["dice"])
+    head = ["variant", "train s", "epochs × it", "mean Dice", *labels, "what"]
+    body = [
+        [
+            r["variant"],
+            _fmt(r["train_seconds"], 0),
+            f"{r['budget'].get('epochs')} × {r['budget'].get('iterations_per_epoch')}",
+            _fmt(r["mean_dice"]),
+            *(_fmt(r["dice"].get(lab)) for lab in labels),
+            VARIANTS[r["variant"]][2],
+        ]
+        for r in rows
+    ]
+    print(f"\n{args.task}, {args.train_seconds:g} s of training\n" + format_table(head, body))
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
