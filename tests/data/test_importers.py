@@ -97,6 +97,42 @@ def test_import_msd_cli_and_overwrite(tmp_path, rng):
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    """The files of ``folder`` (hidden ones aside) and their bytes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_an_interrupted_import_is_redone_by_the_same_command(tmp_path, rng, monkeypatch):
+    """An import stopped after its cases (before dataset.json) leaves a folder the same
+    command replaces without --overwrite; a finished import is still refused."""
+    import voxseg.data.importers.msd as msd
+
+    task = _make_msd(tmp_path, rng)
+    clean = import_msd(task, tmp_path / "clean", num_processes=1)
+    out = tmp_path / "out"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(msd, "write_dataset_json", killed)
+        with pytest.raises(KeyboardInterrupt):
+            import_msd(task, out, num_processes=1)
+    assert (out / "imagesTr").is_dir() and not (out / "dataset.json").exists()
+    args = ["dataset", "import", "msd", str(task), str(out), "-p", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "did not finish; importing again" in result.output
+    assert _tree(out) == _tree(clean)
+    assert not (out / ".voxseg_import_unfinished").exists()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "--overwrite" in again.output
+
+
 # --- ovseg ------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -32,20 +33,38 @@ OUTPUT_ENTRIES = (
 )
 
 
+#: Marks an output folder while an importer writes it (removed by :func:`finish_output`): a
+#: folder that still has it holds an interrupted import, which the next import replaces.
+UNFINISHED = ".voxseg_import_unfinished"
+
+
 def prepare_output(out: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Create ``out``; refuse a folder that already holds a dataset unless ``overwrite``."""
+    """Create ``out`` and mark it unfinished; refuse a folder that already holds a dataset
+    unless ``overwrite`` or the dataset is what an interrupted import left (then replace it)."""
     out = Path(out).absolute()
     present = [n for n in OUTPUT_ENTRIES if (out / n).exists()]
+    if present and (out / UNFINISHED).exists() and not overwrite:
+        print(
+            f"warning: {out}: an earlier import into this folder did not finish; importing again",
+            file=sys.stderr,
+        )
+        overwrite = True
     if present and not overwrite:
         raise VoxsegError(
             f"{out}: already holds a dataset ({', '.join(present)}); "
             "use --overwrite to replace it or choose another folder"
         )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / UNFINISHED).touch()
     for n in present:
         p = out / n
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def finish_output(out: Path) -> None:
+    """Mark an importer's output folder finished (the last step of every importer)."""
+    (out / UNFINISHED).unlink(missing_ok=True)
 
 
 def write_channels(image: Image, folder: Path, case_id: str, ending: str = ".nii.gz") -> int:

@@ -38,7 +38,12 @@ import numpy as np
 
 from voxseg.config import atomic_write_text, read_json, write_json
 from voxseg.data.dataset import write_dataset_json
-from voxseg.data.importers._common import prepare_output, run_cases, write_channels
+from voxseg.data.importers._common import (
+    finish_output,
+    prepare_output,
+    run_cases,
+    write_channels,
+)
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, write_image
 from voxseg.io.dicom import (
@@ -609,6 +614,7 @@ def import_dicom(
         description=f"imported from DICOM ({src.name}) by voxseg",
     )
     _write_reports(report, roi_rules)
+    finish_output(out)
     return report
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from voxseg.data.check import unique_values
 from voxseg.data.dataset import write_dataset_json
-from voxseg.data.importers._common import prepare_output, write_channels
+from voxseg.data.importers._common import finish_output, prepare_output, write_channels
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, read_image, write_image
 from voxseg.io.formats import file_ending
@@ -108,6 +108,7 @@ def import_folder2d(
         ending,
         voxseg_label_mapping={str(k): v for k, v in mapping.items()},
     )
+    finish_output(out)
     return out, mapping
 
 

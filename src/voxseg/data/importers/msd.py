@@ -14,7 +14,13 @@ from pathlib import Path
 
 from voxseg.config import read_json
 from voxseg.data.dataset import write_dataset_json
-from voxseg.data.importers._common import case_id_of, prepare_output, run_cases, write_channels
+from voxseg.data.importers._common import (
+    case_id_of,
+    finish_output,
+    prepare_output,
+    run_cases,
+    write_channels,
+)
 from voxseg.errors import VoxsegError
 from voxseg.io import file_ending, read_image, write_image
 
@@ -61,6 +67,7 @@ def import_msd(
         ".nii.gz",
         **extra,
     )
+    finish_output(out)
     return out
 
 

@@ -18,6 +18,7 @@ from voxseg.data.dataset import write_dataset_json
 from voxseg.data.importers._common import (
     as_label,
     case_id_of,
+    finish_output,
     label_names,
     prepare_output,
     run_cases,
@@ -72,6 +73,7 @@ def import_ovseg(
         sum(1 for c in images if c in label_files),
         ".nii.gz",
     )
+    finish_output(out)
     return out
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from voxseg.data.dataset import write_dataset_json
 from voxseg.data.importers._common import (
     case_id_of,
+    finish_output,
     prepare_output,
     run_cases,
     volume_files,
@@ -73,6 +74,7 @@ def import_seqseg(
     write_dataset_json(
         out, {0: channel_name}, {"background": 0, label_name: 1}, len(truths), ".nii.gz"
     )
+    finish_output(out)
     return out
 
 
