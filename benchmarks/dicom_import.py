@@ -6,8 +6,10 @@ distractor objects per patient (an RTPLAN-like object, a key-object note, a JSON
 voxseg runs ``voxseg dataset import dicom`` (CT and label maps as NIfTI, dataset check
 included) with ``-p`` worker processes; dcmrtstruct2nii converts each patient's RTSTRUCT
 and CT (its documented use, one patient at a time, one process). Both run in their own
-subprocess; wall time and the peak memory of the process tree are measured, and every ROI
-mask of dcmrtstruct2nii is compared with voxseg's label map (Dice).
+subprocess; wall time, CPU time (user + system of the whole process tree, which a busy or
+paused machine does not inflate as it does wall time) and the peak memory of the process
+tree are measured, and every ROI mask of dcmrtstruct2nii is compared with voxseg's label map
+(Dice).
 
     python benchmarks/dicom_import.py                          # 20 patients x 150 x 512 x 512
     python benchmarks/dicom_import.py --patients 4 --size 128  # quick check
@@ -19,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -149,15 +152,18 @@ def main() -> None:
 
     voxseg = Path(sys.executable).parent / "voxseg"
     rois = [f"--roi={k}={v}" for k, v in LABELS.items()]
+    cpu0 = _children_cpu()
     ours = run_measured(
         [voxseg, "dataset", "import", "dicom", archive, work / "voxseg", *rois, "-p",
          args.processes],
         log=work / "voxseg.log",
     )  # fmt: skip
+    cpu1 = _children_cpu()
     theirs = run_measured(
         [sys.executable, "-c", _DCMRTSTRUCT2NII, archive, work / "dcmrtstruct2nii"],
         log=work / "dcmrtstruct2nii.log",
     )
+    ours_cpu, theirs_cpu = cpu1 - cpu0, _children_cpu() - cpu1
 
     from voxseg.io import read_image
 
@@ -173,22 +179,32 @@ def main() -> None:
     n = args.patients
     rows = [
         ["voxseg import dicom", f"{ours.wall_s:.1f}", f"{ours.wall_s / n:.2f}",
-         f"{ours.peak_rss_bytes / 2**20:.0f}", "1.00"],
+         f"{ours_cpu:.1f}", f"{ours.peak_rss_bytes / 2**20:.0f}", "1.00", "1.00"],
         ["dcmrtstruct2nii", f"{theirs.wall_s:.1f}", f"{theirs.wall_s / n:.2f}",
-         f"{theirs.peak_rss_bytes / 2**20:.0f}", f"{theirs.wall_s / ours.wall_s:.2f}"],
+         f"{theirs_cpu:.1f}", f"{theirs.peak_rss_bytes / 2**20:.0f}",
+         f"{theirs.wall_s / ours.wall_s:.2f}", f"{theirs_cpu / ours_cpu:.2f}"],
     ]  # fmt: skip
-    print(format_table(["", "total s", "s / patient", "peak RSS MiB", "time vs voxseg"], rows))
+    print(format_table(["", "total s", "s / patient", "CPU s", "peak RSS MiB",
+                        "time vs voxseg", "CPU vs voxseg"], rows))  # fmt: skip
+    print(f"voxseg / dcmrtstruct2nii: wall {ours.wall_s / theirs.wall_s:.2f}, "
+          f"CPU {ours_cpu / theirs_cpu:.2f}")  # fmt: skip
     print(f"Dice voxseg vs dcmrtstruct2nii over {len(dice)} ROI masks: "
           f"min {min(dice):.4f}, mean {np.mean(dice):.4f}")  # fmt: skip
     result = {
         "machine": machine_info(),
         "args": {k: str(v) for k, v in vars(args).items()},
-        "voxseg": ours.to_dict(),
-        "dcmrtstruct2nii": theirs.to_dict(),
+        "voxseg": {**ours.to_dict(), "cpu_s": ours_cpu},
+        "dcmrtstruct2nii": {**theirs.to_dict(), "cpu_s": theirs_cpu},
         "dice_min": float(min(dice)),
         "dice_mean": float(np.mean(dice)),
     }
     (work / "result.json").write_text(json.dumps(result, indent=2))
+
+
+def _children_cpu() -> float:
+    """User + system seconds of every finished (waited-for) descendant process so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

@@ -178,3 +178,41 @@ def test_a_folder_of_two_series_is_listed_until_one_is_chosen(tmp_path, rng):
         read_dicom_folder(tmp_path / "study", series="modality:CT")
     with pytest.raises(VoxsegError, match="unknown key 'colour'"):
         read_dicom_folder(tmp_path / "study", series="colour:red")
+
+
+@pytest.mark.parametrize(
+    "variant", ["int16", "implicit-vr", "12-bit-signed", "12-bit-unsigned", "trailing-element"]
+)
+def test_pixels_read_from_the_file_end_equal_pydicom(tmp_path, rng, monkeypatch, variant):
+    """Native slices are read from the end of each file without a second parse; what comes
+    back equals pydicom's ``pixel_array`` × slope + intercept, for every encoding variant
+    (a trailing element after PixelData falls back to pydicom)."""
+    import voxseg.io.dicom as dicom
+
+    values, datasets = _datasets(rng, slope=0.5, intercept=-1024)
+    for ds in datasets:
+        if variant == "implicit-vr":
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        elif variant.startswith("12-bit"):
+            stored = rng.integers(-2048, 2048, size=SHAPE[1:]).astype(np.int16)
+            ds.BitsStored, ds.HighBit = 12, 11
+            if variant == "12-bit-unsigned":
+                stored = (stored + 2048).astype(np.uint16)
+                ds.PixelRepresentation = 0
+            ds.PixelData = stored.tobytes()
+        elif variant == "trailing-element":
+            ds.add_new(0xFFFCFFFC, "OB", b"\0\0")
+    paths = write_datasets(datasets, tmp_path / "s")
+    expected = np.stack(
+        [
+            pydicom.dcmread(p).pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+            for p, ds in zip(paths, datasets, strict=True)
+        ]
+    )
+    expected = expected[np.argsort([float(ds.ImagePositionPatient[2]) for ds in datasets])]
+    if variant != "trailing-element":  # read without pydicom touching the pixels
+        monkeypatch.setattr(dicom, "_decoded_slices", None)
+    image, _ = read_dicom_folder(tmp_path / "s")
+    np.testing.assert_array_equal(image.array, expected)
+    if variant == "int16":
+        np.testing.assert_array_equal(image.array, values)

@@ -649,7 +649,7 @@ def _label_voxels(
 
 def unique_values(arr: np.ndarray, chunk: int = 1 << 22) -> list[int]:
     """Sorted distinct integer values of an integer-valued array, in bounded memory."""
-    flat = np.asarray(arr).reshape(-1)
+    flat = np.asarray(arr).ravel(order="K")  # memory order: no copy of a NIfTI's F-order array
     if flat.size == 0:
         return []
     lo, hi = int(flat.min()), int(flat.max())

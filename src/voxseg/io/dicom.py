@@ -62,6 +62,13 @@ class DicomHeader:
     #: Series (and SOP instances) an RTSTRUCT or SEG refers to.
     referenced_series: list[str] = field(default_factory=list)
     referenced_instances: list[str] = field(default_factory=list)
+    #: Pixel encoding of a classic slice: with these the pixels are read without parsing
+    #: the file again (:func:`read_series_pixels`); None/0 where the header lacks them.
+    rescale: list[float] | None = None
+    bits_allocated: int = 0
+    bits_stored: int = 0
+    pixel_representation: int = 0
+    samples_per_pixel: int = 0
 
     @property
     def is_image(self) -> bool:
@@ -126,6 +133,11 @@ def header_from_dataset(ds: Any, path: str | os.PathLike[str]) -> DicomHeader:
         h.positions = [[float(v) for v in ds.ImagePositionPatient]]
         h.orientation = [float(v) for v in ds.ImageOrientationPatient]
         h.pixel_spacing = [float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])]
+        h.rescale = list(_rescale(ds, 0))
+        h.bits_allocated = int(ds.get("BitsAllocated", 0) or 0)
+        h.bits_stored = int(ds.get("BitsStored", 0) or 0)
+        h.pixel_representation = int(ds.get("PixelRepresentation", 0) or 0)
+        h.samples_per_pixel = int(ds.get("SamplesPerPixel", 0) or 0)
     if h.modality.upper() == "RTSTRUCT":
         for ref in ds.get("ReferencedFrameOfReferenceSequence", []):
             if not h.frame_of_reference_uid:
@@ -295,13 +307,98 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def read_series_pixels(series: DicomSeries) -> Image:
-    """Pixels of ``series`` in array order with its geometry (see module docstring)."""
+    """Pixels of ``series`` in array order with its geometry (see module docstring).
+
+    Classic uncompressed little-endian 16-bit slices whose headers carry their encoding (as
+    :func:`read_header` records it) are read straight from the end of each file, without
+    parsing it again; everything else goes through pydicom's pixel handlers.
+    """
+    raw = _raw_slices(series)
+    if raw is not None:
+        stored, slopes = raw
+    else:
+        stored, slopes = _decoded_slices(series)
+    slope = np.array([s for s, _ in slopes])[:, None, None]
+    intercept = np.array([i for _, i in slopes])[:, None, None]
+    if np.all(slope == 1) and np.all(intercept == np.round(intercept)):
+        shift = intercept.astype(np.int64)
+        lo = int(stored.min()) + int(shift.min()) if stored.size else 0
+        hi = int(stored.max()) + int(shift.max()) if stored.size else 0
+        dtype = np.int16 if -(2**15) <= lo and hi < 2**15 else np.int32
+        if np.all(shift == 0) and stored.dtype in (np.uint8, np.int16, np.uint16):
+            array = stored
+        else:
+            array = stored if stored.dtype == dtype else stored.astype(dtype)
+            if np.all(shift == shift.flat[0]):
+                array += dtype(shift.flat[0])
+            else:
+                array += shift.astype(dtype)
+    else:
+        array = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    if series.resampled:
+        array = _resample_along(array, series)
+    return Image.from_geometry(np.ascontiguousarray(array), series.geometry)
+
+
+#: Transfer syntaxes whose pixel data are the plain little-endian values, and the length of
+#: the PixelData element's header in each (explicit VR: tag, VR, 2 reserved, 4-byte length).
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2.1": 12, "1.2.840.10008.1.2": 8}
+
+
+def _raw_slices(series: DicomSeries) -> tuple[np.ndarray, list[tuple[float, float]]] | None:
+    """Stored values read from the end of each file when every slice is classic, native
+    little endian, 16-bit single-sample with its rescale in the header and its PixelData the
+    last element (the element header just before the values is checked); else None. Unused
+    high bits are kept as stored, as pydicom's ``pixel_array`` keeps them."""
+    first = series.first
+    ok = all(
+        h.number_of_frames == 1
+        and h.transfer_syntax in _NATIVE_SYNTAXES
+        and h.rescale is not None
+        and h.bits_allocated == 16
+        and 0 < h.bits_stored <= 16
+        and h.samples_per_pixel == 1
+        and h.pixel_representation == first.pixel_representation
+        for h, _ in series.slices
+    )
+    if not ok:
+        return None
+    dtype = np.dtype("<i2" if first.pixel_representation else "<u2")
+    stored = np.empty((len(series.slices), first.rows, first.columns), dtype)
+    nbytes = first.rows * first.columns * 2
+    for k, (h, _) in enumerate(series.slices):
+        head = _NATIVE_SYNTAXES[h.transfer_syntax]
+        try:
+            with open(h.path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() < nbytes + head:
+                    return None
+                f.seek(-(nbytes + head), os.SEEK_END)
+                element = f.read(head)
+                if not _is_pixel_element(element, nbytes) or f.readinto(stored[k]) != nbytes:
+                    return None
+        except OSError as exc:
+            raise VoxsegError(f"{h.path}: cannot read DICOM file ({exc})") from exc
+    return stored, [(h.rescale[0], h.rescale[1]) for h, _ in series.slices]
+
+
+def _is_pixel_element(element: bytes, nbytes: int) -> bool:
+    """Whether ``element`` is the header of a PixelData element of ``nbytes`` values."""
+    if element[:4] != b"\xe0\x7f\x10\x00":
+        return False
+    if len(element) == 12:
+        return element[4:6] in (b"OW", b"OB") and int.from_bytes(element[8:], "little") == nbytes
+    return int.from_bytes(element[4:], "little") == nbytes
+
+
+def _decoded_slices(series: DicomSeries) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Stored values of every slice through pydicom (any transfer syntax, multi-frame)."""
     import pydicom
 
-    planes: list[np.ndarray] = []
+    stored: np.ndarray | None = None
     slopes: list[tuple[float, float]] = []
     cache: dict[str, Any] = {}
-    for h, frame in series.slices:
+    for k, (h, frame) in enumerate(series.slices):
         ds = cache.get(h.path)
         if ds is None:
             try:
@@ -310,25 +407,18 @@ def read_series_pixels(series: DicomSeries) -> Image:
                 raise VoxsegError(f"{h.path}: cannot read DICOM file ({exc})") from exc
             cache.clear()
             cache[h.path] = ds
-        planes.append(_pixels(ds, h.path)[frame] if h.number_of_frames > 1 else _pixels(ds, h.path))
+        plane = _pixels(ds, h.path)[frame] if h.number_of_frames > 1 else _pixels(ds, h.path)
+        if stored is None:
+            stored = np.empty((len(series.slices), *plane.shape), plane.dtype)
+        elif plane.shape != stored.shape[1:]:
+            raise VoxsegError(f"{h.path}: slice of shape {plane.shape}, others {stored.shape[1:]}")
+        elif np.result_type(stored, plane) != stored.dtype:
+            stored = stored.astype(np.result_type(stored, plane))
+        stored[k] = plane
         slopes.append(_rescale(ds, frame))
-    stored = np.stack(planes)
-    slope = np.array([s for s, _ in slopes])[:, None, None]
-    intercept = np.array([i for _, i in slopes])[:, None, None]
-    if np.all(slope == 1) and np.all(intercept == np.round(intercept)):
-        shift = intercept.astype(np.int64)
-        lo = int(stored.min()) + int(shift.min()) if stored.size else 0
-        hi = int(stored.max()) + int(shift.max()) if stored.size else 0
-        if np.all(shift == 0) and stored.dtype in (np.uint8, np.int16, np.uint16):
-            array = stored
-        else:
-            array = stored.astype(np.int16 if -(2**15) <= lo and hi < 2**15 else np.int32)
-            array += shift.astype(array.dtype)
-    else:
-        array = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
-    if series.resampled:
-        array = _resample_along(array, series)
-    return Image.from_geometry(np.ascontiguousarray(array), series.geometry)
+    if stored is None:
+        raise VoxsegError(f"{series.describe()}: no slices to read")
+    return stored, slopes
 
 
 def _pixels(ds: Any, path: str) -> np.ndarray:

@@ -56,7 +56,7 @@ from voxseg.io.dicom import (
 )
 
 INDEX_NAME = "dicom_index.json"
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2
 _BATCH = 64
 
 
@@ -489,29 +489,31 @@ def _convert_case(
             mask = masks.get(rule.label)
             if mask is None:
                 continue
-            clash = mask & (label_map > 0)
-            if clash.any():
-                other = sorted({rules[v - 1].label for v in np.unique(label_map[clash])})
-                text = f"{rule.label} overlaps {', '.join(other)} in {int(clash.sum())} voxels"
+            under = label_map[mask]  # what the earlier labels left where this one goes
+            clash = under[under > 0]
+            if clash.size:
+                other = sorted({rules[v - 1].label for v in np.unique(clash)})
+                text = f"{rule.label} overlaps {', '.join(other)} in {clash.size} voxels"
                 if overlap == "error":
                     entry["status"] = "failed"
                     entry["reason"] = text + " (--overlap error)"
                     return entry
                 entry["warnings"].append(text + f" ({rule.label} kept there)")
             label_map[mask] = value
-        stacked = np.stack(
-            [im.array.astype(np.result_type(*[i.array for i in images])) for im in images]
-        )
+        if len(images) > 1:
+            dtype = np.result_type(*[i.array for i in images])
+            channels = np.stack([im.array.astype(dtype, copy=False) for im in images])
+        else:
+            channels = image.array
         write_channels(
-            Image.from_geometry(stacked if len(images) > 1 else image.array, series.geometry),
-            out / "imagesTr",
-            case.case_id,
+            Image.from_geometry(channels, series.geometry), out / "imagesTr", case.case_id
         )
         write_image(
             Image.from_geometry(label_map, series.geometry),
             out / "labelsTr" / f"{case.case_id}.nii.gz",
         )
-        entry["voxels"] = {r.label: int((label_map == v).sum()) for v, r in enumerate(rules, 1)}
+        counts = np.bincount(label_map.reshape(-1), minlength=len(rules) + 1)
+        entry["voxels"] = {r.label: int(counts[v]) for v, r in enumerate(rules, 1)}
         entry["status"] = "ok"
     except VoxsegError as exc:
         entry["status"] = "failed"
