@@ -121,3 +121,37 @@ def test_label_centroids_match_scipy_center_of_mass():
             for c, (lo, hi) in zip(com, bbox, strict=True)
         ]
         np.testing.assert_allclose(out[str(value)], ref, atol=1e-12)
+
+
+def test_object_volumes_match_simpleitk_components(tmp_path):
+    from voxseg.data.fingerprint import object_volumes
+
+    rng = np.random.default_rng(4)
+    seg = np.zeros((12, 30, 30), np.uint8)
+    seg[2:9, 3:20, 4:21] = 1  # one large object
+    for _ in range(12):  # small specks of label 3, some touching diagonally
+        z, y, x = rng.integers(0, 10), rng.integers(22, 28), rng.integers(0, 28)
+        seg[z : z + 2, y : y + rng.integers(1, 3), x : x + 2] = 3
+    spacing = (2.5, 0.8, 0.9)
+    got = object_volumes(seg, float(np.prod(spacing)))
+    assert set(got) == {"1", "3"}
+    for value in (1, 3):
+        image = sitk.GetImageFromArray((seg == value).astype(np.uint8))
+        image.SetSpacing(spacing[::-1])
+        components = sitk.ConnectedComponent(image, True)  # 26-connected
+        shapes = sitk.LabelShapeStatisticsImageFilter()
+        shapes.Execute(components)
+        reference = sorted((shapes.GetPhysicalSize(k) for k in shapes.GetLabels()), reverse=True)
+        assert got[str(value)] == pytest.approx(reference, rel=1e-6)
+    assert len(got["3"]) > 3
+
+
+def test_fingerprint_records_object_volumes(tmp_path):
+    ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
+    fp = compute_fingerprint(ds, samples_total=1000, progress=False)
+    for case in fp.cases:
+        voxel = float(np.prod(case.spacing))
+        assert case.label_object_volumes_mm3 == {
+            "1": [pytest.approx(48 * voxel)],
+            "2": [pytest.approx(voxel)],
+        }

@@ -172,3 +172,33 @@ def test_spec_rejects_a_source_that_is_not_an_earlier_stage():
         )
     data = _spec().model_dump(mode="json")
     assert PipelineSpec.model_validate(data) == _spec()
+
+
+def test_previous_prediction_fill_takes_the_nearest_other_label_in_mm():
+    from voxseg.pipelines.derive import derive, fill_labels
+    from voxseg.pipelines.spec import PreviousPredictionInput, StageSpec
+
+    rng = np.random.default_rng(5)
+    seg = rng.integers(0, 3, (6, 9, 8)).astype(np.uint8)
+    seg[2:4, 3:6, 2:5] = 3  # the 'small' class to fill
+    spacing = (2.5, 0.7, 1.1)
+    filled = fill_labels(seg, [3], spacing)
+    # brute force: each filled voxel takes the value of the closest voxel (in mm) not filled
+    keep = np.argwhere(seg != 3) * spacing
+    for idx in np.argwhere(seg == 3):
+        d = np.linalg.norm(keep - idx * spacing, axis=1)
+        nearest = np.flatnonzero(np.isclose(d, d.min()))
+        options = {int(seg[tuple((keep[k] / spacing).round().astype(int))]) for k in nearest}
+        assert int(filled[tuple(idx)]) in options
+    assert np.array_equal(filled[seg != 3], seg[seg != 3])
+    # the derived input: image + channels of labels 1 and 2 only, label 3 nowhere
+    stage = StageSpec(
+        name="small",
+        labels={"x": [3]},
+        input=PreviousPredictionInput(source="whole", fill=[3]),
+    )
+    image = Image(rng.normal(size=seg.shape).astype(np.float32), spacing)
+    derived = derive(stage, image, {"whole": seg}, None, {"whole": 3})
+    assert derived.image.array.shape == (3, *seg.shape)
+    np.testing.assert_array_equal(derived.image.array[1], filled == 1)
+    np.testing.assert_array_equal(derived.image.array[2], filled == 2)

@@ -1,9 +1,11 @@
 """The dataset fingerprint: what planning needs to know about a raw dataset.
 
 Per case: shape, spacing, orientation code, shape after crop-to-nonzero, label voxel
-counts and volumes. Per channel: foreground intensity statistics (mean, std, min, max,
-percentiles 0.5 / 99.5) from a bounded random sample of foreground voxels — nnU-Net v2
-samples 1e7 voxels in total, spread evenly over the labelled cases.
+counts and volumes, and the volume of every connected object of each label (what the planner
+compares with a configuration's voxel to find structures too small for it). Per channel:
+foreground intensity statistics (mean, std, min, max, percentiles 0.5 / 99.5) from a bounded
+random sample of foreground voxels — nnU-Net v2 samples 1e7 voxels in total, spread evenly
+over the labelled cases.
 
 Computed in parallel over cases and cached as ``preprocessed/<dataset>/fingerprint.json``;
 the cache is reused while every raw file keeps its size and modification time.
@@ -26,7 +28,9 @@ from voxseg.config import load_model, write_json
 from voxseg.data.dataset import Case, Dataset
 from voxseg.errors import VoxsegError
 
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3
+#: object volumes kept per label and case (the largest; a label of speckles keeps these)
+MAX_OBJECTS_PER_LABEL = 1000
 DEFAULT_SAMPLES_TOTAL = 10_000_000
 
 R = TypeVar("R")
@@ -54,6 +58,11 @@ class CaseFingerprint(BaseModel):
     label_voxels: dict[str, int] = Field(default_factory=dict, description="label value → count")
     label_volumes_mm3: dict[str, float] = Field(
         default_factory=dict, description="label value → volume (area in mm² for 2D images)"
+    )
+    label_object_volumes_mm3: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="label value → volume of each connected object (26-connected; in 2D "
+        "8-connected areas in mm²), largest first, at most MAX_OBJECTS_PER_LABEL",
     )
     label_centroids: dict[str, list[float]] = Field(
         default_factory=dict,
@@ -136,6 +145,7 @@ def fingerprint_case(
         shape_after_crop=[int(b - a) for a, b in bbox],
         label_voxels=counts,
         label_volumes_mm3={k: v * voxel for k, v in counts.items()},
+        label_object_volumes_mm3=object_volumes(seg, voxel) if seg is not None else {},
         label_centroids=centroids,
     )
     return fp, intensities
@@ -181,6 +191,25 @@ def label_counts_and_centroids(
             pos.append(0.0 if half <= 0 else float(np.clip((c - lo - half) / half, -1, 1)))
         centroids[str(value)] = pos
     return counts, centroids
+
+
+def object_volumes(seg: np.ndarray, voxel_volume: float) -> dict[str, list[float]]:
+    """Volume of every connected object (26-connected) of each nonzero label, largest first
+    (at most ``MAX_OBJECTS_PER_LABEL``); each label is labelled inside its own bounding box."""
+    from scipy import ndimage
+
+    seg = np.asarray(seg)
+    if not np.issubdtype(seg.dtype, np.integer):
+        seg = seg.astype(np.int64)
+    out: dict[str, list[float]] = {}
+    structure = np.ones((3,) * seg.ndim, dtype=bool)
+    for i, box in enumerate(ndimage.find_objects(seg), start=1):
+        if box is None:
+            continue
+        objects, n = ndimage.label(seg[box] == i, structure=structure)
+        sizes = np.sort(np.bincount(objects.ravel(), minlength=n + 1)[1:])[::-1]
+        out[str(i)] = [round(float(v) * voxel_volume, 3) for v in sizes[:MAX_OBJECTS_PER_LABEL]]
+    return out
 
 
 def case_seed(case_id: str, seed: int) -> list[int]:

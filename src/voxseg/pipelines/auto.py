@@ -13,6 +13,14 @@ How the budget is spent (the rules, also in the README):
   plan's low-resolution stage holds the median image in one patch), plus ``3d_fullres`` once
   the training time reaches ``CPU_FULLRES_MIN_SECONDS``. 3D on a GPU → ``3d_fullres``, plus
   ``2d`` and ``3d_lowres`` once each run would still get ``GPU_EXTRA_MIN_SECONDS``.
+- Small structures: when every configuration trained is coarser than the full-resolution
+  grid (the CPU's whole-image ``3d_lowres``), each class's typical object (the fingerprint's
+  object volumes, :mod:`voxseg.planning.small`) is compared with that grid's voxel; classes
+  under ``SMALL_OBJECT_VOXELS`` voxels get a full-resolution stage (``SMALL_STAGE``) that
+  sees the image plus the whole-image model's other classes and centres most patches on the
+  small objects. It is one more run sharing the budget, and the model folder becomes a
+  pipeline (:func:`voxseg.pipelines.recipes.small_structures`): the winner finds every
+  class, the stage overwrites the small ones. ``summary.json`` says why, either way.
 - Validation: 5-fold cross-validation when every fold of every configuration would get at
   least ``CV_MIN_RUN_SECONDS``; otherwise one held-out split (fold 0 of ``splits.json``: 80 %
   train, 20 % validation). The output says which.
@@ -25,6 +33,7 @@ How the budget is spent (the rules, also in the README):
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -42,6 +51,7 @@ from voxseg.modelfolder import (
     CONFIG,
     DATASET,
     FINAL_WEIGHTS,
+    PIPELINE_SPEC,
     PLANS,
     SUMMARY,
     VALIDATION,
@@ -65,6 +75,12 @@ GPU_EXTRA_MIN_SECONDS = 1800.0
 MIN_RUN_FRACTION = 0.1
 #: kept for model selection and post-processing at the end: seconds + share of the budget
 SELECTION_RESERVE = (10.0, 0.02)
+#: the full-resolution stage ``auto`` adds for classes too small for the whole-image grid
+SMALL_STAGE = "small"
+#: the pipeline stage that holds the selected whole-image model
+WHOLE_STAGE = "whole"
+#: configurations on the full-resolution grid: training one leaves no class unseen there
+FULL_RESOLUTION = ("2d", "3d_fullres")
 
 
 @dataclass
@@ -74,6 +90,40 @@ class AutoPlan:
     configurations: list[str]
     folds: list[str]
     validation: str
+
+
+def small_structure_rule(
+    fingerprint: Any, plans: Any, configurations: list[str], labels_problem: str | None
+) -> dict[str, Any]:
+    """Whether ``auto`` adds the full-resolution small-structure stage, and why (the rule in
+    the module docstring); ``labels_problem`` says why the dataset cannot have one."""
+    from voxseg.planning.small import find_small_structures
+
+    full = [c for c in configurations if c in FULL_RESOLUTION]
+    if full:
+        return {
+            "stage": False,
+            "classes": [],
+            "why": f"{full[0]} is trained on the full-resolution grid: no class needs a "
+            "separate full-resolution stage",
+        }
+    coarse = min(configurations, key=lambda c: math.prod(plans.configuration(c).spacing))
+    found = find_small_structures(fingerprint, plans, coarse)
+    record: dict[str, Any] = {"stage": False, **found.to_dict()}
+    if not found.classes:
+        return record
+    if "3d_fullres" not in plans.configurations:
+        record["why"] += "; no 3d_fullres is planned to train a full-resolution stage on"
+    elif labels_problem is not None:
+        record["why"] += f"; no full-resolution stage: {labels_problem}"
+    else:
+        record["stage"] = True
+        record["why"] += (
+            f"; a full-resolution stage ({SMALL_STAGE!r}: the image plus the {coarse} "
+            "prediction of the other classes, most patches centred on the small objects) "
+            "is trained for them and writes them over the whole-image prediction"
+        )
+    return record
 
 
 @dataclass
@@ -132,6 +182,7 @@ def run_auto(
     from voxseg.data import Dataset, ensure_valid
     from voxseg.data.fingerprint import load_or_compute_fingerprint
     from voxseg.devices import pick_device
+    from voxseg.pipelines.recipes import small_stage_unsupported
     from voxseg.planning import PlannerOptions, plan_dataset, read_plans, write_plans
     from voxseg.planning.plans import plans_path
     from voxseg.preprocessing import preprocess_dataset
@@ -182,6 +233,10 @@ def run_auto(
     # preprocessing is not yet done: plan the runs on the budget after a first estimate of it
     auto = choose_runs(list(plans.configurations), dims, kind, max(0.0, left - reserve))
     log(f"training {', '.join(auto.configurations)}; validation: {auto.validation}")
+    small = small_structure_rule(
+        fingerprint, plans, auto.configurations, small_stage_unsupported(ds)
+    )
+    log(f"small structures: {small['why']}")
     for cfg_name in auto.configurations:
         source = plans.configuration(cfg_name).data_from
         preprocess_dataset(
@@ -191,21 +246,57 @@ def run_auto(
             ws.preprocessed_dir(name, AUTO_MODEL, source),
             num_processes=num_processes,
         )
+    (out / PIPELINE_SPEC).unlink(missing_ok=True)
+    prepared = None
+    if small["stage"]:
+        from voxseg.pipelines.recipes import small_structures
+        from voxseg.pipelines.spec import write_spec
+        from voxseg.pipelines.train import prepare_stage
+
+        values = [c["value"] for c in small["classes"]]
+        write_spec(
+            small_structures(ds, values, whole_configuration=auto.configurations[0], device=kind),
+            out,
+        )
+        log(f"preparing the {SMALL_STAGE} stage's data (work folder {out / 'work'})")
+        prepared = prepare_stage(out, SMALL_STAGE, root, device=torch_device.type, quiet=True)
     save_state("preprocess")
 
     runs = [(c, f) for c in auto.configurations for f in auto.folds]
+    if prepared is not None:
+        runs.append((SMALL_STAGE, "0"))
     trained: list[dict[str, Any]] = []
     for i, (cfg_name, fold) in enumerate(runs):
         share = (state.budget - spent() - reserve) / (len(runs) - i)
-        trained.append(
-            _train_run(
-                ws, root, cfg_name, fold, share, state.budget, torch_device.type, log, clock, home
+        if cfg_name == SMALL_STAGE:
+            trained.append(
+                _train_small(prepared, share, state.budget, torch_device.type, log, clock)
             )
-        )
+        else:
+            trained.append(
+                _train_run(
+                    ws,
+                    root,
+                    cfg_name,
+                    fold,
+                    share,
+                    state.budget,
+                    torch_device.type,
+                    log,
+                    clock,
+                    home,
+                )
+            )
         save_state(f"train {cfg_name} fold {fold}")
 
     selection = _select(name, auto, home)
     folder = _write_model_folder(ws, name, selection, out)
+    if prepared is not None:
+        from voxseg.pipelines.spec import stage_dir
+        from voxseg.pipelines.train import install_model
+
+        _write_model_folder(ws, name, selection, stage_dir(out, WHOLE_STAGE))
+        install_model(prepared.model_dir, stage_dir(out, SMALL_STAGE))
     summary = {
         "dataset": name,
         "dataset_path": str(root),
@@ -216,11 +307,12 @@ def run_auto(
         "configurations": auto.configurations,
         "folds": auto.folds,
         "validation": auto.validation,
+        "small_structures": small,
         "recipe": RECIPE,
         "runs": trained,
         "ranking": [c.to_dict() for c in selection.ranking],
         "winner": selection.best.name,
-        "why": _why(selection, auto),
+        "why": _why(selection, auto, trained if prepared is not None else []),
         "postprocessing": selection.postprocessing,
         "validation_dice_postprocessed": selection.postprocessed_dice,
         "predict": predict_command(folder),
@@ -255,49 +347,96 @@ def _train_run(
     home: Any,
 ) -> dict[str, Any]:
     """Train (or resume, or skip when finished) one configuration's fold."""
-    from voxseg.config import apply_overrides, load_model
-    from voxseg.training import ModelConfig, apply_recipe, train_fold
+    from voxseg.training import ModelConfig
 
     model = RUN_PREFIX + cfg_name
     fold_dir = ws.model_dir(root.name, AUTO_MODEL, model, fold)
+    config = ModelConfig(
+        dataset=root.name,
+        dataset_path=str(root),
+        plan=AUTO_MODEL,
+        configuration=cfg_name,
+        model_name=model,
+    )
     record = {"configuration": cfg_name, "fold": fold, "model": str(fold_dir.parent)}
+    run = _budgeted_run(
+        cfg_name, config, fold, fold_dir, ws.root, seconds, budget, device_type, log, clock
+    )
+    return {**record, **run}
+
+
+def _train_small(
+    prepared: Any,
+    seconds: float,
+    budget: float,
+    device_type: str,
+    log: Callable[[str], None],
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    """Train (or resume, or skip) the small-structure stage on its prepared data."""
+    from voxseg.modelfolder import ModelLayout
+
+    fold_dir = ModelLayout(prepared.model_dir).fold_dir("0")
+    record = {"configuration": SMALL_STAGE, "fold": "0", "model": str(prepared.model_dir)}
+    run = _budgeted_run(
+        f"{SMALL_STAGE} stage",
+        prepared.config,
+        "0",
+        fold_dir,
+        prepared.home,
+        seconds,
+        budget,
+        device_type,
+        log,
+        clock,
+    )
+    return {**record, **run}
+
+
+def _budgeted_run(
+    what: str,
+    config: Any,
+    fold: str,
+    fold_dir: Path,
+    home: Path,
+    seconds: float,
+    budget: float,
+    device_type: str,
+    log: Callable[[str], None],
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    """Train ``config``'s fold (``what`` in the log) with the ``adamw`` recipe in ``seconds``
+    (or resume from its last checkpoint, or skip it when finished); its time and figures."""
+    from voxseg.config import apply_overrides, load_model
+    from voxseg.training import ModelConfig, apply_recipe, train_fold
+
     if (fold_dir / FINAL_WEIGHTS).is_file() and (fold_dir / VALIDATION / SUMMARY).is_file():
-        log(f"{cfg_name} fold {fold}: already trained")
-        return {**record, **_run_figures(fold_dir)}
+        log(f"{what} fold {fold}: already trained")
+        return _run_figures(fold_dir)
     resume = (fold_dir / CHECKPOINT_LAST).is_file()
     if resume:
         cfg = load_model(ModelConfig, fold_dir / CONFIG)
-        log(f"{cfg_name} fold {fold}: resuming")
+        log(f"{what} fold {fold}: resuming")
     else:
         if seconds < MIN_RUN_FRACTION * budget:
             seconds = MIN_RUN_FRACTION * budget
             log(
-                f"warning: the budget is almost spent before training {cfg_name} fold {fold}; "
+                f"warning: the budget is almost spent before training {what} fold {fold}; "
                 f"it gets {format_duration(seconds)} anyway (the run will end late; give a "
                 "larger --time-budget)"
             )
-        cfg = apply_recipe(
-            ModelConfig(
-                dataset=root.name,
-                dataset_path=str(root),
-                plan=AUTO_MODEL,
-                configuration=cfg_name,
-                model_name=model,
-            ),
-            RECIPE,
-        )
         cfg = apply_overrides(
-            cfg,
+            apply_recipe(config, RECIPE),
             [
                 f"training.time_budget={max(seconds, 1.0):.1f}",
                 "training.iterations_per_epoch=auto",
                 f"training.device={device_type}",
             ],
         )
-        log(f"{cfg_name} fold {fold}: training for {format_duration(seconds)}")
+        log(f"{what} fold {fold}: training for {format_duration(seconds)}")
     tic = clock()
-    train_fold(cfg, fold, home=ws.root, resume=resume, force=not resume)
-    return {**record, "seconds": round(clock() - tic, 1), **_run_figures(fold_dir)}
+    train_fold(cfg, fold, home=home, resume=resume, force=not resume)
+    return {"seconds": round(clock() - tic, 1), **_run_figures(fold_dir)}
 
 
 def _run_figures(fold_dir: Path) -> dict[str, Any]:
@@ -328,6 +467,7 @@ def _write_model_folder(ws: Any, name: str, selection: Any, out: Path) -> Path:
     """Copy the winner into ``models/<dataset>/auto/`` as a plain model folder (weights are
     hard-linked where the file system allows) with the chosen post-processing."""
     best, layout = ModelLayout(selection.best.members[0].folder), ModelLayout(out)
+    out.mkdir(parents=True, exist_ok=True)
     for item in (CONFIG, PLANS, DATASET):
         shutil.copyfile(best.root / item, out / item)
     for fold in selection.best.folds:
@@ -351,7 +491,7 @@ def _write_model_folder(ws: Any, name: str, selection: Any, out: Path) -> Path:
     return out
 
 
-def _why(selection: Any, auto: AutoPlan) -> str:
+def _why(selection: Any, auto: AutoPlan, runs: list[dict[str, Any]]) -> str:
     best = selection.best
     text = (
         f"{best.name} has the best foreground mean Dice on {auto.validation.split(':')[0]} "
@@ -362,4 +502,12 @@ def _why(selection: Any, auto: AutoPlan) -> str:
         text += f"; next: {second.name} {second.foreground_dice:.3f}"
     if selection.postprocessing:
         text += f"; post-processing raises it to {selection.postprocessed_dice:.3f}"
+    for run in runs:
+        if run["configuration"] == SMALL_STAGE:
+            dice = run.get("validation_foreground_dice")
+            text += f"; the {SMALL_STAGE} stage adds the small classes at full resolution" + (
+                ""
+                if dice is None
+                else f" (validation Dice {dice:.3f}, given ground-truth context channels)"
+            )
     return text

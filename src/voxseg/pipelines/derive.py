@@ -59,6 +59,31 @@ def one_hot(label: np.ndarray, n: int) -> np.ndarray:
     return np.stack([label == v for v in range(1, n + 1)]).astype(np.float32)
 
 
+def fill_labels(label: np.ndarray, values: list[int], spacing) -> np.ndarray:
+    """``label`` with every voxel of ``values`` set to the nearest other value (distance in
+    mm): a lesion inside an organ becomes organ, as a grid too coarse to see it predicts."""
+    from scipy import ndimage
+
+    mask = np.isin(label, values)
+    if not mask.any():
+        return label
+    if mask.all():
+        return np.zeros_like(label)
+    nearest = ndimage.distance_transform_edt(
+        mask, sampling=spacing, return_distances=False, return_indices=True
+    )
+    return label[tuple(nearest)]
+
+
+def previous_channels(source: np.ndarray, n: int, fill: list[int], spacing) -> np.ndarray:
+    """One-hot channels of an earlier stage's labels 1..n, without the ``fill`` values
+    (:class:`PreviousPredictionInput`)."""
+    if not fill:
+        return one_hot(source, n)
+    filled = fill_labels(source, fill, spacing)
+    return np.stack([filled == v for v in range(1, n + 1) if v not in fill]).astype(np.float32)
+
+
 def _channels(image: Image) -> Image:
     return image if image.array.ndim == 4 else image.with_array(image.array[None])
 
@@ -89,7 +114,7 @@ def derive(
     source = sources[spec.source]
     if isinstance(spec, PreviousPredictionInput):
         n = (source_counts or {}).get(spec.source, max(1, int(source.max(initial=0))))
-        extra = one_hot(source, n)
+        extra = previous_channels(source, n, spec.fill, image.spacing)
         data = np.concatenate([image.array.astype(np.float32), extra])
         return Derived(image.with_array(data), lambda seg: np.asarray(seg), label)
     if not source.any():

@@ -206,6 +206,71 @@ def cascade(
     )
 
 
+def small_stage_unsupported(ds: Dataset) -> str | None:
+    """Why :func:`small_structures` cannot be built for ``ds`` (None when it can): its first
+    stage is a model trained on the dataset's own labels, so they must be plain values
+    1..K (no regions)."""
+    if ds.info.has_regions:
+        return f"{ds.root / 'dataset.json'}: region-based labels"
+    values = sorted(int(v) for v in ds.info.foreground_labels.values())
+    if values != list(range(1, len(values) + 1)):
+        return f"{ds.root / 'dataset.json'}: label values {values} are not 1..{len(values)}"
+    return None
+
+
+def small_structures(
+    ds: Dataset,
+    small: list[int],
+    *,
+    whole_configuration: str = "3d_lowres",
+    device: str | None = None,
+    settings: list[str] | None = None,
+) -> PipelineSpec:
+    """A whole-image model of every class (``whole``, trained elsewhere on the dataset
+    itself, e.g. by ``voxseg auto``) → a full-resolution stage for the ``small`` classes
+    (``small``) that sees the image plus the whole stage's other classes as one-hot
+    channels, the small classes in those channels filled with their surroundings (the whole
+    stage is too coarse to find them, so ground truth must not show them either). The small
+    stage trains on ground-truth channels with ovseg's mask augmentation and centres 3 of 4
+    patches on a small object (``LESION_SETTINGS``); its classes are written over the whole
+    stage's output."""
+    reason = small_stage_unsupported(ds)
+    if reason is not None:
+        raise VoxsegError(f"{reason}: the small-structure pipeline needs labels 1..K")
+    labels = dict(sorted(_foreground(ds).items(), key=lambda item: item[1]))
+    unknown = sorted(set(small) - set(labels.values()))
+    if unknown or not small:
+        raise VoxsegError(f"{ds.root}: small classes {small} are not foreground labels {labels}")
+    small_labels = {k: v for k, v in labels.items() if v in small}
+    return PipelineSpec(
+        name=f"{ds.name}-small-structures",
+        recipe="small-structures",
+        dataset=str(ds.root),
+        channel_names=dict(ds.info.channel_names),
+        labels={"background": 0, **labels},
+        lesion_labels=list(small_labels),
+        stages=[
+            StageSpec(
+                name="whole",
+                labels={k: [v] for k, v in labels.items()},
+                input=FullInput(),
+                plan=PlanSettings(configuration=whole_configuration, device=device),
+                output=dict(labels),
+            ),
+            StageSpec(
+                name="small",
+                labels={k: [v] for k, v in small_labels.items()},
+                input=PreviousPredictionInput(source="whole", fill=sorted(small)),
+                plan=PlanSettings(device=device),
+                folds=["0"],
+                mask_augmentation=True,
+                settings=[*LESION_SETTINGS, *(settings or [])],
+                output=dict(small_labels),
+            ),
+        ],
+    )
+
+
 def vessels(
     ds: Dataset,
     *,

@@ -74,6 +74,12 @@ class PreviousPredictionInput(_Strict):
 
     kind: Literal["previous_prediction"] = "previous_prediction"
     source: str
+    fill: list[int] = Field(
+        default_factory=list,
+        description="source-stage label values replaced by their nearest other label and given "
+        "no channel: a structure too small for the source stage to find must not reach this "
+        "stage from the ground truth while it trains",
+    )
 
 
 class CenterlinePatchesInput(_Strict):

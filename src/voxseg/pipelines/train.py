@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +118,8 @@ def build_stage_dataset(
     n_img = dataset.info.num_channels
     channels = dict(dataset.info.channel_names)
     if isinstance(stage.input, PreviousPredictionInput):
-        for i in range(len(spec.stage(stage.input.source).labels)):
+        source_labels = len(spec.stage(stage.input.source).labels)
+        for i in range(source_labels - len(set(stage.input.fill))):
             channels[str(n_img + i)] = EXTRA_CHANNEL
     ending = ".nii.gz"
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
@@ -304,7 +307,7 @@ def stage_model_config(stage: StageSpec, dataset: Dataset, device: str | None = 
     return apply_overrides(cfg, [*overrides, *stage.settings])
 
 
-def _install_model(model_dir: Path, target: Path) -> None:
+def install_model(model_dir: Path, target: Path) -> None:
     """Copy a trained model folder into the pipeline (without the resumable checkpoint)."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.copytree(
@@ -315,28 +318,30 @@ def _install_model(model_dir: Path, target: Path) -> None:
     )
 
 
-def train_stage(
+@dataclass
+class PreparedStage:
+    """A stage ready to train: its derived dataset (planned and preprocessed), its model
+    config, the training workspace and the model folder training writes."""
+
+    dataset: Dataset
+    config: Any
+    home: Path
+    model_dir: Path
+
+
+def prepare_stage(
     pipeline_dir: str | os.PathLike[str],
     stage_name: str,
     dataset: str | os.PathLike[str],
     *,
     device: str | None = None,
-    force: bool = False,
-    pretrained: str | os.PathLike[str] | None = None,
     work: str | os.PathLike[str] | None = None,
-    install_to: str | os.PathLike[str] | None = None,
     plans_from: str | os.PathLike[str] | None = None,
     cases: list[str] | None = None,
     quiet: bool = False,
-) -> Path:
-    """Train one stage on ``dataset`` and install it in the pipeline; returns its folder.
-
-    Fine-tuning passes ``pretrained`` (the stage's model folder), ``plans_from`` (its
-    ``plans.json``, so the network and normalisation stay those the weights were trained
-    with), a separate ``work`` folder and ``install_to``.
-    """
+) -> PreparedStage:
+    """Derive, plan and preprocess one stage's training data (finished cases are kept)."""
     from voxseg.preprocessing import preprocess_dataset
-    from voxseg.training import train_fold
     from voxseg.workspace import Workspace
 
     pipeline_dir = Path(pipeline_dir)
@@ -370,16 +375,59 @@ def train_stage(
         progress=not quiet,
     )
     cfg = stage_model_config(stage, ds, device)
-    model_dir = ws.model_dir(ds.name, PLAN_NAME, stage.name)
+    return PreparedStage(ds, cfg, home, ws.model_dir(ds.name, PLAN_NAME, stage.name))
+
+
+def train_stage(
+    pipeline_dir: str | os.PathLike[str],
+    stage_name: str,
+    dataset: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    force: bool = False,
+    pretrained: str | os.PathLike[str] | None = None,
+    work: str | os.PathLike[str] | None = None,
+    install_to: str | os.PathLike[str] | None = None,
+    plans_from: str | os.PathLike[str] | None = None,
+    cases: list[str] | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Train one stage on ``dataset`` and install it in the pipeline; returns its folder.
+
+    Fine-tuning passes ``pretrained`` (the stage's model folder), ``plans_from`` (its
+    ``plans.json``, so the network and normalisation stay those the weights were trained
+    with), a separate ``work`` folder and ``install_to``.
+    """
+    from voxseg.training import train_fold
+
+    pipeline_dir = Path(pipeline_dir)
+    stage = read_spec(pipeline_dir).stage(stage_name)
+    prepared = prepare_stage(
+        pipeline_dir,
+        stage_name,
+        dataset,
+        device=device,
+        work=work,
+        plans_from=plans_from,
+        cases=cases,
+        quiet=quiet,
+    )
     for fold in stage.folds:
-        done = ModelLayout(model_dir).weights(fold).is_file()
+        done = ModelLayout(prepared.model_dir).weights(fold).is_file()
         if done and not force:
             _say(quiet, f"stage {stage.name}: fold {fold} already trained")
             continue
         _say(quiet, f"stage {stage.name}: training fold {fold}")
-        train_fold(cfg, fold, home=home, force=True, pretrained=pretrained, quiet=quiet)
+        train_fold(
+            prepared.config,
+            fold,
+            home=prepared.home,
+            force=True,
+            pretrained=pretrained,
+            quiet=quiet,
+        )
     target = Path(install_to) if install_to is not None else stage_dir(pipeline_dir, stage.name)
-    _install_model(model_dir, target)
+    install_model(prepared.model_dir, target)
     return target
 
 

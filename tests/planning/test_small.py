@@ -1,0 +1,98 @@
+"""Small structures: each class's typical connected object vs a configuration's voxel, and
+``voxseg auto``'s rule that adds a full-resolution stage for the classes under the limit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from voxseg.data.dataset import Dataset, write_dataset_json
+from voxseg.data.fingerprint import compute_fingerprint
+from voxseg.io import Image, write_image
+from voxseg.pipelines.auto import SMALL_STAGE, small_structure_rule
+from voxseg.planning import PlannerOptions, plan_dataset
+from voxseg.planning.small import (
+    SMALL_OBJECT_PERCENTILE,
+    SMALL_OBJECT_VOXELS,
+    find_small_structures,
+)
+
+SPACING = (3.0, 0.8, 0.8)
+
+
+def _dataset(root, spots: bool):
+    """Three CT-like cases: a large 'organ' (1) and 'spots' (2), either 2 mm-radius balls
+    (a few voxels of a coarse grid) or, with ``spots=False``, one large box."""
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    z, y, x = np.indices((24, 96, 96)) * np.reshape(SPACING, (3, 1, 1, 1))
+    for i in range(3):
+        seg = np.zeros((24, 96, 96), np.uint8)
+        seg[(((z - 36) / 25) ** 2 + ((y - 38) / 22) ** 2 + ((x - 38) / 22) ** 2) < 1] = 1
+        if spots:
+            for cy, cx in [(55, 55), (60, 20), (20, 60)][: i + 1]:
+                seg[((z - 33) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) < 2.0**2] = 2
+        else:
+            seg[4:12, 62:90, 62:90] = 2
+        image = rng.normal(0, 20, seg.shape) + 60.0 * seg
+        write_image(Image(image.astype(np.float32), SPACING), root / f"imagesTr/c{i}_0000.nii.gz")
+        write_image(Image(seg, SPACING), root / f"labelsTr/c{i}.nii.gz")
+    write_dataset_json(root, {0: "CT"}, {"background": 0, "organ": 1, "spots": 2}, 3)
+    return Dataset(root)
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    out = {}
+    for spots in (True, False):
+        ds = _dataset(tmp_path_factory.mktemp("small") / f"Dataset07{int(spots)}_S", spots)
+        fp = compute_fingerprint(ds, samples_total=10_000, progress=False)
+        plans = plan_dataset(fp, ds.info, PlannerOptions(device="cpu"))
+        out[spots] = (ds, fp, plans)
+    return out
+
+
+def test_typical_object_volume_against_scipy_components(planned):
+    ds, fp, plans = planned[True]
+    assert "3d_lowres" in plans.configurations
+    low = plans.configuration("3d_lowres")
+    voxel = math.prod(low.spacing)
+    assert voxel > math.prod(SPACING)  # the whole-image grid is coarser than the data
+    volumes = []
+    for case in ds.cases():
+        _, label = ds.load_case(case)
+        objects, n = ndimage.label(label.array == 2, structure=np.ones((3, 3, 3)))
+        volumes += list(np.bincount(objects.ravel())[1:] * math.prod(SPACING))
+    assert len(volumes) == 6
+    found = find_small_structures(fp, plans, "3d_lowres")
+    (spots,) = found.classes
+    assert (spots.name, spots.value, spots.num_objects) == ("spots", 2, 6)
+    typical = np.percentile(volumes, SMALL_OBJECT_PERCENTILE)
+    assert spots.typical_mm3 == pytest.approx(typical)
+    assert spots.typical_voxels == pytest.approx(typical / voxel)
+    assert spots.typical_voxels < SMALL_OBJECT_VOXELS
+    assert "spots" in found.why and "organ" in found.why
+
+
+def test_auto_adds_the_full_resolution_stage_only_for_a_small_class(planned):
+    _, fp, plans = planned[True]
+    rule = small_structure_rule(fp, plans, ["3d_lowres"], None)
+    assert rule["stage"] is True
+    assert [c["name"] for c in rule["classes"]] == ["spots"]
+    assert SMALL_STAGE in rule["why"]
+    # a full-resolution configuration trained: nothing to add
+    rule = small_structure_rule(fp, plans, ["3d_fullres"], None)
+    assert rule["stage"] is False and "full-resolution grid" in rule["why"]
+    # labels the pipeline cannot take: the reason is recorded, nothing is added
+    rule = small_structure_rule(fp, plans, ["3d_lowres"], "labels are regions")
+    assert rule["stage"] is False and "labels are regions" in rule["why"]
+    # the same organ with a large second class: no small class, no stage
+    _, fp_big, plans_big = planned[False]
+    assert "3d_lowres" in plans_big.configurations
+    rule = small_structure_rule(fp_big, plans_big, ["3d_lowres"], None)
+    assert rule["stage"] is False and rule["classes"] == []
+    assert "no class is too small" in rule["why"]
