@@ -181,10 +181,10 @@ def predict_pipeline_folder(
             report["skipped"].append(case.case_id)
             continue
         result = runner.predict(case.read(), case_id=case.case_id)
-        write_image(result.segmentation, target)
         if save_stages:
             for name, img in result.stages.items():
                 write_image(img, out / "stages" / name / f"{case.case_id}{case.ending}")
+        write_image(result.segmentation, target)  # last: a case with it is finished
         report["cases"][case.case_id] = result.seconds
         report["messages"].extend(result.messages)
         if not quiet:
