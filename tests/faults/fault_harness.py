@@ -30,8 +30,10 @@ class Verb:
 
     ``outputs``: folders (relative to ``home``) whose files are checked and compared;
     ``compare``: glob patterns of the files that must be bit-identical to the uninterrupted
-    run (the others, e.g. logs with timings, only have to be complete); ``rerun``: the
-    arguments of the rerun, given the interrupted ``home`` (default: the same command).
+    run (the others, e.g. logs with timings, only have to be complete); ``timings``: keys
+    of JSON outputs that hold measured durations, left out of the comparison (the rest of
+    the file must be identical); ``rerun``: the arguments of the rerun, given the
+    interrupted ``home`` (default: the same command).
     """
 
     name: str
@@ -39,6 +41,7 @@ class Verb:
     outputs: list[str]
     compare: list[str] = field(default_factory=lambda: ["*"])
     rerun: Callable[[Path], list[str]] | None = None
+    timings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +143,10 @@ def read_back(path: Path) -> None:
         from voxseg.io.vtp import read_vtp
 
         read_vtp(path)
+    elif name.endswith(".stl"):  # binary STL: 80-byte header, count, 50 bytes per triangle
+        data = path.read_bytes()
+        if len(data) < 84 or len(data) != 84 + 50 * int.from_bytes(data[80:84], "little"):
+            raise ValueError(f"{path}: {len(data)} bytes is not a complete binary STL")
     elif name.endswith((".nii.gz", ".nii", ".mha", ".nrrd", ".png")):
         from voxseg.io import read_image
 
@@ -156,9 +163,21 @@ def incomplete_files(home: Path, outputs: list[str]) -> list[str]:
     return bad
 
 
-def digest(home: Path, outputs: list[str], patterns: list[str]) -> dict[str, str]:
+def _content(path: Path, timings: list[str]) -> bytes:
+    """The bytes compared: the file's, or for JSON with ``timings`` keys, the rest of it."""
+    if not timings or path.suffix != ".json":
+        return path.read_bytes()
+    data = json.loads(path.read_text())
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in timings}
+    return json.dumps(data, sort_keys=True).encode()
+
+
+def digest(
+    home: Path, outputs: list[str], patterns: list[str], timings: list[str] = ()
+) -> dict[str, str]:
     return {
-        rel: hashlib.sha256(path.read_bytes()).hexdigest()
+        rel: hashlib.sha256(_content(path, list(timings))).hexdigest()
         for rel, path in files(home, outputs).items()
         if any(fnmatch.fnmatch(rel, f"*{p}") or fnmatch.fnmatch(path.name, p) for p in patterns)
     }
@@ -172,7 +191,7 @@ def reference(verb: Verb, pristine: Path, scratch: Path) -> tuple[dict[str, str]
     done = run(verb.args, home)
     seconds = time.perf_counter() - tic
     assert done.returncode == 0, done.stderr[-2000:]
-    return digest(home, verb.outputs, verb.compare), seconds
+    return digest(home, verb.outputs, verb.compare, verb.timings), seconds
 
 
 def kill_and_rerun(
@@ -184,7 +203,7 @@ def kill_and_rerun(
     code = run_killed(verb.args, home, delay_s)
     incomplete = incomplete_files(home, verb.outputs)
     again = run(verb.rerun(home) if verb.rerun else verb.args, home)
-    got = digest(home, verb.outputs, verb.compare) if again.returncode == 0 else {}
+    got = digest(home, verb.outputs, verb.compare, verb.timings) if again.returncode == 0 else {}
     differing = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
     if again.returncode:
         differing.append(f"rerun failed: {again.stderr.strip().splitlines()[-1:]}")

@@ -2,8 +2,9 @@
 again: every output with a final name is complete at any moment, and the rerun finishes
 with outputs identical to an uninterrupted run's.
 
-The default suite tries one kill point of ``preprocess`` and of ``predict`` and one
-SIGTERM; ``pytest -m slow`` sweeps 20 points per verb (``evaluate``, ``postprocess apply``
+The default suite tries one kill point of ``preprocess``, ``predict`` and ``centerline``
+and one SIGTERM; ``pytest -m slow`` sweeps 20 points per verb (``evaluate``,
+``postprocess apply``, a vessel ``trace``, ``dataset import dicom``, ``pipeline predict``
 and ``train`` too, the latter resumed from its last complete checkpoint, the final weights
 equal to the uninterrupted run's).
 """
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fault_harness import (
     Verb,
@@ -45,6 +47,20 @@ TRAIN_ARGS = [
     "--set",
     "training.num_workers=0",
     "--set",
+    "logging.snapshots=false",
+]
+
+
+VESSELS = "raw/Dataset501_Vessels"
+TRACE_CASE = "vessels_test_000"
+CORD = "Dataset001_Cord"
+PIPELINE_SETTINGS = [
+    "training.epochs=1",
+    "training.iterations_per_epoch=2",
+    "training.val_iterations=0",
+    "training.batch_size=2",
+    "training.num_workers=0",
+    "prediction.tta=false",
     "logging.snapshots=false",
 ]
 
@@ -77,6 +93,86 @@ VERBS = {
         compare=["weights.safetensors"],
         rerun=_train_rerun,
     ),
+    "centerline": Verb(
+        "centerline",
+        ["centerline", f"{VESSELS}/labelsTr/vessels_000.nii.gz", "-o", "cl/vessels_000.vtp"],
+        ["cl"],
+    ),
+    "trace": Verb(
+        "trace",
+        ["trace", f"{VESSELS}/imagesTs/{TRACE_CASE}_0000.nii.gz"]
+        + ["--seeds", f"{VESSELS}/seeds/{TRACE_CASE}.json"]
+        + ["--oracle", f"{VESSELS}/labelsTs/{TRACE_CASE}.nii.gz", "-o", "traced"],
+        ["traced"],
+        # the overview's title holds the tracing time
+        compare=["*.nii.gz", "*.vtp", "*.stl", "*.json"],
+        timings=["seconds"],
+    ),
+    "import_dicom": Verb(
+        "import_dicom",
+        ["dataset", "import", "dicom", "archive", "imported", "--roi", "liver=Liver", "-p", "1"],
+        ["imported"],
+        # dicom_index.json is a header cache keyed by the archive's absolute path
+        compare=["*.nii.gz", "dataset.json", "*.csv", "import_report.json"],
+    ),
+    "pipeline_predict": Verb(
+        "pipeline_predict",
+        ["pipeline", "predict", "pipe", f"{CORD}/imagesTs", "out", "--device", "cpu"]
+        + ["--no-tta", "--save-stages"],
+        ["out"],
+    ),
+}
+
+
+def _vessel_trees(home: Path) -> None:
+    from voxseg.synth import generate
+
+    generate("vessels", home / VESSELS, num_train=1, num_test=1, shape=(48, 48, 48))
+
+
+def _dicom_archive(home: Path) -> None:
+    """Four CT series (12 slices of 32 x 32) with an RTSTRUCT outlining an ellipse."""
+    from voxseg.synth.dicom import rtstruct_dataset, series_datasets, write_datasets
+
+    rng = np.random.default_rng(23)
+    t = np.linspace(0, 2 * np.pi, 49)[:-1]
+    for p in range(4):
+        series = series_datasets(
+            rng.integers(-200, 200, size=(12, 32, 32)),
+            spacing=(2.0, 1.0, 1.0),
+            first_position=(0.0, 0.0, 0.0),
+            patient_id=f"PAT{p}",
+            intercept=-1024,
+        )
+        write_datasets(series, home / "archive" / f"PAT{p}" / "CT")
+        contours = [
+            np.stack([16 + 8 * np.cos(t), 15 + 6 * np.sin(t), np.full_like(t, 2.0 * k)], 1)
+            for k in range(3, 9)
+        ]
+        rtstruct_dataset(series, {"Liver": contours}).save_as(
+            home / "archive" / f"PAT{p}" / "RS.dcm", enforce_file_format=True
+        )
+
+
+def _cord_pipeline(home: Path) -> None:
+    """A cord-lesion pipeline trained for a few iterations on generated cases."""
+    from voxseg.synth import generate
+
+    generate("cord", home / CORD, num_train=4, num_test=2, shape=(8, 40, 40))
+    sets = [a for s in PIPELINE_SETTINGS for a in ("--set", s)]
+    init = ["pipeline", "init", "cord-lesion", CORD, "pipe", "--spacing", "1.0"]
+    init += ["--window", "16", "--patch-size", "16x16x16", "--device", "cpu", *sets]
+    for args in (init, ["pipeline", "train", "pipe", CORD, "--device", "cpu"]):
+        done = run(args, home)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+#: verbs whose workspace is made from scratch instead of from the organs workspace
+BUILDERS = {
+    "centerline": _vessel_trees,
+    "trace": _vessel_trees,
+    "import_dicom": _dicom_archive,
+    "pipeline_predict": _cord_pipeline,
 }
 
 
@@ -93,6 +189,11 @@ def homes(tiny_model, tmp_path_factory) -> Callable[[str], Path]:
         if name in made:
             return made[name]
         copy = base / f"pristine-{name}"
+        if name in BUILDERS:
+            copy.mkdir()
+            BUILDERS[name](copy)
+            made[name] = copy
+            return copy
         shutil.copytree(source, copy)
         if name == "preprocess":
             shutil.rmtree(copy / STORE)
@@ -138,7 +239,7 @@ def _sweep(name: str, homes, references, scratch: Path, seed: int, n: int) -> li
     return outcomes
 
 
-@pytest.mark.parametrize("name", ["preprocess", "predict"])
+@pytest.mark.parametrize("name", ["preprocess", "predict", "centerline"])
 def test_killed_verb_resumes_to_identical_outputs(name, homes, references, tmp_path):
     _sweep(name, homes, references, tmp_path, seed=23, n=1)
 
