@@ -28,8 +28,15 @@ from real_anatomy import OUT, TASKS, prepare
 #: name: (voxseg plan flags, voxseg train --set overrides, what it tests)
 VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
     "control": ([], [], "voxseg auto's training today"),
+    # a wider network at the planner's FLOP budget also gets a smaller patch
     "base16": (["--base-features", "16"], [], "2x wider network (16 first-stage features)"),
     "base32": (["--base-features", "32"], [], "4x wider network (nnU-Net's 32 features)"),
+    "patch96": (["--patch-size", "96x80"], [], "base16's smaller patch at the default width"),
+    "base16full": (
+        ["--base-features", "16", "--patch-size", "160x160"],
+        [],
+        "16 features at the default patch (4x the FLOPs per iteration)",
+    ),
     "nodecay": ([], ["optimizer.weight_decay=0"], "no weight decay"),
     "wd1e-2": ([], ["optimizer.weight_decay=0.01"], "weight decay 1e-2 (AdamW's usual)"),
     "spatial05": (
@@ -46,11 +53,10 @@ def _log(text: str) -> None:
     print(time.strftime("%H:%M:%S"), text, flush=True)
 
 
-def run_variant(key: str, name: str, raw: Path, seconds: float, work: Path) -> dict:
+def run_variant(configuration: str, name: str, raw: Path, seconds: float, work: Path) -> dict:
     plan_flags, sets, _ = VARIANTS[name]
     home = work / "voxseg_home"
     logs = _fresh(work / name / "logs")
-    configuration = TASKS[key][2] if key == "2d" else "3d_lowres"
     plan = f"v_{name}"
     common = ["--home", home]
     run_measured(
@@ -86,20 +92,29 @@ def run_variant(key: str, name: str, raw: Path, seconds: float, work: Path) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=list(TASKS), default="2d")
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=None,
+        help="another raw dataset instead of --task's (e.g. a phantom set, for the check that"
+        " a change does not regress there); --task then names only its kind (2d or 3d)",
+    )
     parser.add_argument("--train-seconds", type=float, default=240.0)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["control"])
     args = parser.parse_args()
-    raw = prepare(args.task)
-    work = OUT / "variants" / f"{args.task}_{args.train_seconds:g}s"
-    out = OUT / f"variants_{args.task}.json"
+    raw = args.raw.resolve() if args.raw else prepare(args.task)
+    configuration = "2d" if args.task == "2d" else "3d_lowres"  # what auto trains on a CPU
+    tag = args.task if args.raw is None else raw.name
+    work = OUT / "variants" / f"{tag}_{args.train_seconds:g}s"
+    out = OUT / f"variants_{tag}.json"
     results = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     results.update(machine=machine_info())
     command = " ".join(["python", "benchmarks/real_anatomy_variants.py", *sys.argv[1:]])
     rows = []
     for name in args.variants:
         _log(f"{args.task}: {name} ({VARIANTS[name][2]}) ...")
-        r = run_variant(args.task, name, raw, args.train_seconds, work)
-        r.update(command=command, task=args.task, when=time.strftime("%Y-%m-%d %H:%M"))
+        r = run_variant(configuration, name, raw, args.train_seconds, work)
+        r.update(command=command, task=tag, when=time.strftime("%Y-%m-%d %H:%M"))
         results["runs"].append(r)
         _write_json(out, results)
         _log(f"  mean Dice {r['mean_dice']:.3f}")
@@ -117,7 +132,7 @@ def main() -> None:
         ]
         for r in rows
     ]
-    print(f"\n{args.task}, {args.train_seconds:g} s of training\n" + format_table(head, body))
+    print(f"\n{tag}, {args.train_seconds:g} s of training\n" + format_table(head, body))
     print(f"\nresults: {out}")
 
 

@@ -252,6 +252,22 @@ def test_base_features_override():
     assert plans.configurations["3d_fullres"].topology.features_per_stage[0] == 4
 
 
+def test_cpu_2d_plan_is_wider_with_a_patch_smaller_than_the_slice():
+    # 2D on a CPU: 16 first-stage features; at the FLOP budget the patch no longer holds the
+    # whole 160 x 144 slice. 3D keeps 8; --base-features sets both.
+    fp2 = _fingerprint([(1, 160, 144)] * 4, [(999.0, 1.0, 1.0)] * 4)
+    c2 = plan_dataset(fp2, _info(), PlannerOptions(device="cpu")).configurations["2d"]
+    assert c2.topology.features_per_stage[0] == 16
+    assert c2.patch_size[0] < 160 and c2.patch_size[1] < 144
+    assert c2.estimated_training_gflops <= PlannerOptions().cpu_gflops_per_iteration
+    fp3 = _fingerprint([(40, 64, 64)] * 3, [(3.0, 1.0, 1.0)] * 3)
+    c3 = plan_dataset(fp3, _info(), PlannerOptions(device="cpu")).configurations["3d_fullres"]
+    assert c3.topology.features_per_stage[0] == 8
+    user = plan_dataset(fp2, _info(), PlannerOptions(device="cpu", base_features=8))
+    assert user.configurations["2d"].topology.features_per_stage[0] == 8
+    assert user.configurations["2d"].patch_size == [160, 160]  # the slice, rounded up to 32
+
+
 def test_pseudo_3d_dataset_plans_only_2d():
     fp = _fingerprint([(1, 300, 400), (1, 280, 420), (1, 320, 380)], [(999.0, 0.5, 0.5)] * 3)
     plans = plan_dataset(fp, _info(channels=("R", "G", "B")), PlannerOptions())
