@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
         [],
         "16 features at the default patch (4x the FLOPs per iteration)",
     ),
+    "lowres10": (["--cpu-lowres-gflops", "10"], [], "3D: whole-image stage at 10 GFLOP/it"),
+    "lowres5": (["--cpu-lowres-gflops", "5"], [], "3D: whole-image stage at 5 GFLOP/it"),
     "nodecay": ([], ["optimizer.weight_decay=0"], "no weight decay"),
     "wd1e-2": ([], ["optimizer.weight_decay=0.01"], "weight decay 1e-2 (AdamW's usual)"),
     "spatial05": (
