@@ -1,0 +1,177 @@
+"""Small lesions on a CPU budget: ``voxseg auto`` on organ phantoms with 4–10 mm liver lesions.
+
+    python benchmarks/small_lesions.py                      # 24 + 6 cases, 48×96×96, 15 min
+    python benchmarks/small_lesions.py --minutes 1 --num-train 6 --num-test 2 \\
+        --shape 24 96 96                                    # a check of the script
+
+Data: ``voxseg synth organs --lesions`` (liver 1, kidney 2, spleen 3, lesion 4: 1–4 round
+liver lesions of 4–10 mm per case, some cases lesion-free; CT-like, varying spacing and
+orientation), generated once under ``benchmarks/_work/small_lesions/`` (``--seed``).
+
+Run: ``voxseg auto RAW --time-budget M --device cpu`` (the whole flow inside the budget; on
+these phantoms the small-structure rule adds the full-resolution ``small`` stage), then
+``voxseg predict -m models/<dataset>/auto`` on the held-out cases, and the same prediction
+with the whole-image stage alone (``stages/whole``, what ``auto`` gave before the rule) for
+comparison. Prediction time is reported, not counted in the budget.
+
+Scores on the held-out cases (``voxseg.evaluation``): Dice per label (mean over cases, as
+``voxseg evaluate``; a case without lesions in reference and prediction counts as 1), the
+lesion Dice pooled over all cases (2·Σ overlap / (Σ predicted + Σ reference voxels)), and the
+lesion-wise sensitivity: the share of reference lesions (26-connected components) that a
+predicted lesion overlaps (``lesion_detection``, pooled over cases), with the precision.
+Targets (issue 25): lesion Dice ≥ 0.5 and lesion-wise sensitivity ≥ 0.8 in 15 CPU minutes,
+organs not worse than without the stage.
+
+Writes ``benchmarks/_work/small_lesions/results.json`` and every log under that folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from _common import WORK, format_table, machine_info, run_measured
+
+LABELS = {"liver": 1, "kidney": 2, "spleen": 3, "lesion": 4}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=15.0, help="voxseg auto's time budget")
+    p.add_argument("--num-train", type=int, default=24)
+    p.add_argument("--num-test", type=int, default=6)
+    p.add_argument("--shape", type=int, nargs=3, default=[48, 96, 96], metavar=("Z", "Y", "X"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--processes", type=int, default=2, help="voxseg auto -p")
+    p.add_argument("--work", type=Path, default=WORK / "small_lesions")
+    return p.parse_args()
+
+
+def generate(args: argparse.Namespace) -> Path:
+    """The phantoms, generated once per option set."""
+    from voxseg.synth import generate as synth
+
+    tag = f"n{args.num_train}-{args.num_test}_s{'x'.join(map(str, args.shape))}_seed{args.seed}"
+    raw = args.work / "raw" / tag / "Dataset061_Lesions"
+    if not (raw / "dataset.json").is_file():
+        synth(
+            "organs",
+            raw,
+            num_train=args.num_train,
+            num_test=args.num_test,
+            shape=tuple(args.shape),
+            seed=args.seed,
+            lesions=True,
+            overwrite=True,
+        )
+    return raw
+
+
+def score(pred_dir: Path, raw: Path) -> dict:
+    """Dice per label, pooled lesion Dice, lesion-wise sensitivity and precision."""
+    import numpy as np
+
+    from voxseg.evaluation import evaluate_folder, lesion_detection
+    from voxseg.io import read_image
+
+    summary = evaluate_folder(pred_dir, raw / "labelsTs", labels=LABELS, surface=False)
+    dice = {k: summary["mean"][k]["dice"] for k in LABELS}
+    overlap = pred_sum = ref_sum = 0
+    counts = np.zeros(4, dtype=np.int64)
+    for ref_path in sorted((raw / "labelsTs").glob("*.nii.gz")):
+        ref = read_image(ref_path)
+        pred = read_image(pred_dir / ref_path.name).array == LABELS["lesion"]
+        truth = ref.array == LABELS["lesion"]
+        overlap += int((pred & truth).sum())
+        pred_sum, ref_sum = pred_sum + int(pred.sum()), ref_sum + int(truth.sum())
+        d = lesion_detection(pred, truth, ref.spacing)
+        counts += [d.n_ref, d.detected_ref, d.n_pred, d.true_pred]
+    n_ref, detected, n_pred, true_pred = (int(v) for v in counts)
+    return {
+        "dice": dice,
+        "lesion_dice_pooled": 2 * overlap / (pred_sum + ref_sum) if pred_sum + ref_sum else None,
+        "lesion_sensitivity": detected / n_ref if n_ref else None,
+        "lesion_precision": true_pred / n_pred if n_pred else None,
+        "reference_lesions": n_ref,
+        "detected_lesions": detected,
+        "predicted_lesions": n_pred,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    raw = generate(args)
+    run = args.work / f"auto_{args.minutes:g}min_{raw.parent.name}"
+    home = run / "home"
+    voxseg = [sys.executable, "-m", "voxseg.cli"]
+    budget = f"{int(round(args.minutes * 60))}s"
+    auto = run_measured(
+        [*voxseg, "auto", raw, "-t", budget, "--device", "cpu", "--home", home, "--no-report"]
+        + ["-p", str(args.processes)],
+        log=run / "auto.log",
+    )
+    folder = home / "models" / raw.name / "auto"
+    summary = json.loads((folder / "summary.json").read_text())
+    models = {"auto": folder}
+    if (folder / "pipeline.json").is_file():
+        models["whole-image stage alone"] = folder / "stages" / "whole"
+    results = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
+    results["auto"] = {
+        "wall_seconds": round(auto.wall_s, 1),
+        "budget_seconds": args.minutes * 60,
+        "small_structures": summary.get("small_structures"),
+        "runs": summary.get("runs"),
+        "why": summary.get("why"),
+    }
+    rows = []
+    for name, model in models.items():
+        pred_dir = run / "predictions" / name.split()[0]
+        predicted = run_measured(
+            [*voxseg, "predict", "-i", raw / "imagesTs", "-o", pred_dir, "-m", model]
+            + ["--device", "cpu"],
+            log=run / f"predict_{name.split()[0]}.log",
+        )
+        scores = score(pred_dir, raw)
+        scores["predict_seconds"] = round(predicted.wall_s, 1)
+        results[name] = scores
+        d = scores["dice"]
+        rows.append(
+            [
+                name,
+                *(f"{d[k]:.3f}" for k in LABELS),
+                _fmt(scores["lesion_dice_pooled"]),
+                f"{_fmt(scores['lesion_sensitivity'])} "
+                f"({scores['detected_lesions']}/{scores['reference_lesions']})",
+                _fmt(scores["lesion_precision"]),
+                f"{predicted.wall_s:.0f}",
+            ]
+        )
+    (args.work / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"voxseg auto, {args.minutes:g} min budget: {auto.wall_s:.0f} s wall")
+    small = summary.get("small_structures") or {}
+    print(f"small structures: {small.get('why', '-')}")
+    print(
+        format_table(
+            [
+                "model",
+                *(f"{k} Dice" for k in LABELS),
+                "lesion Dice pooled",
+                "lesion sensitivity",
+                "lesion precision",
+                "predict s",
+            ],
+            rows,
+        )
+    )
+    print(f"results: {args.work / 'results.json'}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()
