@@ -168,6 +168,10 @@ def choose_runs(
     return AutoPlan(chosen, folds, validation)
 
 
+def _selection_reserve(budget: float) -> float:
+    return SELECTION_RESERVE[0] + SELECTION_RESERVE[1] * budget
+
+
 def run_auto(
     dataset: str | os.PathLike[str],
     budget_seconds: float,
@@ -222,14 +226,15 @@ def run_auto(
     if plan_file.is_file() and read_plans(pre, AUTO_MODEL).device == kind:
         plans = read_plans(pre, AUTO_MODEL)
     else:
-        plans = plan_dataset(
-            fingerprint, ds.info, PlannerOptions(plan_name=AUTO_MODEL, device=kind)
-        )
+        # a CPU plan's whole-image stage is sized for the training time (cpu_lowres_budget)
+        training = max(1.0, state.budget - spent() - _selection_reserve(state.budget))
+        options = PlannerOptions(plan_name=AUTO_MODEL, device=kind, training_seconds=training)
+        plans = plan_dataset(fingerprint, ds.info, options)
         write_plans(plans, pre)
     save_state("plan")
     dims = 3 if any(c.spatial_dims == 3 for c in plans.configurations.values()) else 2
     left = state.budget - spent()
-    reserve = SELECTION_RESERVE[0] + SELECTION_RESERVE[1] * state.budget
+    reserve = _selection_reserve(state.budget)
     # preprocessing is not yet done: plan the runs on the budget after a first estimate of it
     auto = choose_runs(list(plans.configurations), dims, kind, max(0.0, left - reserve))
     log(f"training {', '.join(auto.configurations)}; validation: {auto.validation}")

@@ -65,6 +65,11 @@ BF16_CPU_BUDGET_FACTOR = 4.0
 #: the whole image at 20 GFLOP (3.25 × 1.65 mm) reached a held-out Dice of 0.853–0.864 (two
 #: seeds) against 0.839–0.862 at 10 GFLOP (3.9 × 2.0 mm) and 0.82–0.83 at 5 GFLOP.
 FLOAT32_CPU_LOWRES_FACTOR = 4.0
+#: a CPU training shorter than this gets a whole-image 3d_lowres cheaper in proportion: on 16
+#: organ phantoms with 219 s of training, 20 GFLOP per iteration reached held-out Dice 0.26,
+#: 10 GFLOP 0.51, 5 GFLOP 0.51 (more iterations on a coarser grid); with 15 minutes, 20
+#: GFLOP reaches 0.85 (benchmarks/RESULTS.md)
+LOWRES_FULL_BUDGET_SECONDS = 600.0
 #: A CPU plan with a fixed patch narrows its network to meet the budget, down to this width.
 MIN_CPU_BASE_FEATURES = 4
 #: Crop-to-nonzero must shrink the median image by at least this share for the z-score to
@@ -120,6 +125,13 @@ class PlannerOptions(BaseModel):
         f"{BF16_CPU_BUDGET_FACTOR:g}× cpu_gflops_per_iteration on a CPU with hardware bf16 "
         f"(AMX), else {FLOAT32_CPU_LOWRES_FACTOR:g}×",
     )
+    training_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="CPU plans: how long the training will be (voxseg auto knows); a shorter "
+        f"one than {LOWRES_FULL_BUDGET_SECONDS:g} s gets a proportionally cheaper whole-image "
+        "3d_lowres, never below cpu_gflops_per_iteration",
+    )
     orientation: str | None = None
     spacing: list[float] | None = Field(None, description="override of the 3D target spacing")
     patch_size: list[int] | None = Field(None, description="override: 3 values 3D, 2 values 2D")
@@ -140,6 +152,20 @@ def cpu_lowres_budget(options: PlannerOptions) -> tuple[float, str]:
     """GFLOPs per iteration (batch 2) of a CPU plan's whole-image ``3d_lowres``, and why."""
     if options.cpu_lowres_gflops_per_iteration is not None:
         return options.cpu_lowres_gflops_per_iteration, "user override (--cpu-lowres-gflops)"
+    gflops, why = _cpu_lowres_full_budget(options)
+    seconds = options.training_seconds
+    if seconds is None or seconds >= LOWRES_FULL_BUDGET_SECONDS:
+        return gflops, why
+    short = max(options.cpu_gflops_per_iteration, gflops * seconds / LOWRES_FULL_BUDGET_SECONDS)
+    return short, (
+        f"{why}; scaled by the training time, {seconds:.0f} s of "
+        f"{LOWRES_FULL_BUDGET_SECONDS:g} s, to {short:.1f} GFLOP (at least "
+        f"{options.cpu_gflops_per_iteration:g}): a short training needs more iterations more "
+        f"than a finer grid"
+    )
+
+
+def _cpu_lowres_full_budget(options: PlannerOptions) -> tuple[float, str]:
     from voxseg.devices import cpu_has_fast_bf16
 
     base = options.cpu_gflops_per_iteration
