@@ -1,6 +1,6 @@
 """``voxseg demo`` end to end: ``voxseg auto`` with a 4-minute budget on the organ phantoms,
 then prediction and evaluation of the held-out cases. Measured on 2 idle CPU cores: liver
-0.78, kidney 0.64, spleen 0 (mean 0.47) after 572 iterations (benchmarks/RESULTS.md)."""
+0.86, kidney 0.67, spleen 0 (mean 0.51) after 969 iterations (benchmarks/RESULTS.md)."""
 
 import pytest
 
