@@ -181,3 +181,27 @@ def test_read_channels_stacks_and_checks_geometry(tmp_path, rng):
     paths.append(write_image(moved, tmp_path / "a_0002.nii.gz"))
     with pytest.raises(VoxsegError, match="a_0002.nii.gz: geometry differs"):
         read_channels(paths)
+
+
+def test_reading_without_a_copy_views_the_readers_buffer_safely(tmp_path, rng):
+    """``copy=False``: the same voxels and geometry, read-only, and still valid after the
+    SimpleITK image is gone and its memory could have been reused (compared with SimpleITK's
+    own copy)."""
+    import gc
+
+    arr = rng.integers(-1000, 2000, (6, 7, 8), dtype=np.int16)
+    path = write_image(Image(arr, spacing=(2.0, 0.5, 0.7), origin=(1, 2, 3)), tmp_path / "a.nii.gz")
+    view = read_image(path, copy=False)
+    assert not view.array.flags.writeable
+    gc.collect()
+    _ = [np.full(arr.size, 7, np.int16) for _ in range(20)]  # reuse freed memory, if any
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    np.testing.assert_array_equal(view.array, expected)
+    copied = read_image(path)
+    assert copied.array.flags.writeable and view.spacing == copied.spacing
+    np.testing.assert_array_equal(view.direction, copied.direction)
+    rgb = rng.integers(0, 255, (1, 5, 4, 3), dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(rgb[0], isVector=True), str(tmp_path / "rgb.mha"))
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "rgb.mha", copy=False).array, read_image(tmp_path / "rgb.mha").array
+    )

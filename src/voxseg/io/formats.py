@@ -54,11 +54,13 @@ def file_ending(path: str | os.PathLike[str]) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def read_image(path: str | os.PathLike[str], is_label: bool = False) -> Image:
+def read_image(path: str | os.PathLike[str], is_label: bool = False, copy: bool = True) -> Image:
     """Read an image file, or the DICOM series in a folder, with its geometry.
 
     ``is_label`` refuses lossy formats (JPEG), reads palette PNGs as their indices and
     collapses an RGB label image whose three channels are equal to one channel.
+    ``copy=False``: a volume read by SimpleITK may come back as a read-only array over its
+    buffer (:func:`voxseg.io.image.from_sitk`), for readers that only look.
     """
     path = Path(path)
     if not path.exists():
@@ -84,7 +86,7 @@ def read_image(path: str | os.PathLike[str], is_label: bool = False) -> Image:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise VoxsegError(f"{path}: {_DAMAGED} ({_first_line(exc)})") from exc
-    image = from_sitk(img)
+    image = from_sitk(img, copy=copy)
     if ending in (".tif", ".tiff"):
         _check_tiff_complete(path, image.shape[0])
     if ending in NATURAL_ENDINGS:

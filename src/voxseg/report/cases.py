@@ -153,13 +153,14 @@ def build_case_view(
 ) -> CaseView:
     """Read a case's files and pack what its viewer page shows; with ``samples``, also draw
     that many intensity values per channel from the shown box (for histograms)."""
+    # read-only views of the readers' buffers: only the shown voxels are ever copied
     layers: dict[str, Image] = {}
     for name, path in (("reference", src.reference), ("prediction", src.prediction)):
         if path is not None:
-            layers[name] = read_image(path)
+            layers[name] = read_image(path, copy=False)
     image = None
     if src.image:
-        image = read_image(src.image[0])
+        image = read_image(src.image[0], copy=False)
         if image.array.ndim == 4:
             image = image.channel(0)
     grid = image if image is not None else next(iter(layers.values()), None)
