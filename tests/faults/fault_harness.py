@@ -186,6 +186,7 @@ def digest(
 def reference(verb: Verb, pristine: Path, scratch: Path) -> tuple[dict[str, str], float]:
     """Digest and duration of an uninterrupted run."""
     home = scratch / f"{verb.name}-reference"
+    shutil.rmtree(home, ignore_errors=True)  # left by an earlier attempt that failed
     shutil.copytree(pristine, home)
     tic = time.perf_counter()
     done = run(verb.args, home)
