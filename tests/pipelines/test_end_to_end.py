@@ -141,6 +141,24 @@ def test_cord_lesion_evaluation_reports_lesion_detection(cord):
     assert report["seconds_per_case"] > 0
 
 
+def test_predict_runs_a_pipeline_folder_as_pipeline_predict_does(cord, tmp_path):
+    # voxseg auto's model is a pipeline when it adds a small-structure stage: `voxseg predict
+    # -m` must take it as it is, with the same output as `voxseg pipeline predict`
+    ds, pipe, root = cord
+    cli = CliRunner()
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(ds / "imagesTs"), "-o", str(out), "-m", str(pipe)]
+    result = cli.invoke(app, [*args, "--device", "cpu", "--no-tta"])
+    assert result.exit_code == 0, result.output
+    cases = sorted(p.name for p in (root / "out").glob("*.nii.gz"))
+    assert cases and cases == sorted(p.name for p in out.glob("*.nii.gz"))
+    for name in cases:
+        a = read_image(root / "out" / name).array
+        np.testing.assert_array_equal(read_image(out / name).array, a)
+    refused = cli.invoke(app, [*args, "--device", "cpu", "--qc"])
+    assert refused.exit_code != 0 and "--qc" in refused.output
+
+
 def test_pipeline_folder_is_movable(cord, tmp_path):
     import shutil
 

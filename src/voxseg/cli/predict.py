@@ -11,6 +11,12 @@ from voxseg.cli._folds import collect_folds
 from voxseg.errors import VoxsegError
 
 
+def _is_pipeline(model: Path) -> bool:
+    from voxseg.modelfolder import find_loader
+
+    return model.is_dir() and find_loader(model).name == "pipeline"
+
+
 @app.command(context_settings={"allow_extra_args": True})
 @user_errors
 def predict(
@@ -85,6 +91,40 @@ def predict(
     output_types += [a for a in ctx.args if a.lower() in DICOM_OUTPUT_TYPES]
     ctx.args = [a for a in ctx.args if a.lower() not in DICOM_OUTPUT_TYPES]
     fold_list = collect_folds(folds, ctx)
+    if _is_pipeline(model):
+        # e.g. voxseg auto's model with its small-structure stage: run it as a pipeline
+        single_model_only = {
+            "--folds": fold_list,
+            "--checkpoint": checkpoint != "final",
+            "--step": step is not None,
+            "--batch-windows": batch_windows is not None,
+            "--save-probabilities": save_probabilities,
+            "--format": fmt is not None,
+            "--num-parts": num_parts != 1,
+            "--overlays": overlays,
+            "--qc": qc,
+            "--output-type": output_types,
+            "--series-uid/--series": series_uid or series,
+            "--no-postprocess": not postprocess,
+            "--amp": amp != "auto",
+        }
+        used = [flag for flag, given in single_model_only.items() if given]
+        if used:
+            raise VoxsegError(
+                f"{model}: a pipeline folder (several stages); {', '.join(used)} apply to one "
+                "model only (voxseg pipeline predict --help lists what a pipeline takes)"
+            )
+        from voxseg.pipelines import predict_pipeline_folder
+
+        console.print(f"{model} is a pipeline: predicting with all its stages")
+        done = predict_pipeline_folder(
+            model, inputs, output, device=device, tta=tta, overwrite=overwrite
+        )
+        console.print(
+            f"predicted {len(done['cases'])}, skipped {len(done['skipped'])} (already done) "
+            f"→ {output}"
+        )
+        return
     predictor = Predictor(
         model,
         folds=fold_list,
