@@ -67,13 +67,13 @@ def test_validation_and_predict_use_the_same_settings(tiny_home, monkeypatch, tm
     from voxseg.cli import app
 
     seen = []
-    real = predictor.predict_logits
+    real = predictor.predict_logits_and_votes
 
     def spy(data, networks, num_outputs, settings, **kwargs):
         seen.append((settings.tta, settings.step, settings.sigma_scale))
         return real(data, networks, num_outputs, settings, **kwargs)
 
-    monkeypatch.setattr(predictor, "predict_logits", spy)
+    monkeypatch.setattr(predictor, "predict_logits_and_votes", spy)
     cfg = apply_overrides(
         ModelConfig(dataset="Organs"),
         [
