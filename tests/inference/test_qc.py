@@ -99,14 +99,17 @@ def _count(path, value):
 
 
 def test_predict_qc_writes_records_a_table_and_a_report(tiny_model, tmp_path):
-    home = tiny_model.parents[3]
+    # a copy of the shared workspace: the folds added here must not reach other tests
+    home = tmp_path / "home"
+    shutil.copytree(tiny_model.parents[3], home)
+    model = home / tiny_model.relative_to(tiny_model.parents[3])
     images = home / "raw" / "Dataset001_Organs" / "imagesTs"
     # two folds with the same weights: two members that agree exactly (the phantom's plan
     # mirrors no axis, so test-time flips add no member)
     for fold in ("0", "1"):
-        shutil.copytree(tiny_model / "fold_all", tiny_model / f"fold_{fold}", dirs_exist_ok=True)
+        shutil.copytree(model / "fold_all", model / f"fold_{fold}", dirs_exist_ok=True)
     out = tmp_path / "pred"
-    args = ["predict", "-i", str(images), "-o", str(out), "-m", str(tiny_model), "--qc"]
+    args = ["predict", "-i", str(images), "-o", str(out), "-m", str(model), "--qc"]
     result = CliRunner().invoke(app, [*args, "--device", "cpu", "--folds", "0", "1"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "qc.csv").open()))
