@@ -459,6 +459,22 @@ def table(key: str, minutes: float, rows: list[dict]) -> str:
     return f"\n{key}, {minutes:g} min\n" + format_table(head, body)
 
 
+def curve_table(runs: list[dict], key: str) -> str:
+    """Every (voxseg, nnU-Net) pair of ``runs``, one row per ``key`` and budget."""
+    curve = [
+        [
+            r[key],
+            f"{r['minutes']:g}",
+            _fmt(r["results"][0]["mean_dice"]),
+            _fmt(r["results"][1]["mean_dice"]),
+            f"{r['results'][0]['mean_dice'] - r['results'][1]['mean_dice']:+.3f}",
+        ]
+        for r in runs
+    ]
+    heads = [key, "budget min", "voxseg Dice", "nnU-Net Dice", "difference"]
+    return "all runs (held-out foreground mean Dice)\n" + format_table(heads, curve)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_nnunet_train":
         _nnunet_train(sys.argv[2:])
@@ -516,18 +532,7 @@ def main() -> None:
             tables.append(table(key, minutes, [v, n]))
             print(tables[-1], flush=True)
     if len(results["runs"]) > 1:
-        curve = [
-            [
-                r["dataset"],
-                f"{r['minutes']:g}",
-                _fmt(r["results"][0]["mean_dice"]),
-                _fmt(r["results"][1]["mean_dice"]),
-                f"{r['results'][0]['mean_dice'] - r['results'][1]['mean_dice']:+.3f}",
-            ]
-            for r in results["runs"]
-        ]
-        heads = ["dataset", "budget min", "voxseg Dice", "nnU-Net Dice", "difference"]
-        print("\nall runs (foreground mean Dice)\n" + format_table(heads, curve))
+        print("\n" + curve_table(results["runs"], "dataset"))
     print(f"\nresults: {OUT / 'results.json'}")
 
 

@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import WORK, ensure_nnunet_venv, format_table, machine_info
-from auto_vs_nnunet import _fmt, _write_json, run_nnunet, run_voxseg, table
+from _common import WORK, ensure_nnunet_venv, machine_info
+from auto_vs_nnunet import _write_json, curve_table, run_nnunet, run_voxseg, table
 
 OUT = WORK / "real_anatomy"
 TASKS = {
@@ -208,18 +208,7 @@ def main() -> None:
                 print(tables[-1], flush=True)
     pairs = [r for r in results["runs"] if len(r["results"]) == 2]
     if len(pairs) > 1:
-        curve = [
-            [
-                r["task"],
-                f"{r['minutes']:g}",
-                _fmt(r["results"][0]["mean_dice"]),
-                _fmt(r["results"][1]["mean_dice"]),
-                f"{r['results'][0]['mean_dice'] - r['results'][1]['mean_dice']:+.3f}",
-            ]
-            for r in pairs
-        ]
-        heads = ["task", "budget min", "voxseg Dice", "nnU-Net Dice", "difference"]
-        print("\nall runs (held-out foreground mean Dice)\n" + format_table(heads, curve))
+        print("\n" + curve_table(pairs, "task"))
     print(f"\nresults: {out}")
 
 
