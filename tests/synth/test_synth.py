@@ -217,6 +217,39 @@ def test_vessel_seed_lies_in_the_root_vessel_pointing_along_it(tmp_path):
         assert min(tree["branches"][0]["radii"]) <= radius <= max(tree["branches"][0]["radii"])
 
 
+def test_vessel_cta_field_has_distractors_apart_from_the_labelled_tree(tmp_path):
+    root = generate(
+        "vessels", tmp_path / "v", num_train=1, num_test=0, shape=(48, 80, 80),
+        other_trees=3, bright_structures=4,
+    )  # fmt: skip
+    label = read_image(root / "labelsTr" / "vessels_000.nii.gz")
+    image = read_image(root / "imagesTr" / "vessels_000_0000.nii.gz").array
+    distractors = read_image(root / "distractors" / "vessels_000.nii.gz")
+    assert distractors.geometry == label.geometry
+    d, lab = distractors.array, label.array > 0
+    assert (d == 1).sum() > 0.2 * lab.sum()  # other vessels
+    assert (d == 2).sum() > 0  # plates and chambers
+    # never part of, nor touching, the labelled tree (scipy's distance, mm)
+    dist = ndimage.distance_transform_edt(~lab, sampling=label.spacing)
+    assert not (lab & (d > 0)).any()
+    assert dist[d == 1].min() > 2 * max(label.spacing)
+    assert dist[d == 2].min() > 3.0
+    background = np.median(image[(d == 0) & ~lab])
+    assert np.median(image[d == 1]) > background + 0.3  # as bright as a vessel
+    assert np.median(image[d == 2]) > background + 0.3
+    # the labelled tree is still the arrays' only label, and the options are recorded
+    assert set(np.unique(label.array)) == {0, 1}
+    options = json.loads((root / "synth.json").read_text())["options"]
+    assert options["other_trees"] == 3 and options["bright_structures"] == 4
+
+
+def test_vessels_without_distractor_options_write_no_distractor_map(tmp_path):
+    root = generate("vessels", tmp_path / "v", num_train=1, num_test=0, shape=(28, 28, 28))
+    assert not (root / "distractors").exists()
+    with pytest.raises(VoxsegError, match="other_trees"):
+        phantom("vessels", other_trees=-1)
+
+
 def test_cord_targets_lesion_free_cases_and_anisotropy(tmp_path):
     both = generate("cord", tmp_path / "b", num_train=6, num_test=0, seed=1, **SMALL["cord"])
     lesion = generate(

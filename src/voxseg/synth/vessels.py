@@ -7,6 +7,11 @@ around the centerline, so the mask, the partial-volume fraction and the centerli
 all come from one signed distance. Unlabelled bright blobs, a smooth bias field and
 Rician noise keep thresholding imperfect.
 
+A CTA-like field of view (``other_trees``, ``bright_structures``) adds what a tracer must
+ignore and a whole-image model sees: unlabelled vessel trees that never touch the labelled
+one, bone-like bright plates and contrast-filled chambers away from it; their map is
+written as ``distractors/{case}`` (1 other vessels, 2 bright structures, 3 blobs).
+
 Per case, besides image and label: ``centerlines/{case}.vtp`` (VMTK/SeqSeg convention,
 physical LPS mm, one polyline per path from the inlet to each outlet, point arrays
 ``MaximumInscribedSphereRadius``, ``CenterlineId``, ``BifurcationIdTmp``,
@@ -24,7 +29,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from voxseg.config import write_json
-from voxseg.io import Geometry, Image
+from voxseg.errors import VoxsegError
+from voxseg.io import Geometry, Image, write_image
 from voxseg.io.vtp import PolyData, tree_polydata, write_vtp
 from voxseg.synth._common import (
     SYNTH,
@@ -62,11 +68,21 @@ class Vessels(Phantom):
     num_test: int = 4
     spacing: tuple[float, float] = (0.5, 0.8)
     levels: tuple[int, int] = (2, 3)
+    other_trees: int = 0
+    bright_structures: int = 0
 
     kind: ClassVar[str] = "vessels"
     default_shape: ClassVar[tuple[int, int, int]] = (64, 64, 64)
     min_shape: ClassVar[tuple[int, int, int]] = (24, 24, 24)
     channel_names: ClassVar[dict[str, str]] = {"0": "MR"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.other_trees < 0 or self.bright_structures < 0:
+            raise VoxsegError(
+                "synth vessels: other_trees and bright_structures must be >= 0, got "
+                f"{self.other_trees} and {self.bright_structures}"
+            )
 
     def labels(self) -> dict[str, int]:
         return {"background": 0, "vessel": 1}
@@ -81,19 +97,43 @@ class Vessels(Phantom):
         )
         phi = tube_distance(branches, shape, spacing)
         label = (phi > 0).astype(np.uint8)
+        cta = self.other_trees > 0 or self.bright_structures > 0
+        # a separate stream: without these options the arrays stay those of earlier versions
+        extra = np.random.default_rng(rng.integers(2**63)) if cta else None
+        distractors = np.zeros(shape, np.uint8) if cta else None
+        phi_all = phi
+        if extra is not None and self.other_trees:
+            others = grow_other_trees(
+                extra, shape, spacing, self.levels, branches, self.other_trees
+            )
+            phi_other = tube_distance(others, shape, spacing)
+            distractors[phi_other > 0] = 1
+            phi_all = np.maximum(phi, phi_other)
+            del phi_other
 
         vox = float(np.mean(spacing))
-        lumen = np.clip(0.5 + phi / vox, 0.0, 1.0)
+        lumen = np.clip(0.5 + phi_all / vox, 0.0, 1.0)
         background = 0.28 + 0.06 * smooth_field(rng, shape, cell=6.0)
-        bright = uniform(rng, (0.85, 1.0)) * (1.0 + 0.06 * smooth_field(rng, shape, cell=10.0))
+        vessel_value = uniform(rng, (0.85, 1.0))
+        bright = vessel_value * (1.0 + 0.06 * smooth_field(rng, shape, cell=10.0))
         clean = background * (1 - lumen) + bright * lumen
-        _distractors(rng, clean, phi, spacing)
+        del lumen, background, bright
+        _distractors(rng, clean, phi_all, spacing, distractors)
+        if extra is not None and self.bright_structures:
+            paint_bright_structures(
+                extra, clean, phi, phi_all, spacing, vessel_value, self.bright_structures,
+                distractors,
+            )  # fmt: skip
+        del phi_all
         signal = partial_volume(clean.astype(np.float32), 0.5)
         signal *= (1.0 + 0.15 * smooth_field(rng, shape, cell=24.0)).astype(np.float32)
         image = rician(rng, signal, uniform(rng, (0.04, 0.07))).astype(np.float32)
 
         img = Image(image, geometry.spacing, geometry.origin, geometry.direction_matrix)
-        return SynthCase(img, img.with_array(label), {"branches": branches})
+        extras: dict[str, Any] = {"branches": branches}
+        if distractors is not None:
+            extras["distractors"] = img.with_array(distractors)
+        return SynthCase(img, img.with_array(label), extras)
 
     def write_extras(self, root: Path, split: str, case_id: str, case: SynthCase) -> None:
         geometry = case.image.geometry
@@ -101,6 +141,10 @@ class Vessels(Phantom):
         write_vtp(centerline_polydata(branches, geometry), root / "centerlines" / f"{case_id}.vtp")
         write_json(root / "centerlines" / f"{case_id}.json", tree_json(branches, geometry))
         write_json(root / "seeds" / f"{case_id}.json", [seed_point(branches, geometry)])
+        if "distractors" in case.extras:
+            write_image(
+                case.extras["distractors"], root / "distractors" / f"{case_id}{self.file_ending}"
+            )
 
 
 # --------------------------------------------------------------------------- the tree
@@ -111,22 +155,36 @@ def grow_tree(
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
     levels: int,
+    *,
+    start_yx: tuple[float, float] | None = None,
+    radius_scale: float = 1.0,
+    avoid: list[Branch] | None = None,
+    avoid_gap: float = 0.0,
 ) -> list[Branch]:
-    """Trunk from the first slice plus ``levels`` levels of bifurcation, non-touching."""
+    """Trunk from the first slice plus ``levels`` levels of bifurcation, non-touching.
+
+    ``start_yx`` (fractions of the field) places the trunk's entry, ``radius_scale``
+    scales its radius; branches stay ``avoid_gap`` mm clear of the tubes in ``avoid``.
+    """
     spacing_arr = np.asarray(spacing)
     hi = (np.asarray(shape) - 1) * spacing_arr
     vox = float(spacing_arr.min())
     step = 0.5 * vox
-    r0 = uniform(rng, (0.05, 0.065)) * float(hi.min())
-    start = np.array([0.0, *(hi[1:] * rng.uniform(0.35, 0.65, 2))])
+    r0 = uniform(rng, (0.05, 0.065)) * float(hi.min()) * radius_scale
+    yx = rng.uniform(0.35, 0.65, 2) if start_yx is None else np.asarray(start_yx)
+    start = np.array([0.0, *(hi[1:] * yx)])
     heading = np.array([1.0, *rng.normal(0, 0.2, 2)])
     trunk_len = uniform(rng, (0.4, 0.5)) * hi[0]
+    blocked = _other_points(avoid or [], None)
+    blocked = (blocked[0], blocked[1] + avoid_gap)
     branches: list[Branch] = []
     queue = [(-1, 0, start, heading / np.linalg.norm(heading), r0, trunk_len)]
     while queue:
         parent, level, p0, d0, r_start, length = queue.pop(0)
         exclude = (p0, 3.0 * r_start) if parent >= 0 else None
-        pts, radii = _grow_branch(rng, p0, d0, r_start, length, step, hi, vox, branches, exclude)
+        pts, radii = _grow_branch(
+            rng, p0, d0, r_start, length, step, hi, vox, branches, exclude, blocked
+        )
         if len(pts) < 2 or (parent >= 0 and _arc_length(pts) < 3.0 * r_start):
             continue
         branch = Branch(len(branches), parent, level, pts, radii)
@@ -158,11 +216,15 @@ def _grow_branch(
     vox: float,
     others: list[Branch],
     exclude: tuple[np.ndarray, float] | None,
+    blocked: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Integrate a smooth random curve; stop at the border or near another branch."""
+    """Integrate a smooth random curve; stop at the border or near another branch (or a
+    ``blocked`` tube: points and radii)."""
     n = max(2, int(length / step))
     radii = np.linspace(r_start, r_start * rng.uniform(0.8, 0.9), n)
     other_pts, other_r = _other_points(others, exclude)
+    other_pts = np.concatenate([other_pts, blocked[0]])
+    other_r = np.concatenate([other_r, blocked[1]])
     pts = [np.asarray(p0, dtype=float)]
     d = np.asarray(d0, dtype=float)
     turn = np.zeros(3)
@@ -193,6 +255,83 @@ def _grow_branch(
                 break
         pts.append(q)
     return np.array(pts), radii[: len(pts)]
+
+
+def grow_other_trees(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    levels: tuple[int, int],
+    target: list[Branch],
+    count: int,
+    tries: int = 12,
+) -> list[Branch]:
+    """Up to ``count`` unlabelled trees (0.5–0.9 of the labelled trunk's radius) entering
+    through the first slice, never closer than 4 voxels to each other or to ``target``."""
+    gap = 4.0 * float(np.max(spacing))
+    others: list[Branch] = []
+    for _ in range(count):
+        for _ in range(tries):
+            tree = grow_tree(
+                rng, shape, spacing, int(rng.integers(levels[0], levels[1] + 1)),
+                start_yx=tuple(rng.uniform(0.1, 0.9, 2)), radius_scale=uniform(rng, (0.5, 0.9)),
+                avoid=[*target, *others], avoid_gap=gap,
+            )  # fmt: skip
+            if tree and _arc_length(tree[0].points) > 10.0 * tree[0].radii[0]:
+                offset = len(others)
+                for b in tree:
+                    b.id += offset
+                    b.parent = b.parent + offset if b.parent >= 0 else -1
+                    b.children = [c + offset for c in b.children]
+                others.extend(tree)
+                break
+    return others
+
+
+def paint_bright_structures(
+    rng: np.random.Generator,
+    clean: np.ndarray,
+    phi_target: np.ndarray,
+    phi_all: np.ndarray,
+    spacing: tuple[float, float, float],
+    vessel_value: float,
+    count: int,
+    record: np.ndarray,
+    tries: int = 30,
+) -> None:
+    """Paint ``count`` bright structures that are not the labelled tree: bone-like plates
+    (thin, brighter than the vessels) and contrast-filled chambers (round, as bright as the
+    vessels), each at least 3 mm from the labelled tree and never over another vessel;
+    ``record`` gets 2 where they are."""
+    spacing_arr = np.asarray(spacing)
+    extent = (np.asarray(clean.shape) - 1) * spacing_arr
+    size = float(extent.min())
+    clear = 3.0 + 2.0 * float(spacing_arr.max())
+    for k in range(count):
+        if k % 2 == 0:  # plate: half-thickness 1-2 % of the field, span 6-18 %
+            radii = np.array([uniform(rng, (0.01, 0.02)), *rng.uniform(0.06, 0.18, 2)]) * size
+            radii[0] = max(radii[0], 1.5 * float(spacing_arr.max()))
+            value = uniform(rng, (1.1, 1.4))
+        else:  # chamber: 5-12 % of the field
+            radii = rng.uniform(0.05, 0.12, 3) * size
+            value = vessel_value
+        blob = Blob(np.zeros(3), radii, random_rotation(rng, np.pi), wobble(rng, 3, 0.1))
+        for _ in range(tries):
+            centre = extent * rng.uniform(0.1, 0.9, 3)
+            lo = np.maximum(np.floor((centre - blob.extent) / spacing_arr), 0).astype(int)
+            hi = np.minimum(np.ceil((centre + blob.extent) / spacing_arr) + 1, clean.shape)
+            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi.astype(int), strict=True))
+            if phi_target[box].max() > -clear:
+                continue
+            axes = [
+                np.arange(b.start, b.stop) * s - c
+                for b, s, c in zip(box, spacing_arr, centre, strict=True)
+            ]
+            points = np.stack(np.broadcast_arrays(*np.ix_(*axes)), axis=-1).astype(np.float32)
+            inside = blob.inside(points) & (phi_all[box] < -2.0 * float(spacing_arr.max()))
+            clean[box][inside] = value
+            record[box][inside] = 2
+            break
 
 
 def _other_points(
@@ -251,9 +390,13 @@ def tube_distance(
 
 
 def _distractors(
-    rng: np.random.Generator, clean: np.ndarray, phi: np.ndarray, spacing: tuple[float, ...]
+    rng: np.random.Generator,
+    clean: np.ndarray,
+    phi: np.ndarray,
+    spacing: tuple[float, ...],
+    record: np.ndarray | None = None,
 ) -> None:
-    """Paint 2–5 unlabelled bright blobs away from the vessels."""
+    """Paint 2–5 unlabelled bright blobs away from the vessels (3 in ``record``)."""
     spacing_arr = np.asarray(spacing)
     extent = (np.asarray(clean.shape) - 1) * spacing_arr
     for _ in range(int(rng.integers(2, 6))):
@@ -272,6 +415,8 @@ def _distractors(
         points = np.stack(np.broadcast_arrays(*np.ix_(*axes)), axis=-1).astype(np.float32)
         inside = blob.inside(points) & (phi[box] < -2.0 * float(spacing_arr.max()))
         clean[box][inside] = value
+        if record is not None:
+            record[box][inside] = 3
 
 
 # --------------------------------------------------------------------------- outputs
