@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from voxseg.io import Geometry, Image, identity_direction
-from voxseg.vessels import centerline_distance, centerline_metrics, centerline_overlap
+from voxseg.vessels import (
+    centerline_distance,
+    centerline_metrics,
+    centerline_overlap,
+    distal_recall,
+)
 from voxseg.vessels.centerline import Centerline, CenterlineBranch
+from voxseg.vessels.metrics import branch_depths
 
 
 def _grid():
@@ -70,3 +76,44 @@ def test_distance_of_a_shifted_tube(tubes):
     empty = Image.from_geometry(np.zeros(g.shape, np.uint8), g)
     assert centerline_overlap(empty, poly) == 0.0
     assert centerline_distance(empty, poly) == float("inf")
+
+
+def _straight(g, start, stop, n=30):
+    return np.linspace(
+        g.index_to_physical(np.array(start, float)), g.index_to_physical(np.array(stop, float)), n
+    )
+
+
+def test_distal_recall_counts_the_branches_beyond_the_second_bifurcation():
+    # root along z, two children along y, each with two grandchildren along x (depth 2)
+    g = Geometry((40, 40, 40), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), identity_direction())
+    pts = {
+        0: _straight(g, (2, 20, 20), (15, 20, 20)),
+        1: _straight(g, (15, 20, 20), (15, 10, 20)),
+        2: _straight(g, (15, 20, 20), (15, 30, 20)),
+        3: _straight(g, (15, 10, 20), (15, 10, 8)),  # 12 mm
+        4: _straight(g, (15, 10, 20), (15, 10, 36)),  # 16 mm
+        5: _straight(g, (15, 30, 20), (15, 30, 10)),  # 10 mm
+        6: _straight(g, (15, 30, 20), (15, 30, 30)),  # 10 mm
+    }
+    parents = {0: -1, 1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 2}
+    tree = Centerline(
+        [
+            CenterlineBranch(i, parents[i], p, np.full(len(p), 1.0),
+                             [c for c, q in parents.items() if q == i])
+            for i, p in pts.items()
+        ]
+    )  # fmt: skip
+    assert branch_depths(tree) == {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 2, 6: 2}
+    arr = np.zeros(g.shape, np.uint8)
+    arr[10:20, 5:35, 5:38] = 1  # everything ...
+    arr[13:18, 9:12, 21:38] = 0  # ... but branch 4 (x 20..36 at y 10), beyond its first 0.5 voxel
+    result = distal_recall(Image.from_geometry(arr, g), tree)
+    assert result["distal_length_mm"] == pytest.approx(48.0, abs=1e-6)
+    # branch 4 is lost from x = 20.5 on: 15.5 of its 16 mm
+    assert result["distal_recall"] == pytest.approx((48.0 - 15.5) / 48.0, abs=0.01)
+    full = Image.from_geometry(np.ones(g.shape, np.uint8), g)
+    assert distal_recall(full, tree)["distal_recall"] == pytest.approx(1.0)
+    # a tree without a second bifurcation has no distal length
+    shallow = Centerline([CenterlineBranch(0, -1, pts[0], np.full(30, 1.0))])
+    assert np.isnan(distal_recall(full, shallow)["distal_recall"])

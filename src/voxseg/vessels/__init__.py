@@ -8,7 +8,12 @@ from voxseg.vessels.centerline import (
     extract_centerline,
     read_centerline_json,
 )
-from voxseg.vessels.metrics import centerline_distance, centerline_metrics, centerline_overlap
+from voxseg.vessels.metrics import (
+    centerline_distance,
+    centerline_metrics,
+    centerline_overlap,
+    distal_recall,
+)
 from voxseg.vessels.sampling import SamplerConfig, sample_case, sample_dataset, walk_centerline
 from voxseg.vessels.seeds import Seed, read_seeds
 from voxseg.vessels.segmenters import LocalSegmenter, OracleSegmenter, PredictorSegmenter
@@ -29,6 +34,7 @@ __all__ = [
     "centerline_metrics",
     "centerline_overlap",
     "centerline_polydata",
+    "distal_recall",
     "extract_centerline",
     "read_centerline_json",
     "read_seeds",
