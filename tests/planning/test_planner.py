@@ -212,16 +212,17 @@ def test_cpu_lowres_holds_the_whole_median_image_within_its_budget(monkeypatch):
 
 def test_cpu_lowres_budget_follows_a_short_training_time(monkeypatch):
     import voxseg.devices
-    from voxseg.planning.planner import LOWRES_FULL_BUDGET_SECONDS, cpu_lowres_budget
+    from voxseg.planning.budget import LOWRES_FULL_BUDGET_SECONDS
+    from voxseg.planning.planner import device_strategy
 
     monkeypatch.setattr(voxseg.devices, "cpu_has_fast_bf16", lambda: False)
     full = LOWRES_FULL_BUDGET_SECONDS
     cases = {None: 20.0, 2 * full: 20.0, full: 20.0, full / 2: 10.0, full / 10: 5.0}
     for seconds, gflops in cases.items():
         opts = PlannerOptions(device="cpu", cpu_gflops_per_iteration=5, training_seconds=seconds)
-        assert cpu_lowres_budget(opts)[0] == pytest.approx(gflops)
+        assert device_strategy(opts).lowres_budget()[0] == pytest.approx(gflops)
     user = PlannerOptions(device="cpu", training_seconds=60, cpu_lowres_gflops_per_iteration=20)
-    assert cpu_lowres_budget(user)[0] == 20  # the user's value wins
+    assert device_strategy(user).lowres_budget()[0] == 20  # the user's value wins
     fp = _fingerprint([(48, 96, 96)] * 4, [(2.5, 0.8, 0.8)] * 4)
     short = plan_dataset(fp, _info(), PlannerOptions(device="cpu", training_seconds=full / 2))
     low = short.configurations["3d_lowres"]

@@ -226,7 +226,7 @@ def run_auto(
     if plan_file.is_file() and read_plans(pre, AUTO_MODEL).device == kind:
         plans = read_plans(pre, AUTO_MODEL)
     else:
-        # a CPU plan's whole-image stage is sized for the training time (cpu_lowres_budget)
+        # a CPU plan's whole-image stage is sized for the training time (CpuStrategy.lowres_budget)
         training = max(1.0, state.budget - spent() - _selection_reserve(state.budget))
         options = PlannerOptions(plan_name=AUTO_MODEL, device=kind, training_seconds=training)
         plans = plan_dataset(fingerprint, ds.info, options)
@@ -259,12 +259,13 @@ def run_auto(
         from voxseg.pipelines.train import prepare_stage
 
         values = [c["value"] for c in small["classes"]]
-        write_spec(
-            small_structures(ds, values, whole_configuration=auto.configurations[0], device=kind),
-            out,
+        inside = {c["value"]: c["inside"] for c in small["classes"] if c["inside"] is not None}
+        spec = small_structures(
+            ds, values, whole_configuration=auto.configurations[0], device=kind, inside=inside
         )
+        write_spec(spec, out)
         log(f"preparing the {SMALL_STAGE} stage's data (work folder {out / 'work'})")
-        prepared = prepare_stage(out, SMALL_STAGE, root, device=torch_device.type, quiet=True)
+        prepared = prepare_stage(out, SMALL_STAGE, root, device=torch_device.type)
     save_state("preprocess")
 
     runs = [(c, f) for c in auto.configurations for f in auto.folds]

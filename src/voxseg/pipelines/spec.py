@@ -24,7 +24,7 @@ from voxseg.config import load_model, write_json
 from voxseg.errors import VoxsegError
 from voxseg.modelfolder import PIPELINE_SPEC as SPEC_NAME
 from voxseg.modelfolder import ModelLayout
-from voxseg.planning.planner import CPU_GFLOPS
+from voxseg.planning.budget import CPU_GFLOPS
 
 
 class _Strict(BaseModel):
@@ -148,6 +148,12 @@ class StageSpec(_Strict):
     output: dict[str, int] = Field(
         default_factory=dict, description="stage label name → value in the final label map"
     )
+    inside: dict[str, str] = Field(
+        default_factory=dict,
+        description="stage label name → a label of the source stage: a predicted object of "
+        "the label is kept only when most of it lies in (or within INSIDE_MARGIN_VOXELS of) "
+        "the source stage's prediction of that label (lesions inside their organ)",
+    )
 
     @property
     def source(self) -> str | None:
@@ -182,6 +188,15 @@ class PipelineSpec(_Strict):
                 raise ValueError(
                     f"stage {stage.name!r} reads {stage.source!r}, which is not an earlier stage"
                 )
+            for label, host in stage.inside.items():
+                if label not in stage.labels:
+                    raise ValueError(f"stage {stage.name!r}: 'inside' names unknown {label!r}")
+                source = next((s for s in self.stages if s.name == stage.source), None)
+                if source is None or host not in source.labels:
+                    raise ValueError(
+                        f"stage {stage.name!r}: 'inside' needs {host!r} to be a label of the "
+                        f"stage it reads (source: {stage.source!r})"
+                    )
             for label, value in stage.output.items():
                 if label not in stage.labels:
                     raise ValueError(f"stage {stage.name!r} outputs unknown label {label!r}")
