@@ -186,11 +186,13 @@ def test_read_channels_stacks_and_checks_geometry(tmp_path, rng):
 def test_reading_without_a_copy_views_the_readers_buffer_safely(tmp_path, rng):
     """``copy=False``: the same voxels and geometry, read-only, and still valid after the
     SimpleITK image is gone and its memory could have been reused (compared with SimpleITK's
-    own copy)."""
+    own copy). NRRD: a plain ``.nii.gz`` is read through ISA-L, read-only as well."""
     import gc
 
     arr = rng.integers(-1000, 2000, (6, 7, 8), dtype=np.int16)
-    path = write_image(Image(arr, spacing=(2.0, 0.5, 0.7), origin=(1, 2, 3)), tmp_path / "a.nii.gz")
+    nii = write_image(Image(arr, spacing=(2.0, 0.5, 0.7), origin=(1, 2, 3)), tmp_path / "a.nii.gz")
+    assert not read_image(nii, copy=False).array.flags.writeable
+    path = write_image(Image(arr, spacing=(2.0, 0.5, 0.7), origin=(1, 2, 3)), tmp_path / "a.nrrd")
     view = read_image(path, copy=False)
     assert not view.array.flags.writeable
     gc.collect()

@@ -233,18 +233,32 @@ def from_sitk(img: sitk.Image, copy: bool = True) -> Image:
     ``copy=False`` returns a read-only array over SimpleITK's own buffer instead of a copy of
     it: no second allocation (for a 300×512×512 CT in a process that reads many, the copy's
     fresh pages cost about as much CPU as a third of the decompression)."""
-    components = img.GetNumberOfComponentsPerPixel()
-    geometry, _ = sitk_geometry(
+    arr = sitk.GetArrayFromImage(img) if copy else np.asarray(_SitkPixels(img))
+    return from_itk_array(
+        arr,
         img.GetDimension(),
         img.GetSize(),
         img.GetSpacing(),
         img.GetOrigin(),
         img.GetDirection(),
-        components,
+        img.GetNumberOfComponentsPerPixel(),
     )
-    arr = sitk.GetArrayFromImage(img) if copy else np.asarray(_SitkPixels(img))
+
+
+def from_itk_array(
+    arr: np.ndarray,
+    dim: int,
+    size: Sequence[int],
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: Sequence[float],
+    components: int = 1,
+) -> Image:
+    """An :class:`Image` from an array in ITK's memory order (``GetArrayFromImage``'s
+    ``[(t,) (z,) y, x (, component)]``) and ITK's header values (:func:`sitk_geometry`)."""
+    geometry, _ = sitk_geometry(dim, size, spacing, origin, direction, components)
     if components > 1:
         arr = np.moveaxis(arr, -1, 0)
-    if img.GetDimension() == 2:
+    if dim == 2:
         arr = arr[None] if arr.ndim == 2 else arr[:, None]
     return Image.from_geometry(np.ascontiguousarray(arr), geometry)
