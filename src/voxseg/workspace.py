@@ -107,8 +107,6 @@ class Workspace:
         the ``<plan>/<config>/`` arrays."""
         return self.preprocessed_root / dataset
 
-    plans_dir = preprocessed_dataset_dir  # the former name, still used by auto and report
-
     def model_dir(self, dataset: str, plan: str, model: str, fold: int | str | None = None) -> Path:
         base = self.models / dataset / plan / model
         return base if fold is None else ModelLayout(base).fold_dir(fold)

@@ -272,7 +272,7 @@ def _workspace_dataset(name: str, near: Path) -> DatasetSource | None:
             raw: Path | None = ws.dataset_dir(name)
         except VoxsegError:
             raw = None
-        pre = ws.plans_dir(raw.name if raw is not None else name)
+        pre = ws.preprocessed_dataset_dir(raw.name if raw is not None else name)
         if raw is not None or (pre / "fingerprint.json").is_file():
             return read_dataset(raw, pre if pre.is_dir() else None)
     return None
@@ -313,7 +313,7 @@ def collect(target: str | Path) -> Sources:
             p
             for p in (
                 target.parent.parent / "preprocessed" / target.name,
-                Workspace.from_env().plans_dir(target.name),
+                Workspace.from_env().preprocessed_dataset_dir(target.name),
             )
             if (p / "fingerprint.json").is_file()
         ]
