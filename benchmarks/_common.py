@@ -191,8 +191,8 @@ def prepare_organs(work: Path, configuration: str, options, *, num_train: int, n
         generate("organs", raw, num_train=num_train, num_test=num_test, seed=0)
     ds = Dataset(raw)
     pre = ws.preprocessed_dataset_dir(ds.name)
-    plans = plan_dataset(load_or_compute_fingerprint(ds, pre, progress=False), ds.info, options)
+    plans = plan_dataset(load_or_compute_fingerprint(ds, pre), ds.info, options)
     write_plans(plans, pre)
     out = ws.preprocessed_dir(ds.name, "default", plans.configuration(configuration).data_from)
-    preprocess_dataset(ds, plans, configuration, out, progress=False)
+    preprocess_dataset(ds, plans, configuration, out)
     return ws, ds, plans

@@ -52,9 +52,7 @@ def main() -> None:
             f"training.epochs={2 * args.rounds + 1}",
         ],
     )
-    trainer = trainer_module.Trainer(
-        TrainingSetup.create(config, 0, home=ws.root), force=True, quiet=True
-    )
+    trainer = trainer_module.Trainer(TrainingSetup.create(config, 0, home=ws.root), force=True)
     trainer.folder.mkdir(parents=True, exist_ok=True)
     t = trainer.tcfg
     batches = iter(

@@ -90,11 +90,9 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> list[tuple[str, dict
         train_s = float("nan")
         if not args.evaluate_only:
             tic = time.perf_counter()
-            train_pipeline(folder, ds_root, device="cpu", quiet=True)
+            train_pipeline(folder, ds_root, device="cpu")
             train_s = time.perf_counter() - tic
-        report = evaluate_pipeline(
-            folder, ds_root, folder / "eval", device="cpu", tta=False, quiet=True
-        )
+        report = evaluate_pipeline(folder, ds_root, folder / "eval", device="cpu", tta=False)
         rows.append((name, report, train_s))
     return rows
 

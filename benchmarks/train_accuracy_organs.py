@@ -102,7 +102,7 @@ def main() -> None:
         model(configuration=args.configuration, model_name="probe"),
         [*base, "training.epochs=3"],
     )
-    train_fold(probe, "all", home=ws.root, force=True, quiet=True)
+    train_fold(probe, "all", home=ws.root, force=True)
     with open(ws.model_dir(ds.name, "default", "probe", "all") / "training_log.csv") as f:
         seconds_per_epoch = float(list(csv.DictReader(f))[-1]["epoch_seconds"])
     epochs = max(1, int(args.minutes * 60 / (seconds_per_epoch * 1.05)))
@@ -132,7 +132,7 @@ def main() -> None:
     predictions = args.work / "predictions"
     tic = time.perf_counter()
     predictor = Predictor(folder.parent, folds=["0"], device="cpu", tta=args.tta)
-    predict_folder(predictor, raw / "imagesTs", predictions, overwrite=True, quiet=True)
+    predict_folder(predictor, raw / "imagesTs", predictions, overwrite=True)
     predict_seconds = (time.perf_counter() - tic) / args.num_test
     summary = evaluate_folder(predictions, raw / "labelsTs", dataset=raw)
 

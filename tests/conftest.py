@@ -41,10 +41,10 @@ def build_workspace(root: Path, *, num_train: int = 5, patch=(16, 32, 32)) -> Pa
     )
     ds = Dataset(raw)
     pre = root / "preprocessed" / ds.name
-    fp = load_or_compute_fingerprint(ds, pre, progress=False)
+    fp = load_or_compute_fingerprint(ds, pre)
     plans = plan_dataset(fp, ds.info, PlannerOptions(device="cpu", patch_size=list(patch)))
     write_plans(plans, pre)
-    preprocess_dataset(ds, plans, "3d_fullres", pre / "default" / "3d_fullres", progress=False)
+    preprocess_dataset(ds, plans, "3d_fullres", pre / "default" / "3d_fullres")
     return root
 
 
@@ -82,4 +82,4 @@ def tiny_model(_tiny_workspace, tmp_path_factory) -> Path:
             "logging.snapshots=false",
         ],
     )
-    return train_fold(cfg, "all", home=home, quiet=True).parent
+    return train_fold(cfg, "all", home=home).parent

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -29,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from voxseg.errors import VoxsegError
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".voxseg.lock"
 STALE_ENV = "VOXSEG_LOCK_STALE_SECONDS"
@@ -149,10 +152,7 @@ def _take_over(path: Path, holder: LockHolder, reason: str) -> None:
         aside.unlink(missing_ok=True)
         return
     aside.unlink(missing_ok=True)
-    print(
-        f"warning: {path.parent}: taking over the stale lock of {holder.describe()}: {reason}",
-        file=sys.stderr,
-    )
+    log.warning("%s: taking over the stale lock of %s: %s", path.parent, holder.describe(), reason)
 
 
 def _heartbeat(path: Path, token: str, stop: threading.Event) -> None:

@@ -1,15 +1,18 @@
 """One progress helper for long work: a live bar on a terminal, plain lines in a log file.
 
-On a terminal the bar shows the steps and an ETA, and each unit of work (an epoch, a case,
-a stage) prints one line above it. When standard output is not a terminal (a cluster job,
-``nohup``, ``| tee``) there is no bar: the same lines are printed and flushed as they
-happen, so a log file shows progress while the job runs.
+Progress is reported through the :mod:`logging` logger of the module doing the work, so
+whoever configures logging decides what is shown (the CLI: ``-q``/``-v``; a library
+caller: nothing unless it enables the ``voxseg`` logger at INFO). When that logger shows
+INFO and standard output is a terminal, a bar shows the steps and an ETA and each unit of
+work (an epoch, a case, a stage) is logged as one line above it. When standard output is
+not a terminal (a cluster job, ``nohup``, ``| tee``) there is no bar: the same lines are
+logged as they happen, so a log file shows progress while the job runs.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any, TextIO
+import logging
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -34,24 +37,27 @@ def note_step(text: str) -> None:
 
 
 class ProgressReporter:
-    """``with ProgressReporter("training", total) as p: p.advance(); p.line("epoch 1 ...")``.
+    """``with ProgressReporter("training", total, log) as p: p.advance(); p.line("epoch 1")``.
 
-    ``enabled=False`` prints nothing (other ranks under DDP, library callers that asked for
-    quiet); ``stream`` is standard output unless given.
+    ``logger`` is the calling module's logger: lines are its INFO records, and nothing is
+    shown (no bar either) when it does not show INFO (``-q``, ranks other than 0 under DDP,
+    a library caller that did not enable logging). ``transient``: a short step whose bar
+    disappears when done and whose items are DEBUG lines (``-v``) in a log file.
     """
 
     def __init__(
         self,
         description: str,
         total: float | None = None,
+        logger: logging.Logger | None = None,
         *,
-        enabled: bool = True,
-        stream: TextIO | None = None,
+        transient: bool = False,
     ) -> None:
-        self.enabled = enabled
-        self.stream = stream
-        self.console = Console(file=stream) if stream is not None else Console()
-        self.live = enabled and self.console.is_terminal
+        self.logger = logger or logging.getLogger("voxseg")
+        self.transient = transient
+        self.enabled = self.logger.isEnabledFor(logging.INFO)
+        self.console = Console()
+        self.live = self.enabled and self.console.is_terminal
         self._progress: Progress | None = None
         self._task: Any = None
         self._description = description
@@ -59,6 +65,7 @@ class ProgressReporter:
 
     def __enter__(self) -> ProgressReporter:
         if self.live:
+            # the bar redirects standard output and error: log lines print above it
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -66,7 +73,7 @@ class ProgressReporter:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
-                transient=False,
+                transient=self.transient,
             )
             self._progress.__enter__()
             self._task = self._progress.add_task(self._description, total=self._total)
@@ -96,16 +103,11 @@ class ProgressReporter:
         unit gets its own plain line."""
         note_step(text)
         self.advance()
-        if not self.live:
+        if self.transient:
+            self.logger.debug(text)
+        elif not self.live:
             self.line(text)
 
     def line(self, text: str) -> None:
-        """One plain line: above the bar on a terminal, flushed at once in a log file."""
-        if not self.enabled:
-            return
-        if self._progress is not None:
-            self._progress.console.print(text, highlight=False, markup=False)
-            return
-        stream = self.stream or sys.stdout
-        stream.write(text + "\n")
-        stream.flush()
+        """One INFO line: above the bar on a terminal, as it happens in a log file."""
+        self.logger.info(text)

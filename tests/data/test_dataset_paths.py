@@ -72,7 +72,7 @@ def test_names_and_numbers_resolve_in_the_workspace(tmp_path, monkeypatch, name)
     _run("dataset", "check", name, "--home", str(home))
 
 
-def test_moved_dataset_falls_back_to_the_workspace_name(tmp_path, capsys):
+def test_moved_dataset_falls_back_to_the_workspace_name(tmp_path, caplog):
     from voxseg.training.config import ModelConfig
     from voxseg.training.setup import find_dataset
     from voxseg.workspace import Workspace
@@ -82,5 +82,6 @@ def test_moved_dataset_falls_back_to_the_workspace_name(tmp_path, capsys):
         "organs", home / "raw" / "Dataset123_Mine", num_train=2, num_test=0, shape=(8, 24, 24)
     )
     cfg = ModelConfig(dataset="Dataset123_Mine", dataset_path=str(tmp_path / "gone"))
+    caplog.set_level("INFO", logger="voxseg")
     assert find_dataset(Workspace.from_env(home), cfg) == raw
-    assert "not found; using" in capsys.readouterr().out
+    assert f"{tmp_path / 'gone'} not found; using {raw}" in caplog.text

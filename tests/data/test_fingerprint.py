@@ -36,7 +36,7 @@ def _dataset(root: Path, n: int = 3, seed: int = 0) -> Path:
 
 def test_case_geometry_crop_and_label_volumes(tmp_path):
     ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
-    fp = compute_fingerprint(ds, samples_total=1000, progress=False)
+    fp = compute_fingerprint(ds, samples_total=1000)
     assert [c.case_id for c in fp.cases] == ["c0", "c1", "c2"]
     for case in fp.cases:
         img = read_image(ds.image_path(case.case_id, 0))
@@ -57,7 +57,7 @@ def test_case_geometry_crop_and_label_volumes(tmp_path):
 
 def test_channel_stats_match_all_foreground_voxels(tmp_path):
     ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
-    fp = compute_fingerprint(ds, samples_total=300_000, progress=False)
+    fp = compute_fingerprint(ds, samples_total=300_000)
     for c in range(2):
         values = []
         for case in ds.cases():
@@ -77,27 +77,27 @@ def test_cache_reused_until_raw_data_changes(tmp_path):
     root = _dataset(tmp_path / "Dataset001_F")
     ds = Dataset(root)
     out = tmp_path / "pre"
-    first = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False)
+    first = load_or_compute_fingerprint(ds, out, samples_total=1000)
     cache = out / "fingerprint.json"
     stamp = cache.stat().st_mtime_ns
-    again = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False)
+    again = load_or_compute_fingerprint(ds, out, samples_total=1000)
     assert cache.stat().st_mtime_ns == stamp and again == first
     label = root / "labelsTr" / "c1.nii.gz"
     seg = read_image(label)
     seg.array[0, 0, 0] = 2
     write_image(seg, label)
     os.utime(label, ns=(stamp + 10**9, stamp + 10**9))
-    changed = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False)
+    changed = load_or_compute_fingerprint(ds, out, samples_total=1000)
     assert changed.cases[1].label_voxels["2"] == first.cases[1].label_voxels["2"] + 1
-    forced = load_or_compute_fingerprint(ds, out, samples_total=1000, progress=False, force=True)
+    forced = load_or_compute_fingerprint(ds, out, samples_total=1000, force=True)
     assert forced.cases == changed.cases
 
 
 @pytest.mark.slow
 def test_parallel_equals_serial(tmp_path):
     ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
-    serial = compute_fingerprint(ds, samples_total=3000, progress=False)
-    parallel = compute_fingerprint(ds, samples_total=3000, num_processes=2, progress=False)
+    serial = compute_fingerprint(ds, samples_total=3000)
+    parallel = compute_fingerprint(ds, samples_total=3000, num_processes=2)
     assert serial == parallel
 
 
@@ -148,7 +148,7 @@ def test_object_volumes_match_simpleitk_components(tmp_path):
 
 def test_fingerprint_records_object_volumes(tmp_path):
     ds = Dataset(_dataset(tmp_path / "Dataset001_F"))
-    fp = compute_fingerprint(ds, samples_total=1000, progress=False)
+    fp = compute_fingerprint(ds, samples_total=1000)
     for case in fp.cases:
         voxel = float(np.prod(case.spacing))
         assert case.label_object_volumes_mm3 == {

@@ -88,7 +88,7 @@ def test_validation_and_predict_use_the_same_settings(tiny_home, monkeypatch, tm
             "prediction.step=0.75",
         ],
     )
-    fold_dir = train_fold(cfg, 0, quiet=True)
+    fold_dir = train_fold(cfg, 0)
     validated = sorted((fold_dir / "validation").glob("*.nii.gz"))
     assert validated and set(seen) == {(False, 0.75, 1 / 8)}
     case = validated[0].name[: -len(".nii.gz")]

@@ -36,7 +36,7 @@ def test_two_hundred_cases_in_one_process(tiny_model, tmp_path):
         folder = inputs / f"{i:03d}"
         folder.mkdir(parents=True)
         shutil.copy(source[i % len(source)], folder / f"case{i:03d}_0000.nii.gz")
-        report = predict_folder(predictor, folder, tmp_path / "out", quiet=True)
+        report = predict_folder(predictor, folder, tmp_path / "out")
         assert report.done == [f"case{i:03d}"], report.failed
         shutil.rmtree(folder)
         rss.append(_rss())

@@ -186,7 +186,7 @@ def test_spine_heatmap_then_crop(tmp_path):
         patch_size=[16, 32, 32],
         settings=FAST,
     )
-    train_pipeline(pipe, ds, device="cpu", quiet=True)
+    train_pipeline(pipe, ds, device="cpu")
     config = json.loads((pipe / "stages" / "locate" / "config.json").read_text())
     assert config["loss"]["name"] == "heatmap"
     assert config["loss"]["kind"] == "bce_dice"
@@ -211,7 +211,7 @@ def test_cascade_trains_on_cross_validated_predictions(tmp_path):
     init_pipeline(
         "cascade", ds, pipe, num_folds=2, device="cpu", patch_size=[16, 16, 16], settings=FAST
     )
-    train_pipeline(pipe, ds, device="cpu", quiet=True)
+    train_pipeline(pipe, ds, device="cpu")
     spec = read_spec(pipe)
     n = len(spec.stage("lowres").labels)
     splits = json.loads((ds / "splits.json").read_text())
@@ -250,7 +250,7 @@ def test_finetune_one_stage_reports_before_and_after(cord, tmp_path):
         lesion_free_fraction=0.0,
     )
     out = tmp_path / "tuned"
-    report = finetune_pipeline(pipe, new, "lesion", out, device="cpu", tta=False, quiet=True)
+    report = finetune_pipeline(pipe, new, "lesion", out, device="cpu", tta=False)
     assert report["held_out_split"] == "Tr" and len(report["held_out_cases"]) == 1
     assert report["held_out_cases"][0] not in report["trained_on"]
     assert set(report["before"]) == set(report["after"]) == {"dice", "lesions", "seconds_per_case"}
@@ -269,5 +269,4 @@ def test_finetune_one_stage_reports_before_and_after(cord, tmp_path):
         cases=report["held_out_cases"],
         device="cpu",
         tta=False,
-        quiet=True,
     )

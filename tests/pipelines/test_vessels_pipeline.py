@@ -166,7 +166,7 @@ def test_vessels_recipe_trains_the_local_model_with_the_patch_rule(tmp_path):
             "training.val_iterations=0",
         ],
     )
-    (folder,) = train_pipeline(pipe, root, device="cpu", quiet=True)
+    (folder,) = train_pipeline(pipe, root, device="cpu")
     plan = read_json(folder / "plans.json")["configurations"]["3d_fullres"]
     with open(pipe / "work" / "raw" / "vessel" / "patch_stats.csv") as f:
         sides = [float(row["side_mm"]) for row in csv.DictReader(f)]

@@ -50,7 +50,7 @@ def planned(tmp_path_factory):
     out = {}
     for spots in (True, False):
         ds = _dataset(tmp_path_factory.mktemp("small") / f"Dataset07{int(spots)}_S", spots)
-        fp = compute_fingerprint(ds, samples_total=10_000, progress=False)
+        fp = compute_fingerprint(ds, samples_total=10_000)
         plans = plan_dataset(fp, ds.info, PlannerOptions(device="cpu"))
         out[spots] = (ds, fp, plans)
     return out

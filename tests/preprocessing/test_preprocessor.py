@@ -20,7 +20,7 @@ from voxseg.preprocessing.preprocessor import sample_foreground_locations
 
 def _plans(root, **options):
     ds = Dataset(root)
-    fp = compute_fingerprint(ds, samples_total=20_000, progress=False)
+    fp = compute_fingerprint(ds, samples_total=20_000)
     return ds, fp, plan_dataset(fp, ds.info, PlannerOptions(device="cpu", **options))
 
 
@@ -133,19 +133,19 @@ def test_resume_after_a_crash(small_dataset, tmp_path, monkeypatch):
 
     monkeypatch.setattr(store_module, "write_json", crash_on_c01)
     with pytest.raises(VoxsegError, match="c01"):
-        preprocess_dataset(ds, plans, "3d_fullres", folder, progress=False)
+        preprocess_dataset(ds, plans, "3d_fullres", folder)
     store = PreprocessedStore(folder)
     assert store.case_ids() == ["c00"]
     assert (folder / "c01.b2nd").exists()  # arrays written, metadata missing: unfinished
     first = (folder / "c00.json").stat().st_mtime_ns
     monkeypatch.setattr(store_module, "write_json", real)
-    preprocess_dataset(ds, plans, "3d_fullres", folder, progress=False)
+    preprocess_dataset(ds, plans, "3d_fullres", folder)
     assert store.case_ids() == ["c00", "c01", "c02"]
     assert (folder / "c00.json").stat().st_mtime_ns == first  # skipped, not redone
     data, seg, meta = store.open("c01")
     assert data.shape[1:] == seg.shape[1:] == tuple(meta.shape_after_resampling)
     with pytest.raises(VoxsegError, match="preprocessed with"):
-        preprocess_dataset(ds, plans, "3d_fullres", folder, dtype="float16", progress=False)
+        preprocess_dataset(ds, plans, "3d_fullres", folder, dtype="float16")
 
 
 def test_preprocess_case_on_an_in_memory_image_without_label(rng, ellipsoids):

@@ -146,18 +146,24 @@ def test_budgeted_training_fixes_epochs_and_records_them(tiny_home):
     assert "validation case 1/1" in result.output
 
 
-def test_progress_lines_in_a_log_file():
-    import io
+def test_progress_lines_in_a_log_file(caplog):
+    """Not a terminal (pytest captures standard output): no bar, one INFO record per line;
+    nothing when the logger does not show INFO (``-q``, other ranks)."""
+    import logging
 
     from voxseg.progress import ProgressReporter
 
-    log = io.StringIO()
-    with ProgressReporter("cases", 2, stream=log) as p:
+    log = logging.getLogger("voxseg.test")
+    caplog.set_level(logging.INFO, logger="voxseg")
+    with ProgressReporter("cases", 2, log) as p:
+        assert not p.live
         p.advance()  # steps make no lines in a log file
         p.item("case a")
         p.line("epoch 1/2")
-    assert log.getvalue().splitlines() == ["case a", "epoch 1/2"]
-    quiet = io.StringIO()
-    with ProgressReporter("cases", 2, stream=quiet, enabled=False) as p:
+    assert [r.getMessage() for r in caplog.records] == ["case a", "epoch 1/2"]
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="voxseg")
+    with ProgressReporter("cases", 2, log) as p:
         p.item("case a")
-    assert quiet.getvalue() == ""
+        p.line("epoch 1/2")
+    assert caplog.records == []

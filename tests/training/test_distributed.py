@@ -25,7 +25,7 @@ cfg = apply_overrides(ModelConfig(dataset="Organs"), [
     "logging.snapshots=false",
 ])
 info = init_distributed("cpu")
-trainer = Trainer(TrainingSetup.create(cfg, "all"), dist_info=info, quiet=True)
+trainer = Trainer(TrainingSetup.create(cfg, "all"), dist_info=info)
 trainer.fit()
 save_weights(trainer.network, out / f"rank{info.rank}.safetensors")
 shutdown(info)
@@ -47,6 +47,9 @@ def test_ddp_on_cpu_keeps_ranks_in_sync(tiny_home, tmp_path):
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    # channels-last on the CPU: the parameters take their gradients' strides before DDP
+    # builds its buckets, so torch has no layout mismatch to warn about
+    assert "Grad strides do not match" not in result.stderr
     w0 = load_file(tmp_path / "rank0.safetensors")
     w1 = load_file(tmp_path / "rank1.safetensors")
     assert w0.keys() == w1.keys()

@@ -18,7 +18,7 @@ def test_snapshot_every_n_epochs(tiny_home):
             "logging.plot_seconds=3600",
         ],
     )
-    folder = train_fold(cfg, "all", quiet=True)
+    folder = train_fold(cfg, "all")
     snapshots = sorted(p.name for p in (folder / "snapshots").iterdir())
     assert snapshots == ["epoch_0000.png", "epoch_0002.png"]
     assert (folder / "progress.png").is_file()  # drawn after the last epoch whatever the interval

@@ -32,7 +32,7 @@ def _weights(folder):
 
 
 def test_model_folder_is_self_describing(tiny_home):
-    folder = train_fold(_config(), 0, quiet=True)
+    folder = train_fold(_config(), 0)
     for name in (
         "config.json",
         "plans.json",
@@ -58,13 +58,11 @@ def test_model_folder_is_self_describing(tiny_home):
 
 
 def test_resume_continues_exactly(tiny_home):
-    straight = train_fold(_config("model_name=a", epochs=2), "all", quiet=True)
+    straight = train_fold(_config("model_name=a", epochs=2), "all")
     w_straight = _weights(straight)
     interrupted = _config("model_name=b", epochs=1)
-    train_fold(interrupted, "all", quiet=True)
-    resumed = train_fold(
-        _config("model_name=b", epochs=2), "all", resume=True, force=True, quiet=True
-    )
+    train_fold(interrupted, "all")
+    resumed = train_fold(_config("model_name=b", epochs=2), "all", resume=True, force=True)
     w_resumed = _weights(resumed)
     for k in w_straight:
         torch.testing.assert_close(w_resumed[k], w_straight[k], rtol=0, atol=0)
@@ -77,13 +75,11 @@ def test_channels_last_training_matches_the_default_layout(tiny_home):
     from voxseg.training.trainer import Trainer
 
     cfg = _config("model_name=cl", "training.channels_last=auto", epochs=1)
-    trainer = Trainer(TrainingSetup.create(cfg, "all"), quiet=True)
+    trainer = Trainer(TrainingSetup.create(cfg, "all"))
     assert trainer.memory_format == torch.channels_last_3d
     assert any(not p.is_contiguous() for p in trainer.network.parameters())
     w_cl = _weights(trainer.fit())
-    plain = train_fold(
-        _config("model_name=plain", "training.channels_last=false", epochs=1), "all", quiet=True
-    )
+    plain = train_fold(_config("model_name=plain", "training.channels_last=false", epochs=1), "all")
     w_plain = _weights(plain)
     assert w_cl.keys() == w_plain.keys()
     for k in w_plain:
@@ -105,7 +101,7 @@ def test_validation_patches_are_read_once_and_match_reading_them_each_epoch(tiny
 
     monkeypatch.setattr(trainer_module.Trainer, "_loader", counting)
     cfg = _config("model_name=cache", "training.val_iterations=3", epochs=1)
-    trainer = trainer_module.Trainer(TrainingSetup.create(cfg, 0), quiet=True)
+    trainer = trainer_module.Trainer(TrainingSetup.create(cfg, 0))
     first = trainer._validate(0)
     second = trainer._validate(1)
     assert reads == [3] and len(trainer._val_cache) == 3
@@ -118,11 +114,11 @@ def test_validation_patches_are_read_once_and_match_reading_them_each_epoch(tiny
 
 
 def test_resume_refuses_a_changed_config(tiny_home):
-    train_fold(_config(epochs=1), "all", quiet=True)
+    train_fold(_config(epochs=1), "all")
     with pytest.raises(VoxsegError, match="config differs"):
-        train_fold(_config("optimizer.lr=0.5", epochs=2), "all", resume=True, quiet=True)
+        train_fold(_config("optimizer.lr=0.5", epochs=2), "all", resume=True)
     with pytest.raises(VoxsegError, match="--resume"):
-        train_fold(_config(epochs=1), "all", quiet=True)
+        train_fold(_config(epochs=1), "all")
 
 
 def test_early_stopping_stops_when_the_ema_stalls(tiny_home):
@@ -132,18 +128,17 @@ def test_early_stopping_stops_when_the_ema_stalls(tiny_home):
         "early_stopping.min_delta=1.0",
         epochs=6,
     )
-    folder = train_fold(cfg, 0, quiet=True)
+    folder = train_fold(cfg, 0)
     rows = (folder / "training_log.csv").read_text().splitlines()[1:]
     assert len(rows) == 2  # epoch 0 sets the best, epoch 1 cannot beat it by 1.0
 
 
 def test_fine_tuning_starts_from_the_pretrained_weights(tiny_home):
-    base = train_fold(_config("model_name=base", epochs=1), "all", quiet=True)
+    base = train_fold(_config("model_name=base", epochs=1), "all")
     tuned = train_fold(
         _config("model_name=tuned", "optimizer.lr=1e-12", epochs=1),
         "all",
         pretrained=base.parent,
-        quiet=True,
     )
     a, b = _weights(base), _weights(tuned)
     for k in a:
@@ -213,7 +208,6 @@ def test_recipes_set_the_optimiser_and_schedule_and_set_overrides_win(tiny_home)
     assert lrs == pytest.approx([0.001, 0.002, 0.003])
     trainer = Trainer(
         TrainingSetup.create(ModelConfig.model_validate({**config, "model_name": "o"}), "all"),
-        quiet=True,
     )
     assert type(trainer.optimizer) is torch.optim.AdamW
 

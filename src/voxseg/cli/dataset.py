@@ -48,7 +48,7 @@ def _print_report(report) -> None:
 def _finish_import(out: Path, num_processes: int | None) -> None:
     from voxseg.data.check import check_dataset
 
-    report = check_dataset(out, num_processes=num_processes, progress=True)
+    report = check_dataset(out, num_processes=num_processes)
     _print_report(report)
     if not report.ok:
         sys.exit(1)
@@ -72,7 +72,6 @@ def check(
         folder if folder.is_dir() else _resolve(dataset, home),
         num_processes=num_processes,
         read_voxels=not headers_only,
-        progress=True,
     )
     _print_report(report)
     if not report.ok:

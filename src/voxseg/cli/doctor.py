@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from importlib import metadata
 
-import typer
 from rich.table import Table
 
 from voxseg import __version__
-from voxseg._registry import TRUST_CODE_ENV
 from voxseg.cli._app import HomeOption, app, console, user_errors
 from voxseg.workspace import Workspace
 
@@ -29,29 +26,6 @@ PACKAGES = (
     "connected-components-3d",
     "edt",
 )
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        console.print(f"voxseg {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
-    ),
-    trust_code: bool = typer.Option(
-        False,
-        "--trust-code",
-        help="Let configs and model folders name code (module:attr, undeclared keyword "
-        "arguments, any nnU-Net network class); only for folders you trust.",
-    ),
-) -> None:
-    """From a new medical imaging dataset to a trained segmentation model to inference."""
-    if trust_code:
-        os.environ[TRUST_CODE_ENV] = "1"  # read by every registry, also in worker processes
 
 
 @app.command()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import typer
 
-from voxseg.cli._app import HomeOption, app, console, user_errors
+from voxseg.cli._app import ERROR_DIR_ENV, HomeOption, app, console, user_errors
 from voxseg.cli._folds import collect_folds
+from voxseg.cli._logging import verbose
 from voxseg.config import apply_overrides, load_model
 from voxseg.errors import VoxsegError
 from voxseg.modelfolder import SUMMARY, VALIDATION
@@ -140,6 +142,11 @@ def _advise(cfg, recipe: str | None) -> None:
 
 
 def _relaunch_with_torchrun(nproc: int) -> None:
+    """``voxseg train`` again in ``nproc`` processes through torch's elastic launcher (as
+    ``torchrun --standalone``); an error that stops them is reported once."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     args = [a for a in sys.argv[1:]]
     cleaned, skip = [], False
     for a in args:
@@ -152,16 +159,26 @@ def _relaunch_with_torchrun(nproc: int) -> None:
         if a.startswith("--nproc-per-node="):
             continue
         cleaned.append(a)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "voxseg.cli",
-        *cleaned,
-    ]
-    result = subprocess.run(cmd, check=False)
-    if result.returncode:
-        raise VoxsegError(f"distributed training failed (exit code {result.returncode})")
+    launch = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "voxseg.cli", *cleaned])
+    with tempfile.TemporaryDirectory(prefix="voxseg_ranks_") as errors:
+        os.environ[ERROR_DIR_ENV] = errors
+        # torch's launcher logs each failed process with its traceback file: the error
+        # written by the processes says it in one line (-v shows torch's account too)
+        elastic = logging.getLogger("torch.distributed.elastic")
+        drop = logging.NullHandler()
+        if not verbose():
+            elastic.addHandler(drop)
+        try:
+            run(launch)
+        except ChildFailedError as exc:
+            said = sorted(Path(errors).glob("rank*.txt"), key=lambda f: int(f.stem[4:]))
+            if said:
+                raise VoxsegError(said[0].read_text()) from None
+            codes = sorted({f.exitcode for f in exc.failures.values()})
+            raise VoxsegError(
+                f"distributed training failed (exit code {', '.join(map(str, codes))}); "
+                "the processes' output above says why"
+            ) from None
+        finally:
+            elastic.removeHandler(drop)
+            os.environ.pop(ERROR_DIR_ENV, None)

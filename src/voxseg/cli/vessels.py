@@ -65,7 +65,7 @@ def sample(
     from voxseg.vessels import SamplerConfig, sample_dataset
 
     config = apply_overrides(SamplerConfig(), overrides)
-    out = sample_dataset(dataset, output, config, num_processes=num_processes, progress=True)
+    out = sample_dataset(dataset, output, config, num_processes=num_processes)
     console.print(f"patch dataset written to {out} (patch_stats.csv, splits.json)")
 
 

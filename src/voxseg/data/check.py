@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import zlib
@@ -35,6 +36,8 @@ from voxseg.errors import DatasetError, VoxsegError
 from voxseg.io.formats import NATURAL_ENDINGS, read_image
 from voxseg.io.header import check_claimed_size, read_header
 from voxseg.io.image import Geometry, sitk_geometry
+
+log = logging.getLogger(__name__)
 
 #: Endings of files that look like images (a file with one of these but not the dataset's
 #: ``file_ending`` is an error, any other file is ignored with a warning).
@@ -111,7 +114,6 @@ def check_dataset(
     splits: Iterable[str] = ("Tr", "Ts"),
     num_processes: int | None = None,
     read_voxels: bool = True,
-    progress: bool = False,
 ) -> CheckReport:
     """Check a raw dataset folder; return every error and warning found.
 
@@ -141,7 +143,7 @@ def check_dataset(
             )
     _check_centerlines(root, {c.case_id for c in cases if c.split == "Tr"}, report)
     for errors, warnings in _run_cases(
-        root, cases, rules, geometry_tolerance, read_voxels, num_processes, progress
+        root, cases, rules, geometry_tolerance, read_voxels, num_processes
     ):
         report.errors.extend(errors)
         report.warnings.extend(warnings)
@@ -155,7 +157,6 @@ def ensure_valid(
     *,
     num_processes: int | None = None,
     use_cache: bool = True,
-    progress: bool = False,
 ) -> CheckReport:
     """Check a dataset and raise :class:`DatasetError` with every message if it has errors.
 
@@ -171,7 +172,7 @@ def ensure_valid(
                 return CheckReport(root)
         except (OSError, json.JSONDecodeError):
             pass
-    report = check_dataset(root, num_processes=num_processes, progress=progress)
+    report = check_dataset(root, num_processes=num_processes)
     report.raise_for_errors()
     if key is not None:
         try:
@@ -431,21 +432,19 @@ def _run_cases(
     tol: float,
     read_voxels: bool,
     num_processes: int | None,
-    progress: bool,
 ) -> Iterable[tuple[list[Problem], list[Problem]]]:
     """Check every case, in a process pool unless ``num_processes == 1``."""
-    from rich.progress import Progress
+    from voxseg.progress import ProgressReporter
 
     if not cases:
         return
     workers = num_processes or min(8, os.cpu_count() or 1)
     workers = max(1, min(workers, len(cases)))
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("checking cases", total=len(cases))
+    with ProgressReporter("checking cases", len(cases), log, transient=True) as bar:
         if workers == 1:
             for case in cases:
                 yield _check_case_safely(root, case, rules, tol, read_voxels)
-                bar.advance(task)
+                bar.item(f"checked {case.case_id}")
             return
         with ProcessPoolExecutor(workers) as pool:
             futures = {
@@ -458,7 +457,7 @@ def _run_cases(
                 except Exception as exc:  # a worker that died (e.g. out of memory)
                     path = case.label or case.images[0]
                     yield [Problem(path, f"checking case {case.case_id} failed: {exc!r}")], []
-                bar.advance(task)
+                bar.item(f"checked {case.case_id}")
 
 
 def _check_case_safely(

@@ -14,6 +14,7 @@ the cache is reused while every raw file keeps its size and modification time.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -27,6 +28,8 @@ from pydantic import BaseModel, Field
 from voxseg.config import load_model, write_json
 from voxseg.data.dataset import Case, Dataset
 from voxseg.errors import VoxsegError
+
+log = logging.getLogger(__name__)
 
 FINGERPRINT_VERSION = 3
 #: object volumes kept per label and case (the largest; a label of speckles keeps these)
@@ -239,7 +242,6 @@ def compute_fingerprint(
     num_processes: int = 1,
     samples_total: int = DEFAULT_SAMPLES_TOTAL,
     seed: int = 0,
-    progress: bool = True,
 ) -> Fingerprint:
     """Fingerprint every training case (in parallel) and pool the channel statistics."""
     cases = dataset.cases()
@@ -252,7 +254,6 @@ def compute_fingerprint(
         [(str(dataset.root), c, per_case, seed) for c in cases],
         num_processes=num_processes,
         description="fingerprint",
-        progress=progress,
         names=[c.case_id for c in cases],
     )
     n_channels = dataset.info.num_channels
@@ -286,7 +287,6 @@ def load_or_compute_fingerprint(
     num_processes: int = 1,
     samples_total: int = DEFAULT_SAMPLES_TOTAL,
     seed: int = 0,
-    progress: bool = True,
     validate: bool = True,
 ) -> Fingerprint:
     """The cached fingerprint when the raw files are unchanged, else a fresh one (cached)."""
@@ -303,13 +303,12 @@ def load_or_compute_fingerprint(
     if validate:
         from voxseg.data.check import ensure_valid
 
-        ensure_valid(dataset.root, num_processes=num_processes, progress=progress)
+        ensure_valid(dataset.root, num_processes=num_processes)
     fp = compute_fingerprint(
         dataset,
         num_processes=num_processes,
         samples_total=samples_total,
         seed=seed,
-        progress=progress,
     )
     write_json(path, fp)
     return fp
@@ -321,10 +320,10 @@ def map_with_progress(
     *,
     num_processes: int = 1,
     description: str = "",
-    progress: bool = True,
     names: Sequence[str] | None = None,
 ) -> list[R]:
-    """``[func(*a) for a in arguments]`` over a process pool with a rich progress bar.
+    """``[func(*a) for a in arguments]`` over a process pool, each item reported as it
+    finishes (:class:`voxseg.progress.ProgressReporter`).
 
     Workers fork from a forkserver that imported ``func``'s module once (fast start, and
     safe with torch: the server never ran an OpenMP region); each worker gets
@@ -338,7 +337,7 @@ def map_with_progress(
     names = list(names) if names is not None else [str(i) for i in range(len(arguments))]
     results: list[Any] = [None] * len(arguments)
     total = len(arguments)
-    with ProgressReporter(description, total, enabled=progress) as bar:
+    with ProgressReporter(description, total, log) as bar:
         if num_processes <= 1 or len(arguments) <= 1:
             for i, args in enumerate(arguments):
                 results[i] = _call_named(func, names[i], args)

@@ -3,6 +3,7 @@ outputs, and failures that are reported without stopping the other cases."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import traceback
@@ -28,7 +29,9 @@ from voxseg.io.dicom import (
 from voxseg.io.formats import SUPPORTED_ENDINGS as IMAGE_ENDINGS
 from voxseg.locks import LOCK_NAME, folder_lock
 from voxseg.preprocessing.memory_guard import check_predict
-from voxseg.progress import note_step
+from voxseg.progress import ProgressReporter, note_step
+
+log = logging.getLogger(__name__)
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _DICOM_SUFFIXES = {".dcm", ".ima", ""}
@@ -259,7 +262,6 @@ def predict_folder(
     part_id: int = 0,
     overwrite: bool = False,
     overlays: bool = False,
-    quiet: bool = False,
     output_types: Sequence[str] = (),
     seg_fractional: bool = False,
     series: Sequence[str] = (),
@@ -272,8 +274,6 @@ def predict_folder(
     ``series`` chooses among the series of a DICOM folder (see :func:`discover_inputs`).
     ``qc`` writes ``qc/<case>.json`` and ``qc.csv`` (:mod:`voxseg.inference.qc`).
     """
-    from rich.progress import Progress
-
     output_dir = Path(output_dir)
     cases = select_part(discover_inputs(inputs, series), num_parts, part_id)
     output_types = _check_output_types(output_types, cases, seg_fractional)
@@ -282,9 +282,8 @@ def predict_folder(
     note_step(f"predicting {len(cases)} case(s) into {output_dir}")
     with (
         folder_lock(output_dir, "prediction folder", name=lock),
-        Progress(disable=quiet) as progress,
+        ProgressReporter("predicting", len(cases), log) as progress,
     ):
-        task = progress.add_task("predicting", total=len(cases))
         quality = None
         if qc:
             from voxseg.inference.qc import QualityControl
@@ -297,10 +296,9 @@ def predict_folder(
                 report.skipped.append(case.case_id)
                 if quality is not None:
                     quality.existing(case.case_id, out, _case_files(case, out))
-                progress.advance(task)
+                progress.item(f"{case.case_id}: already predicted, kept")
                 continue
-            progress.update(task, description=f"predicting {case.case_id}")
-            note_step(f"predicting {case.case_id}")
+            progress.describe(f"predicting {case.case_id}")
             try:
                 check_predict(
                     case.case_id,
@@ -337,6 +335,7 @@ def predict_folder(
                         case.case_id, pred.segmentation, pred.agreement, _case_files(case, out)
                     )
                 report.done.append(case.case_id)
+                progress.item(f"predicted {case.case_id}")
             except Exception as exc:  # noqa: BLE001 — one bad case must not stop the others
                 if isinstance(exc, OSError):  # a full disk, a read-only folder: one line
                     detail = f"{exc.filename or output_dir}: {exc.strerror or exc}"
@@ -345,8 +344,8 @@ def predict_folder(
                 else:
                     detail = traceback.format_exc(limit=3)
                 report.failed[case.case_id] = detail
-                progress.console.print(f"[red]failed[/] {case.case_id}: {exc}")
-            progress.advance(task)
+                log.error("failed %s: %s", case.case_id, exc)
+                progress.advance()
         if quality is not None:
             quality.finish()
     return report

@@ -3,6 +3,7 @@ predictor (as new scans would be), then evaluate against the references."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from voxseg.io import write_image
 from voxseg.modelfolder import VALIDATION
 from voxseg.progress import ProgressReporter
 
+log = logging.getLogger(__name__)
 
-def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: bool = False) -> dict:
+
+def validate_fold(setup: Any, folder: Path, network: torch.nn.Module) -> dict:
     """Write ``validation/<case>`` predictions and ``validation/summary.json``; return the
     summary."""
     from voxseg.evaluation import evaluate_folder
@@ -32,7 +35,7 @@ def validate_fold(setup: Any, folder: Path, network: torch.nn.Module, quiet: boo
     out.mkdir(parents=True, exist_ok=True)
     dataset = setup.dataset
     total = len(setup.val_ids)
-    with ProgressReporter("validating", total, enabled=not quiet) as progress:
+    with ProgressReporter("validating", total, log) as progress:
         for i, case_id in enumerate(setup.val_ids, 1):
             case = dataset.case(case_id)
             image, _ = dataset.load_case(case)

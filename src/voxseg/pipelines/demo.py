@@ -65,8 +65,6 @@ def run_demo(s: DemoSettings, console: Any) -> dict:
     predictions = s.output / "predictions"
     with _step(console, "predict the held-out cases (with overlays)"):
         predictor = Predictor(folder, device=s.device)
-        predict_folder(
-            predictor, raw / "imagesTs", predictions, overlays=True, overwrite=True, quiet=True
-        )
+        predict_folder(predictor, raw / "imagesTs", predictions, overlays=True, overwrite=True)
     with _step(console, "evaluate against the held-out references"):
         return evaluate_folder(predictions, raw / "labelsTs", dataset=raw)

@@ -9,6 +9,7 @@ predicted lesions / all predicted lesions).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from voxseg.errors import VoxsegError
 from voxseg.io import read_image, write_image
 from voxseg.pipelines.predict import PipelineRunner
 from voxseg.pipelines.spec import PipelineSpec, read_spec
+
+log = logging.getLogger(__name__)
 
 
 def lesion_summary(
@@ -65,7 +68,6 @@ def evaluate_pipeline(
     device: str = "auto",
     tta: bool | None = None,
     runner: PipelineRunner | None = None,
-    quiet: bool = False,
 ) -> dict[str, Any]:
     """Predict the ``split`` cases of ``dataset`` (or ``cases``) end to end and evaluate them;
     writes ``predictions/``, ``summary.json`` and ``pipeline_summary.json`` to ``output_dir``."""
@@ -89,9 +91,8 @@ def evaluate_pipeline(
         write_image(result.segmentation, pred_dir / f"{case.case_id}{ds.file_ending}")
         seconds[case.case_id] = result.seconds
         messages.extend(result.messages)
-        if not quiet:
-            for m in result.messages:
-                print(m)
+        for m in result.messages:
+            log.info(m)
         pairs.append((case.case_id, result.segmentation, read_image(case.label)))
     labels = {k: v for k, v in spec.labels.items() if k != "background"}
     ref_dir = ds.root / f"labels{split}"

@@ -47,7 +47,6 @@ def finetune_pipeline(
     holdout: float = 0.25,
     device: str | None = None,
     tta: bool | None = None,
-    quiet: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``stage`` on ``new_dataset`` into a copy of the pipeline at ``output_dir``;
     returns (and writes as ``finetune_report.json``) the metrics before and after."""
@@ -82,7 +81,6 @@ def finetune_pipeline(
         cases=eval_cases,
         device=dev,
         tta=tta,
-        quiet=quiet,
     )
     target = stage_dir(out, stage)
     shutil.rmtree(target)
@@ -96,7 +94,6 @@ def finetune_pipeline(
         plans_from=ModelLayout(stage_dir(src, stage)).plans,
         work=work_dir(out),
         cases=train_cases,
-        quiet=quiet,
     )
     after = evaluate_pipeline(
         out,
@@ -106,7 +103,6 @@ def finetune_pipeline(
         cases=eval_cases,
         device=dev,
         tta=tta,
-        quiet=quiet,
     )
     keys = ("dice", "lesions", "seconds_per_case")
     report = {

@@ -7,6 +7,7 @@ exception.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from voxseg.io import Image, write_image
 from voxseg.modelfolder import ModelLayout
 from voxseg.pipelines.derive import derive
 from voxseg.pipelines.spec import PipelineSpec, StageSpec, read_spec, stage_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,7 +148,6 @@ def predict_pipeline_folder(
     tta: bool | None = None,
     save_stages: bool = False,
     overwrite: bool = False,
-    quiet: bool = False,
     seeds: str | os.PathLike[str] | None = None,
     allow_short: bool = False,
 ) -> dict:
@@ -169,7 +171,6 @@ def predict_pipeline_folder(
             tta=tta,
             allow_short=allow_short,
             overwrite=overwrite,
-            quiet=quiet,
         )
     runner = PipelineRunner(pipeline_dir, device=device, tta=tta, spec=spec).load()
     out = Path(output_dir)
@@ -187,7 +188,6 @@ def predict_pipeline_folder(
         write_image(result.segmentation, target)  # last: a case with it is finished
         report["cases"][case.case_id] = result.seconds
         report["messages"].extend(result.messages)
-        if not quiet:
-            for m in result.messages:
-                print(m)
+        for m in result.messages:
+            log.info(m)
     return report

@@ -10,6 +10,7 @@ cross-validated predictions (each case predicted by the fold that did not train 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -39,17 +40,14 @@ from voxseg.pipelines.spec import (
     work_dir,
 )
 
+log = logging.getLogger(__name__)
+
 PLAN_NAME = "pipeline"
 NYUL_SCHEME = "nyul"
 HEATMAP_LOSS = "heatmap"
 EXTRA_CHANNEL = "noNorm"
 
 SourceFn = Callable[[str, Image, np.ndarray | None], dict[str, np.ndarray]]
-
-
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(text)
 
 
 # --------------------------------------------------------------------------- sources
@@ -105,7 +103,6 @@ def build_stage_dataset(
     sources: SourceFn,
     *,
     cases: list[str] | None = None,
-    quiet: bool = False,
 ) -> Dataset:
     """Write the stage's derived raw dataset into ``folder`` (finished cases are kept);
     ``cases`` restricts it to some training cases (fine-tuning keeps others held out)."""
@@ -114,7 +111,7 @@ def build_stage_dataset(
     if isinstance(stage.input, CenterlinePatchesInput):
         from voxseg.pipelines.vessels import build_patch_dataset
 
-        return build_patch_dataset(stage, dataset, folder, cases=cases, quiet=quiet)
+        return build_patch_dataset(stage, dataset, folder, cases=cases)
     n_img = dataset.info.num_channels
     channels = dict(dataset.info.channel_names)
     if isinstance(stage.input, PreviousPredictionInput):
@@ -140,7 +137,7 @@ def build_stage_dataset(
         stage_label = stage_label_map(label, stage.labels)
         derived = derive(stage, image, sources(case.case_id, image, label), stage_label, counts)
         if derived is None:
-            _say(quiet, f"{case.case_id}: stage {stage.source!r} is empty, case left out")
+            log.info(f"{case.case_id}: stage {stage.source!r} is empty, case left out")
             continue
         for c in range(derived.image.num_channels):
             write_image(
@@ -190,7 +187,7 @@ def fit_nyul_for(dataset: Dataset, channels: list[int]) -> dict[int, dict]:
     return out
 
 
-def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path, quiet: bool = False):
+def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path):
     """Plan the stage's derived dataset as its spec says; returns the written plans."""
     from voxseg.data.fingerprint import load_or_compute_fingerprint
     from voxseg.planning import PlannerOptions, default_device, plan_dataset, write_plans
@@ -199,7 +196,7 @@ def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path, quiet: bool
 
     ws = Workspace.from_env(home)
     out_dir = ws.preprocessed_dataset_dir(dataset.name)
-    fingerprint = load_or_compute_fingerprint(dataset, out_dir, progress=not quiet)
+    fingerprint = load_or_compute_fingerprint(dataset, out_dir)
     ps = stage.plan
     orientation = stage.input.orientation if isinstance(stage.input, FullInput) else None
     spacing = ps.spacing
@@ -226,7 +223,8 @@ def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path, quiet: bool
         options, note = local_model_options(
             fingerprint, dataset.info, options, dataset.root, stage.input.patch_percentile
         )
-        _say(quiet or note is None, f"stage {stage.name}: {note}")
+        if note is not None:
+            log.info(f"stage {stage.name}: {note}")
     floor = stage.input.min_spacing if isinstance(stage.input, FullInput) else None
     if spacing is None and floor is not None:  # the plan's spacing, coarsened to the floor
         own = plan_dataset(fingerprint, dataset.info, options).configurations["3d_fullres"]
@@ -338,7 +336,6 @@ def prepare_stage(
     work: str | os.PathLike[str] | None = None,
     plans_from: str | os.PathLike[str] | None = None,
     cases: list[str] | None = None,
-    quiet: bool = False,
 ) -> PreparedStage:
     """Derive, plan and preprocess one stage's training data (finished cases are kept)."""
     from voxseg.preprocessing import preprocess_dataset
@@ -354,10 +351,8 @@ def prepare_stage(
         sources = cross_validated_sources(pipeline_dir, spec, stage, source_ds, device or "auto")
     else:
         sources = label_sources(spec, stage)
-    _say(quiet, f"stage {stage.name}: deriving its training data")
-    ds = build_stage_dataset(
-        spec, stage, source_ds, ws.raw / stage.name, sources, cases=cases, quiet=quiet
-    )
+    log.info(f"stage {stage.name}: deriving its training data")
+    ds = build_stage_dataset(spec, stage, source_ds, ws.raw / stage.name, sources, cases=cases)
     if plans_from is not None:
         from voxseg.config import load_model
         from voxseg.planning import Plans, write_plans
@@ -365,14 +360,13 @@ def prepare_stage(
         plans = load_model(Plans, plans_from).model_copy(update={"dataset": ds.name})
         write_plans(plans, ws.preprocessed_dataset_dir(ds.name))
     else:
-        plans = make_stage_plans(stage, ds, home, quiet=quiet)
+        plans = make_stage_plans(stage, ds, home)
     cfg_plan = plans.configuration(stage.plan.configuration)
     preprocess_dataset(
         ds,
         plans,
         stage.plan.configuration,
         ws.preprocessed_dir(ds.name, PLAN_NAME, cfg_plan.data_from),
-        progress=not quiet,
     )
     cfg = stage_model_config(stage, ds, device)
     return PreparedStage(ds, cfg, home, ws.model_dir(ds.name, PLAN_NAME, stage.name))
@@ -390,7 +384,6 @@ def train_stage(
     install_to: str | os.PathLike[str] | None = None,
     plans_from: str | os.PathLike[str] | None = None,
     cases: list[str] | None = None,
-    quiet: bool = False,
 ) -> Path:
     """Train one stage on ``dataset`` and install it in the pipeline; returns its folder.
 
@@ -410,21 +403,19 @@ def train_stage(
         work=work,
         plans_from=plans_from,
         cases=cases,
-        quiet=quiet,
     )
     for fold in stage.folds:
         done = ModelLayout(prepared.model_dir).weights(fold).is_file()
         if done and not force:
-            _say(quiet, f"stage {stage.name}: fold {fold} already trained")
+            log.info(f"stage {stage.name}: fold {fold} already trained")
             continue
-        _say(quiet, f"stage {stage.name}: training fold {fold}")
+        log.info(f"stage {stage.name}: training fold {fold}")
         train_fold(
             prepared.config,
             fold,
             home=prepared.home,
             force=True,
             pretrained=pretrained,
-            quiet=quiet,
         )
     target = Path(install_to) if install_to is not None else stage_dir(pipeline_dir, stage.name)
     install_model(prepared.model_dir, target)
@@ -438,7 +429,6 @@ def train_pipeline(
     stages: list[str] | None = None,
     device: str | None = None,
     force: bool = False,
-    quiet: bool = False,
 ) -> list[Path]:
     """Train the stages (all, or those named) in pipeline order."""
     spec = read_spec(pipeline_dir)
@@ -446,7 +436,4 @@ def train_pipeline(
     for n in stages or []:
         spec.stage(n)
     chosen = [n for n in names if not stages or n in stages]
-    return [
-        train_stage(pipeline_dir, n, dataset, device=device, force=force, quiet=quiet)
-        for n in chosen
-    ]
+    return [train_stage(pipeline_dir, n, dataset, device=device, force=force) for n in chosen]

@@ -3,12 +3,15 @@ own prediction settings), and tracing a folder of scans from their seed files.""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from voxseg.errors import VoxsegError
+
+log = logging.getLogger(__name__)
 
 
 def tracing_predictor(
@@ -48,9 +51,7 @@ def local_model_options(fingerprint, info, options, root: Path, percentile: floa
     return options.model_copy(update={"patch_size": patch}), note
 
 
-def build_patch_dataset(
-    stage, dataset, folder: Path, *, cases: list[str] | None = None, quiet: bool = False
-):
+def build_patch_dataset(stage, dataset, folder: Path, *, cases: list[str] | None = None):
     """The training data of a tracing stage: the centerline-guided patch dataset of
     ``dataset``'s training cases (:func:`voxseg.vessels.sample_dataset`, the stage's
     ``sampler`` settings, its vessel label) in ``folder``; finished patches are kept."""
@@ -68,7 +69,7 @@ def build_patch_dataset(
         config = SamplerConfig(**settings)
     except ValueError as exc:
         raise VoxsegError(f"stage {stage.name!r}: invalid sampler settings:\n{exc}") from exc
-    sample_dataset(dataset.root, folder, config, progress=not quiet)
+    sample_dataset(dataset.root, folder, config)
     return Dataset(folder)
 
 
@@ -110,7 +111,6 @@ def trace_folder(
     seed_radius: float | None = None,
     allow_short: bool = False,
     overwrite: bool = False,
-    quiet: bool = False,
 ) -> dict[str, Any]:
     """Trace every case of ``inputs`` (a file or a folder, as ``voxseg predict``) from its
     seed file in ``seeds`` (see :func:`seed_file`) with the local segmenter
@@ -152,13 +152,12 @@ def trace_folder(
         if result.warnings:
             report["warnings"] += [f"{case.case_id}: {w}" for w in result.warnings]
             short.append(case.case_id)
-        if not quiet:
-            print(
-                f"{case.case_id}: {len(result.steps)} steps, {result.num_branches} branches, "
-                f"{result.length:.0f} mm in {result.seconds:.1f} s"
-            )
-            for w in result.warnings:
-                print(f"{case.case_id}: warning: {w}")
+        log.info(
+            f"{case.case_id}: {len(result.steps)} steps, {result.num_branches} branches, "
+            f"{result.length:.0f} mm in {result.seconds:.1f} s"
+        )
+        for w in result.warnings:
+            log.warning(f"{case.case_id}: {w}")
     if short and not allow_short:
         raise VoxsegError(
             f"short trace(s) in {', '.join(short)} (reasons above and in each steps.json); "
@@ -177,7 +176,6 @@ def trace_pipeline_folder(
     tta: bool | None = None,
     allow_short: bool = False,
     overwrite: bool = False,
-    quiet: bool = False,
 ) -> dict[str, Any]:
     """``voxseg pipeline predict`` of a vessels pipeline: trace every case of ``inputs``
     from its seeds (``seeds``: a folder or one SeqSeg file; default: ``seeds/`` beside the
@@ -213,5 +211,4 @@ def trace_pipeline_folder(
         output_value=spec.labels["vessel"],
         allow_short=allow_short,
         overwrite=overwrite,
-        quiet=quiet,
     )

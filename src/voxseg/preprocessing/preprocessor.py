@@ -242,7 +242,6 @@ def preprocess_dataset(
     dtype: Literal["float16", "float32"] = "float32",
     storage: Storage = "blosc2",
     seed: int = 0,
-    progress: bool = True,
     continue_on_error: bool = False,
 ) -> PreprocessedStore:
     """Preprocess every training case of ``dataset`` for configuration ``config`` into
@@ -263,7 +262,7 @@ def preprocess_dataset(
     )
     with folder_lock(folder, "preprocessed configuration"):
         return _preprocess_locked(
-            dataset, plans, config, folder, settings, num_processes, progress, continue_on_error
+            dataset, plans, config, folder, settings, num_processes, continue_on_error
         )
 
 
@@ -274,7 +273,6 @@ def _preprocess_locked(
     folder: Path,
     settings: StoreSettings,
     num_processes: int,
-    progress: bool,
     continue_on_error: bool = False,
 ) -> PreprocessedStore:
     cfg = plans.configuration(config)
@@ -297,7 +295,6 @@ def _preprocess_locked(
         [(str(dataset.root), c, *args) for c in todo],
         num_processes=num_processes,
         description=f"preprocess {config}",
-        progress=progress,
         names=[c.case_id for c in todo],
     )
     failed = [

@@ -454,7 +454,6 @@ def _fingerprint(ds: DatasetSource, num_processes: int | None) -> dict[str, Any]
             Dataset(ds.raw),
             num_processes=num_processes or 1,
             samples_total=FINGERPRINT_SAMPLES,
-            progress=False,
         )
     except VoxsegError:
         return None  # a dataset with errors: the check section says which

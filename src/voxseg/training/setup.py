@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from voxseg.modelconfig import ModelConfig
 from voxseg.modelfolder import ModelLayout
 from voxseg.nets import Topology
 from voxseg.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -152,11 +155,11 @@ class TrainingSetup:
             shutil.copyfile(self.plans_path, layout.plans)
             shutil.copyfile(self.dataset.root / "dataset.json", layout.dataset)
 
-    def validate_fold(self, folder: Path, network: torch.nn.Module, quiet: bool = False) -> None:
+    def validate_fold(self, folder: Path, network: torch.nn.Module) -> None:
         """Predict the fold's full validation cases and write ``validation/summary.json``."""
         if self.fold == "all" or not self.val_ids:
             return
-        validate_fold(self, folder, network, quiet=quiet)
+        validate_fold(self, folder, network)
 
 
 def find_dataset(ws: Workspace, config: ModelConfig) -> Path:
@@ -166,7 +169,7 @@ def find_dataset(ws: Workspace, config: ModelConfig) -> Path:
         return Path(config.dataset_path)
     root = ws.dataset_dir(config.dataset)
     if config.dataset_path:
-        print(f"dataset {config.dataset_path} not found; using {root}", flush=True)
+        log.info("dataset %s not found; using %s", config.dataset_path, root)
     return root
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import time
@@ -51,6 +52,8 @@ from voxseg.training.logs import Trackers, plot_progress, save_snapshot, write_c
 from voxseg.training.schedules import learning_rate
 from voxseg.training.setup import TrainingSetup
 
+log = logging.getLogger(__name__)
+
 # validation patches kept in memory between epochs up to this size (else read each epoch)
 VALIDATION_CACHE_BYTES = 1 << 30
 
@@ -89,7 +92,6 @@ class Trainer:
         force: bool = False,
         pretrained: str | os.PathLike[str] | None = None,
         dist_info: DistInfo | None = None,
-        quiet: bool = False,
         clock: Callable[[], float] = time.monotonic,
         started: float | None = None,
     ) -> None:
@@ -101,7 +103,6 @@ class Trainer:
         self.cfg = setup.config
         self.tcfg = setup.config.training
         self.dist = dist_info or DistInfo()
-        self.quiet = quiet or not self.dist.is_main
         self.device = pick_device(self.tcfg.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -128,6 +129,8 @@ class Trainer:
         if pretrained is not None and not resume:
             self._load_pretrained(Path(pretrained))
         self.model: torch.nn.Module = self.network
+        if self.dist.enabled and self.memory_format != torch.contiguous_format:
+            self._match_gradient_layout()
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.network, device_ids=ids)
@@ -209,6 +212,41 @@ class Trainer:
             weights[-1] = 1e-6
         return weights
 
+    def _match_gradient_layout(self) -> None:
+        """Give every parameter the strides its gradient comes back with, before DDP builds its
+        gradient buckets from the parameters' strides.
+
+        In channels-last a weight with size-1 axes (a 1×1×1 head, a first convolution of one
+        channel) is contiguous in both layouts, and the layout of its gradient follows the
+        convolution's input: a deep-supervision head whose feature map has a size-1 axis gets
+        a contiguous gradient while ``.to(channels_last)`` gave the weight channels-last
+        strides. DDP compares every stride ("Grad strides do not match bucket view strides")
+        and copies such gradients each step; one forward and backward pass on a zero batch of
+        the training shape (random state and buffers restored) shows each gradient's layout.
+        """
+        network = self.network
+        shape = (self.setup.batch_size, self.setup.in_channels, *self.setup.patch_size)
+        image = torch.zeros(shape, device=self.device).contiguous(memory_format=self.memory_format)
+        buffers = [b.detach().clone() for b in network.buffers()]
+        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            with ctx:
+                output = network(image)
+                outputs = output if isinstance(output, (list, tuple)) else [output]
+                total = sum(o.float().sum() for o in outputs)
+            total.backward()
+        with torch.no_grad():
+            for b, saved in zip(network.buffers(), buffers, strict=True):
+                b.copy_(saved)
+            for p in network.parameters():
+                if p.grad is not None and p.grad.stride() != p.stride():
+                    strided = torch.empty_strided(
+                        p.shape, p.grad.stride(), dtype=p.dtype, device=p.device
+                    )
+                    p.data = strided.copy_(p.data)
+                p.grad = None
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optimizer
         params = self.network.parameters()
@@ -229,8 +267,8 @@ class Trainer:
         state = read_weights(weights)
         adapted, report = adapt_state_dict(state, self.network)
         self.network.load_state_dict(adapted)
-        if not self.quiet:
-            print(f"fine-tuning from {weights}: {report}")
+        if self.dist.is_main:
+            log.info("fine-tuning from %s: %s", weights, report)
 
     def _resume(self, force: bool) -> None:
         last = self.folder / CHECKPOINT_LAST
@@ -320,8 +358,8 @@ class Trainer:
         batches = iter(loader)
         stopped_early = False
         total = (self.epochs - start_epoch) * iters if iters and not budgeted else None
-        with ProgressReporter("training", total, enabled=not self.quiet) as progress:
-            if start_epoch and not self.quiet:
+        with ProgressReporter("training", total, log) as progress:
+            if start_epoch:
                 progress.line(f"resuming at epoch {start_epoch} of {self.epochs}")
             while self.state.epoch < self.epochs:
                 epoch = self.state.epoch
@@ -357,8 +395,8 @@ class Trainer:
             from voxseg.nets import save_weights
 
             save_weights(self.network, self.folder / FINAL_WEIGHTS)
-            if stopped_early and not self.quiet:
-                print(f"early stopping after epoch {self.state.epoch}", flush=True)
+            if stopped_early:
+                log.info("early stopping after epoch %d", self.state.epoch)
         barrier(self.dist)
         return self.folder
 
@@ -377,13 +415,12 @@ class Trainer:
         done = warm + timed
         clock = self.budget_clock
         if clock is None:
-            if not self.quiet:
-                total = tb.schedule_estimate(rate, self.epochs, iters)
-                progress.line(
-                    f"{rate:.3f} s per iteration: {self.epochs} epochs × {iters} iterations "
-                    f"take about {tb.format_duration(total)} (without validation); "
-                    f"--time-budget fits the training to the time you have"
-                )
+            total = tb.schedule_estimate(rate, self.epochs, iters)
+            progress.line(
+                f"{rate:.3f} s per iteration: {self.epochs} epochs × {iters} iterations "
+                f"take about {tb.format_duration(total)} (without validation); "
+                f"--time-budget fits the training to the time you have"
+            )
             return losses + self._train_steps(batches, max(0, iters - done), progress)
         reserve = tb.DEFAULT_RESERVE_FRACTION * clock.budget
         affordable = max(0.0, clock.left() - reserve) / rate
@@ -395,12 +432,11 @@ class Trainer:
         self.epochs = max(1, int(affordable // iters))
         self._store_budget(rate, rate * iters, reserve)
         progress.set_total(self.epochs * iters, completed=done)
-        if not self.quiet:
-            progress.line(
-                f"time budget {tb.format_duration(clock.budget)}: {rate:.3f} s per iteration "
-                f"→ epochs of {iters} iterations, about {self.epochs} epochs (fitted again "
-                f"after each of the first two epochs, with validation and checkpoints timed)"
-            )
+        progress.line(
+            f"time budget {tb.format_duration(clock.budget)}: {rate:.3f} s per iteration "
+            f"→ epochs of {iters} iterations, about {self.epochs} epochs (fitted again "
+            f"after each of the first two epochs, with validation and checkpoints timed)"
+        )
         return losses + self._train_steps(batches, max(0, iters - done), progress)
 
     def _fit_budget(self, progress: ProgressReporter) -> None:
@@ -433,7 +469,7 @@ class Trainer:
             self.tcfg.budget.seconds_per_iteration, per_epoch, reserve, refits=refits
         )
         progress.set_total(self.epochs * self.iterations_per_epoch)
-        if changed and not self.quiet:
+        if changed:
             progress.line(
                 f"time budget: {per_epoch:.1f} s per epoch, {tb.format_duration(reserve)} kept "
                 f"for the final validation → {self.epochs} epochs"
@@ -746,7 +782,6 @@ def train_fold(
     resume: bool = False,
     force: bool = False,
     pretrained: str | os.PathLike[str] | None = None,
-    quiet: bool = False,
     started: float | None = None,
 ) -> Path:
     """Train one fold (``"all"`` trains on every case) and return its folder.
@@ -765,13 +800,12 @@ def train_fold(
             force=force,
             pretrained=pretrained,
             dist_info=dist_info,
-            quiet=quiet,
             started=started,
         )
         folder = trainer.fit()
         if dist_info.is_main:
             tic = time.monotonic()
-            setup.validate_fold(folder, trainer.network, quiet=quiet)
+            setup.validate_fold(folder, trainer.network)
             if trainer.budget_clock is not None:
                 _record_budget_outcome(folder, trainer, time.monotonic() - tic)
     return folder

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,9 +38,12 @@ from voxseg.data import Dataset, kfold_splits, write_dataset_json
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, PolyData, read_vtp, write_image
 from voxseg.io.vtp import BIFURCATION_ID, CENTERLINE_RADIUS
+from voxseg.progress import ProgressReporter
 from voxseg.vessels.centerline import extract_centerline, require_centerline
 from voxseg.vessels.local import component_at_centre
 from voxseg.vessels.subvolume import box_around, crop
+
+log = logging.getLogger(__name__)
 
 #: The per-patch table of a patch dataset (one :class:`PatchRecord` per row).
 PATCH_STATS = "patch_stats.csv"
@@ -235,7 +239,6 @@ def sample_dataset(
     out: str | os.PathLike[str],
     config: SamplerConfig | None = None,
     num_processes: int = 1,
-    progress: bool = False,
 ) -> Path:
     """Write the patch dataset of every training case of ``dataset`` into ``out``."""
     config = config or SamplerConfig()
@@ -249,13 +252,11 @@ def sample_dataset(
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict]] = {}
-    bar = _progress(progress)
-    with bar:
-        task = bar.add_task("sampling patches", total=len(cases))
+    with ProgressReporter("sampling patches", len(cases), log) as bar:
         if num_processes <= 1:
             for case_id in cases:
                 rows[case_id] = _sample_and_write(str(source.root), str(out), case_id, config)
-                bar.advance(task)
+                bar.item(f"sampled {case_id} ({len(rows)}/{len(cases)})")
         else:
             with ProcessPoolExecutor(max_workers=num_processes) as pool:
                 futures = {
@@ -264,7 +265,7 @@ def sample_dataset(
                 }
                 for fut in as_completed(futures):
                     rows[futures[fut]] = fut.result()
-                    bar.advance(task)
+                    bar.item(f"sampled {futures[fut]} ({len(rows)}/{len(cases)})")
     all_rows = [r for c in cases for r in rows[c]]
     if not all_rows:
         raise VoxsegError(f"{source.root}: no patch could be drawn (centerlines outside images?)")
@@ -292,18 +293,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not enabled,
-    )
 
 
 def _arc(pts: np.ndarray) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -16,6 +16,8 @@ from voxseg.data.check import unique_values
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, write_image
 from voxseg.io.formats import VOLUME_ENDINGS, file_ending
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -44,10 +46,7 @@ def prepare_output(out: str | os.PathLike[str], overwrite: bool) -> Path:
     out = Path(out).absolute()
     present = [n for n in OUTPUT_ENTRIES if (out / n).exists()]
     if present and (out / UNFINISHED).exists() and not overwrite:
-        print(
-            f"warning: {out}: an earlier import into this folder did not finish; importing again",
-            file=sys.stderr,
-        )
+        log.warning("%s: an earlier import into this folder did not finish; importing again", out)
         overwrite = True
     if present and not overwrite:
         raise VoxsegError(
@@ -114,21 +113,20 @@ def run_cases(
     description: str,
 ) -> list[T]:
     """``func(*job)`` for every job, in a process pool with a progress bar; order kept."""
-    from rich.progress import Progress
+    from voxseg.progress import ProgressReporter
 
     workers = max(1, min(num_processes or min(8, os.cpu_count() or 1), len(jobs) or 1))
     out: list[T] = []
-    with Progress(transient=True) as bar:
-        task = bar.add_task(description, total=len(jobs))
+    with ProgressReporter(description, len(jobs), log, transient=True) as bar:
         if workers == 1:
             for job in jobs:
                 out.append(func(*job))
-                bar.advance(task)
+                bar.item(f"{description} {len(out)}/{len(jobs)}")
             return out
         with ProcessPoolExecutor(workers) as pool:
             for result in pool.map(_star, [(func, job) for job in jobs]):
                 out.append(result)
-                bar.advance(task)
+                bar.item(f"{description} {len(out)}/{len(jobs)}")
     return out
 
 
