@@ -155,3 +155,19 @@ def test_fingerprint_records_object_volumes(tmp_path):
             "1": [pytest.approx(48 * voxel)],
             "2": [pytest.approx(voxel)],
         }
+
+
+def test_object_hosts_name_the_label_around_each_object():
+    from voxseg.data.fingerprint import object_hosts
+
+    seg = np.zeros((20, 40, 40), np.uint8)
+    seg[2:18, 2:24, 2:24] = 1  # an organ
+    seg[26:, 30:38, 30:38] = 0
+    seg[4:14, 28:38, 28:38] = 2  # a second organ
+    for z, y, x in [(5, 5, 5), (10, 12, 8), (13, 18, 17)]:  # lesions inside organ 1
+        seg[z : z + 2, y : y + 3, x : x + 2] = 4
+    seg[2:4, 8:10, 8:10] = 4  # on organ 1's top face: most of its shell is organ 1
+    seg[8:10, 31:33, 31:33] = 4  # inside organ 2
+    seg[16:18, 30:32, 30:32] = 4  # in the background
+    hosts = object_hosts(seg)
+    assert hosts == {"1": {"0": 1}, "2": {"0": 1}, "4": {"0": 1, "1": 4, "2": 1}}

@@ -202,3 +202,81 @@ def test_previous_prediction_fill_takes_the_nearest_other_label_in_mm():
     assert derived.image.array.shape == (3, *seg.shape)
     np.testing.assert_array_equal(derived.image.array[1], filled == 1)
     np.testing.assert_array_equal(derived.image.array[2], filled == 2)
+
+
+class _Map:
+    """A stand-in predictor returning a given label map (the input's grid)."""
+
+    def __init__(self, seg: np.ndarray) -> None:
+        self.seg = seg
+
+    def predict(self, image):
+        from voxseg.inference import Prediction
+
+        return Prediction(image.with_array(self.seg.copy()))
+
+
+def test_small_stage_objects_outside_their_host_organ_are_dropped(rng):
+    from voxseg.pipelines.spec import PreviousPredictionInput
+
+    image = _image(rng, shape=(12, 40, 40), spacing=(1.0, 1.0, 1.0))
+    whole = np.zeros(image.shape, np.uint8)
+    whole[2:10, 4:24, 4:24] = 1  # organ
+    whole[2:10, 28:38, 28:38] = 2  # another organ
+    small = np.zeros(image.shape, np.uint8)
+    small[5:7, 10:13, 10:13] = 1  # inside organ 1: kept
+    small[5:7, 22:27, 10:13] = 1  # 2 of 5 columns inside, 2 more within the margin: kept
+    small[5:7, 31:34, 31:34] = 1  # inside organ 2: dropped
+    small[0:2, 30:33, 5:8] = 1  # background: dropped
+    spec = PipelineSpec(
+        name="t",
+        channel_names={"0": "CT"},
+        labels={"background": 0, "organ": 1, "other": 2, "lesion": 3},
+        stages=[
+            StageSpec(
+                name="whole",
+                labels={"organ": [1], "other": [2], "lesion": [3]},
+                output={"organ": 1, "other": 2},
+            ),
+            StageSpec(
+                name="small",
+                labels={"lesion": [3]},
+                input=PreviousPredictionInput(source="whole", fill=[3]),
+                output={"lesion": 3},
+                inside={"lesion": "organ"},
+            ),
+        ],
+    )
+    runner = PipelineRunner("unused", spec=spec)
+    runner._predictors = {"whole": _Map(whole), "small": _Map(small)}
+    out = runner.predict(image).segmentation.array
+    expected = whole.copy()
+    expected[5:7, 10:13, 10:13] = 3
+    expected[5:7, 22:27, 10:13] = 3
+    np.testing.assert_array_equal(out, expected)
+    # without the rule every object is written
+    spec.stages[1].inside = {}
+    runner = PipelineRunner("unused", spec=spec)
+    runner._predictors = {"whole": _Map(whole), "small": _Map(small)}
+    assert (runner.predict(image).segmentation.array == 3).sum() == (small == 1).sum()
+
+
+def test_spec_rejects_an_inside_label_the_source_does_not_have():
+    from voxseg.pipelines.spec import PreviousPredictionInput
+
+    with pytest.raises(ValueError, match="'inside' needs 'liver'"):
+        PipelineSpec(
+            name="t",
+            channel_names={"0": "CT"},
+            labels={"background": 0, "organ": 1, "lesion": 2},
+            stages=[
+                StageSpec(name="whole", labels={"organ": [1]}, output={"organ": 1}),
+                StageSpec(
+                    name="small",
+                    labels={"lesion": [2]},
+                    input=PreviousPredictionInput(source="whole"),
+                    output={"lesion": 2},
+                    inside={"lesion": "liver"},
+                ),
+            ],
+        )

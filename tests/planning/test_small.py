@@ -23,7 +23,7 @@ from voxseg.planning.small import (
 SPACING = (3.0, 0.8, 0.8)
 
 
-def _dataset(root, spots: bool):
+def _dataset(root, spots: bool, inside: bool = False):
     """Three CT-like cases: a large 'organ' (1) and 'spots' (2), either 2 mm-radius balls
     (a few voxels of a coarse grid) or, with ``spots=False``, one large box."""
     rng = np.random.default_rng(0)
@@ -34,7 +34,10 @@ def _dataset(root, spots: bool):
         seg = np.zeros((24, 96, 96), np.uint8)
         seg[(((z - 36) / 25) ** 2 + ((y - 38) / 22) ** 2 + ((x - 38) / 22) ** 2) < 1] = 1
         if spots:
-            for cy, cx in [(55, 55), (60, 20), (20, 60)][: i + 1]:
+            centres = [(55, 55), (60, 20), (20, 60)]
+            if inside:  # in the organ's middle instead
+                centres = [(38, 38), (30, 44), (46, 32)]
+            for cy, cx in centres[: i + 1]:
                 seg[((z - 33) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) < 2.0**2] = 2
         else:
             seg[4:12, 62:90, 62:90] = 2
@@ -48,8 +51,9 @@ def _dataset(root, spots: bool):
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     out = {}
-    for spots in (True, False):
-        ds = _dataset(tmp_path_factory.mktemp("small") / f"Dataset07{int(spots)}_S", spots)
+    for spots in (True, False, "inside"):
+        name = {True: "Dataset071_S", False: "Dataset070_S", "inside": "Dataset072_S"}[spots]
+        ds = _dataset(tmp_path_factory.mktemp("small") / name, bool(spots), spots == "inside")
         fp = compute_fingerprint(ds, samples_total=10_000)
         plans = plan_dataset(fp, ds.info, PlannerOptions(device="cpu"))
         out[spots] = (ds, fp, plans)
@@ -76,6 +80,21 @@ def test_typical_object_volume_against_scipy_components(planned):
     assert spots.typical_voxels == pytest.approx(typical / voxel)
     assert spots.typical_voxels < SMALL_OBJECT_VOXELS
     assert "spots" in found.why and "organ" in found.why
+    assert spots.host is None  # the spots lie outside the organ
+
+
+def test_small_objects_inside_an_organ_get_it_as_their_host(planned):
+    ds, fp, plans = planned["inside"]
+    (spots,) = find_small_structures(fp, plans, "3d_lowres").classes
+    assert spots.host == 1
+    # every spot of every case is surrounded by organ voxels only
+    for case in ds.cases():
+        _, label = ds.load_case(case)
+        spot = label.array == 2
+        shell = ndimage.binary_dilation(spot, structure=np.ones((3, 3, 3))) & ~spot
+        assert set(np.unique(label.array[shell])) == {1}
+    rule = small_structure_rule(fp, plans, ["3d_lowres"], None)
+    assert rule["classes"][0]["inside"] == 1 and "inside label 1" in rule["why"]
 
 
 def test_auto_adds_the_full_resolution_stage_only_for_a_small_class(planned):

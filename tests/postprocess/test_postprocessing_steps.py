@@ -134,3 +134,25 @@ def test_unknown_step_and_bad_arguments(monkeypatch):
     monkeypatch.setenv("VOXSEG_TRUST_CODE", "1")  # a module:attr name runs the user's code
     dotted = build_step({"name": "voxseg.postprocess.steps:FillHoles", "slice_wise": True})
     assert isinstance(dotted, FillHoles) and dotted.slice_wise
+
+
+def test_keep_objects_inside_against_a_brute_force_count():
+    from scipy import ndimage
+
+    from voxseg.postprocess.steps import keep_objects_inside
+
+    rng = np.random.default_rng(11)
+    seg = (rng.random((14, 30, 30)) < 0.04).astype(np.uint8) * 4
+    seg[3:9, 5:12, 5:12] = 4  # a big object
+    host = np.zeros(seg.shape, bool)
+    host[2:12, 3:18, 3:20] = True
+    out = keep_objects_inside(seg, 4, host, margin=1, min_fraction=0.5)
+    grown = ndimage.binary_dilation(host)  # one 6-connected step
+    objects, n = ndimage.label(seg == 4, structure=np.ones((3, 3, 3)))
+    expected = seg.copy()
+    for k in range(1, n + 1):
+        obj = objects == k
+        if (obj & grown).sum() < 0.5 * obj.sum():
+            expected[obj] = 0
+    np.testing.assert_array_equal(out, expected)
+    assert 0 < (out == 4).sum() < (seg == 4).sum()

@@ -31,7 +31,7 @@ from voxseg.errors import VoxsegError
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 3
+FINGERPRINT_VERSION = 4
 #: object volumes kept per label and case (the largest; a label of speckles keeps these)
 MAX_OBJECTS_PER_LABEL = 1000
 DEFAULT_SAMPLES_TOTAL = 10_000_000
@@ -71,6 +71,11 @@ class CaseFingerprint(BaseModel):
         default_factory=dict,
         description="label value → centroid per array axis inside the nonzero box, "
         "-1 (first voxel) … +1 (last voxel); 0 for an axis of length 1",
+    )
+    label_object_hosts: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="label value → {host label value: number of its objects}: an object's "
+        "host is the most common label in the one-voxel shell around it (0: background)",
     )
 
 
@@ -150,6 +155,7 @@ def fingerprint_case(
         label_volumes_mm3={k: v * voxel for k, v in counts.items()},
         label_object_volumes_mm3=object_volumes(seg, voxel) if seg is not None else {},
         label_centroids=centroids,
+        label_object_hosts=object_hosts(seg) if seg is not None else {},
     )
     return fp, intensities
 
@@ -212,6 +218,40 @@ def object_volumes(seg: np.ndarray, voxel_volume: float) -> dict[str, list[float
         objects, n = ndimage.label(seg[box] == i, structure=structure)
         sizes = np.sort(np.bincount(objects.ravel(), minlength=n + 1)[1:])[::-1]
         out[str(i)] = [round(float(v) * voxel_volume, 3) for v in sizes[:MAX_OBJECTS_PER_LABEL]]
+    return out
+
+
+def object_hosts(seg: np.ndarray) -> dict[str, dict[str, int]]:
+    """For each nonzero label, how many of its connected objects (26-connected) sit in each
+    host label: the most common value in the object's one-voxel shell (26-neighbourhood;
+    ties: the smaller value; 0 is background). A lesion drawn inside an organ has that
+    organ as its host; an organ in the body has 0. Shells of touching objects of one label
+    count for the object with the larger number."""
+    from scipy import ndimage
+
+    seg = np.asarray(seg)
+    if not np.issubdtype(seg.dtype, np.integer):
+        seg = seg.astype(np.int64)
+    structure = np.ones((3,) * seg.ndim, dtype=bool)
+    out: dict[str, dict[str, int]] = {}
+    for i, box in enumerate(ndimage.find_objects(seg), start=1):
+        if box is None:
+            continue
+        grown = tuple(
+            slice(max(0, s.start - 1), min(n, s.stop + 1))
+            for s, n in zip(box, seg.shape, strict=True)
+        )
+        region = seg[grown].astype(np.int64)
+        objects, n = ndimage.label(region == i, structure=structure)
+        owner = ndimage.grey_dilation(objects, footprint=structure)
+        shell = (objects == 0) & (owner > 0)
+        top = int(region.max()) + 1
+        pairs = np.bincount(owner[shell] * top + region[shell], minlength=(n + 1) * top)
+        votes = pairs.reshape(n + 1, top)[1:]
+        hosts = np.argmax(votes, axis=1)
+        hosts[votes.sum(axis=1) == 0] = 0  # an object filling the whole image
+        counts = np.bincount(hosts, minlength=top)
+        out[str(i)] = {str(int(h)): int(c) for h, c in enumerate(counts) if c}
     return out
 
 

@@ -46,6 +46,22 @@ def combine(spec: PipelineSpec, outputs: dict[str, np.ndarray], shape) -> np.nda
     return final
 
 
+def _inside(
+    stage: StageSpec, spec: PipelineSpec, out: np.ndarray, outputs: dict[str, np.ndarray]
+) -> np.ndarray:
+    """``out`` without the objects that ``stage.inside`` requires to lie in a source label
+    and that lie elsewhere."""
+    if not stage.inside:
+        return out
+    from voxseg.postprocess.steps import keep_objects_inside
+
+    source = outputs[stage.source]
+    source_labels = spec.stage(stage.source).stage_labels
+    for label, host in stage.inside.items():
+        out = keep_objects_inside(out, stage.stage_labels[label], source == source_labels[host])
+    return out
+
+
 class PipelineRunner:
     """Predicts with a pipeline folder; ``folds`` picks folds per stage (default: all).
 
@@ -110,7 +126,9 @@ class PipelineRunner:
             else:
                 pred = self.predictor(stage).predict(derived.image)
                 restored = derived.restore(pred.segmentation.array)
-                outputs[stage.name] = np.asarray(restored).astype(np.uint8, copy=False)
+                outputs[stage.name] = _inside(
+                    stage, self.spec, np.asarray(restored).astype(np.uint8, copy=False), outputs
+                )
             if stage.name == until:
                 break
         final = combine(self.spec, outputs, geometry.shape)

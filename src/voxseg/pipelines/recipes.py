@@ -225,6 +225,7 @@ def small_structures(
     whole_configuration: str = "3d_lowres",
     device: str | None = None,
     settings: list[str] | None = None,
+    inside: dict[int, int] | None = None,
 ) -> PipelineSpec:
     """A whole-image model of every class (``whole``, trained elsewhere on the dataset
     itself, e.g. by ``voxseg auto``) → a full-resolution stage for the ``small`` classes
@@ -233,7 +234,9 @@ def small_structures(
     stage is too coarse to find them, so ground truth must not show them either). The small
     stage trains on ground-truth channels with ovseg's mask augmentation and centres 3 of 4
     patches on a small object (``LESION_SETTINGS``); its classes are written over the whole
-    stage's output."""
+    stage's output. ``inside`` (small class value → host class value, from
+    :func:`voxseg.planning.small.host_label`) keeps a small class's predicted objects only
+    inside the whole stage's host class."""
     reason = small_stage_unsupported(ds)
     if reason is not None:
         raise VoxsegError(f"{reason}: the small-structure pipeline needs labels 1..K")
@@ -242,6 +245,8 @@ def small_structures(
     if unknown or not small:
         raise VoxsegError(f"{ds.root}: small classes {small} are not foreground labels {labels}")
     small_labels = {k: v for k, v in labels.items() if v in small}
+    names = {v: k for k, v in labels.items()}
+    hosts = {names[v]: names[h] for v, h in (inside or {}).items() if v in small and h in names}
     return PipelineSpec(
         name=f"{ds.name}-small-structures",
         recipe="small-structures",
@@ -266,6 +271,7 @@ def small_structures(
                 mask_augmentation=True,
                 settings=[*LESION_SETTINGS, *(settings or [])],
                 output=dict(small_labels),
+                inside=hosts,
             ),
         ],
     )

@@ -133,6 +133,37 @@ class FillHoles:
         return out
 
 
+#: how far (voxels of the output grid) an object may reach past its host label and still count
+#: as inside it: the host comes from a coarser stage whose border is a voxel or two off
+INSIDE_MARGIN_VOXELS = 2
+
+
+def keep_objects_inside(
+    seg: np.ndarray,
+    value: int,
+    host: np.ndarray,
+    *,
+    margin: int = INSIDE_MARGIN_VOXELS,
+    min_fraction: float = 0.5,
+    connectivity: int = 26,
+) -> np.ndarray:
+    """``seg`` without the connected objects of ``value`` of which less than
+    ``min_fraction`` lies inside the boolean ``host`` mask grown by ``margin`` voxels
+    (6-connected steps); removed voxels become background."""
+    mask = seg == value
+    if not mask.any():
+        return seg
+    grown = ndimage.binary_dilation(host, iterations=margin) if margin > 0 else host
+    components = cc3d.connected_components(mask, connectivity=connectivity)
+    sizes = _sizes(components)
+    inside = np.bincount(components[grown], minlength=sizes.size)
+    drop = inside < min_fraction * sizes
+    drop[0] = False
+    out = seg.copy()
+    out[drop[components]] = 0
+    return out
+
+
 def build_step(config: Mapping[str, Any] | PostprocessingStep) -> PostprocessingStep:
     """A step from ``{"name": ..., **arguments}`` (a built step is returned as is)."""
     if callable(config):
