@@ -151,7 +151,7 @@ def declared_kwargs(factory: Callable[..., Any]) -> tuple[set[str], bool]:
         for p in params:
             if p.kind is p.VAR_KEYWORD:
                 open_ended = i == len(targets) - 1 and p.name != "_"
-            elif p.kind is not p.VAR_POSITIONAL:
+            elif p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
                 names.add(p.name)
     return names, open_ended
 

@@ -151,6 +151,25 @@ def test_unknown_network_lists_registered_ones() -> None:
         )
 
 
+def test_family_settings_are_checked_against_what_the_builder_forwards_to() -> None:
+    """A family registered with the shared builder declares its own settings and those of
+    the class it forwards them to; anything else is refused by name, and the request
+    (positional only) is not a setting."""
+    from voxseg._registry import declared_kwargs
+
+    for name, own in (("unet", "conv_bias"), ("swin_unetr", "feature_size")):
+        names, open_ended = declared_kwargs(NETWORKS.get(name))
+        assert own in names and "net" not in names and not open_ended
+    with pytest.raises(VoxsegError, match=r"takes no keyword argument\(s\) \['widht'\]"):
+        _build("unet", 3, widht=8)
+
+    def biased(model: nn.Module) -> int:
+        return sum(m.bias is not None for m in model.modules() if isinstance(m, nn.Conv3d))
+
+    # a setting of PlainConvUNet reaches it: only the segmentation heads keep their bias
+    assert biased(_build("unet", 3, conv_bias=False)) < biased(_build("unet", 3))
+
+
 def test_unet_uses_nnunet_defaults() -> None:
     model = _build("unet", 3)
     norms = [m for m in model.modules() if isinstance(m, nn.InstanceNorm3d)]

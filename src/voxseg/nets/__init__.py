@@ -9,8 +9,10 @@ from voxseg.nets import monai_nets, segformer3d, unet
 from voxseg.nets._registry import (
     NETWORKS,
     NetworkInfo,
+    NetworkRequest,
     build_network,
     network_info,
+    register_family,
     register_network,
 )
 from voxseg.nets.topology import Topology
@@ -29,6 +31,7 @@ __all__ = [
     "RESENC_PRESETS",
     "AdaptReport",
     "NetworkInfo",
+    "NetworkRequest",
     "ResEncPreset",
     "Topology",
     "adapt_state_dict",
@@ -38,6 +41,7 @@ __all__ = [
     "monai_nets",
     "network_info",
     "read_weights",
+    "register_family",
     "register_network",
     "save_weights",
     "segformer3d",

@@ -60,6 +60,51 @@ def register_network(name: str, info: NetworkInfo | None = None) -> Callable:
     return decorator
 
 
+@dataclass(frozen=True)
+class NetworkRequest:
+    """What a network is asked for: the keywords every factory is called with."""
+
+    in_channels: int
+    num_classes: int
+    topology: Topology
+    patch_size: list[int]
+    deep_supervision: bool = False
+
+
+def register_family(
+    name: str, info: NetworkInfo | None = None, *, forwards_kwargs_to: Sequence[Any] = ()
+) -> Callable:
+    """Decorator: register ``build(request, /, **settings)`` as the factory ``name``.
+
+    The one shared builder of voxseg's families (as timm's ``build_model_with_cfg``): the
+    registry's keywords become a :class:`NetworkRequest`, so a family writes only what it
+    builds. ``forwards_kwargs_to`` names what ``build`` passes its ``**settings`` on to
+    (a class or a ``"module:attr"`` string), so unknown settings are refused by name.
+    """
+
+    def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        def factory(
+            *,
+            in_channels: int,
+            num_classes: int,
+            topology: Topology,
+            patch_size: Sequence[int],
+            deep_supervision: bool = False,
+            **kwargs: Any,
+        ) -> nn.Module:
+            request = NetworkRequest(
+                in_channels, num_classes, topology, [int(p) for p in patch_size], deep_supervision
+            )
+            return build(request, **kwargs)
+
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(factory, attr, getattr(build, attr))
+        factory.forwards_kwargs_to = (build, *forwards_kwargs_to)  # type: ignore[attr-defined]
+        return register_network(name, info)(factory)
+
+    return decorator
+
+
 def network_info(name: str) -> NetworkInfo:
     """Capability flags of a registered, dotted-path or entry-point network."""
     return _info_of(NETWORKS.get(name))

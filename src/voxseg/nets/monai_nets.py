@@ -12,20 +12,15 @@ from typing import Any
 from torch import nn  # MONAI is imported by each builder: `import monai` costs ~0.5 GB
 
 from voxseg.errors import VoxsegError
-from voxseg.nets._registry import NetworkInfo, register_network
-from voxseg.nets.topology import Topology
+from voxseg.nets._registry import NetworkInfo, NetworkRequest, register_family
 
 
-@register_network("swin_unetr", NetworkInfo(needs_patch_divisible_by=32, min_input_size=64))
-def swin_unetr(
-    *,
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    patch_size: list[int],
-    deep_supervision: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
+@register_family(
+    "swin_unetr",
+    NetworkInfo(needs_patch_divisible_by=32, min_input_size=64),
+    forwards_kwargs_to=("monai.networks.nets:SwinUNETR",),
+)
+def swin_unetr(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
     """SwinUNETR (Hatamizadeh et al. 2022); ``feature_size`` must be a multiple of 12.
 
     Inputs are at least 64 per axis: at 32 the instance-normed bottleneck has one voxel.
@@ -34,96 +29,78 @@ def swin_unetr(
     from monai.networks.nets import SwinUNETR
 
     return SwinUNETR(
-        in_channels=in_channels,
-        out_channels=num_classes,
-        spatial_dims=topology.spatial_dims,
+        in_channels=net.in_channels,
+        out_channels=net.num_classes,
+        spatial_dims=net.topology.spatial_dims,
         **kwargs,
     )
 
 
-@register_network("attention_unet", NetworkInfo(needs_patch_divisible_by="topology"))
-def attention_unet(
-    *,
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    patch_size: list[int],
-    deep_supervision: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
+@register_family(
+    "attention_unet",
+    NetworkInfo(needs_patch_divisible_by="topology"),
+    forwards_kwargs_to=("monai.networks.nets:AttentionUnet",),
+)
+def attention_unet(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
     """Attention U-Net (Oktay et al. 2018) with the topology's features and strides."""
     from monai.networks.nets import AttentionUnet
 
     return AttentionUnet(
-        spatial_dims=topology.spatial_dims,
-        in_channels=in_channels,
-        out_channels=num_classes,
-        channels=list(topology.features_per_stage),
-        strides=[tuple(s) for s in topology.strides[1:]],
+        spatial_dims=net.topology.spatial_dims,
+        in_channels=net.in_channels,
+        out_channels=net.num_classes,
+        channels=list(net.topology.features_per_stage),
+        strides=[tuple(s) for s in net.topology.strides[1:]],
         **kwargs,
     )
 
 
-@register_network("segresnet", NetworkInfo(needs_patch_divisible_by="topology"))
-def segresnet(
-    *,
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    patch_size: list[int],
-    deep_supervision: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
+@register_family(
+    "segresnet",
+    NetworkInfo(needs_patch_divisible_by="topology"),
+    forwards_kwargs_to=("monai.networks.nets:SegResNet",),
+)
+def segresnet(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
     """SegResNet (Myronenko 2018): one level per topology stage, stride 2 between levels.
 
     The topology must have stride 2 on every axis (SegResNet downsamples isotropically);
     ``init_filters`` is the first stage's feature count.
     """
-    if any(s != [2] * topology.spatial_dims for s in topology.strides[1:]):
+    if any(s != [2] * net.topology.spatial_dims for s in net.topology.strides[1:]):
         raise VoxsegError(
             f"segresnet downsamples by 2 on every axis; the topology's strides "
-            f"{topology.strides} differ; use unet or resenc_unet for anisotropic data"
+            f"{net.topology.strides} differ; use unet or resenc_unet for anisotropic data"
         )
-    init = topology.features_per_stage[0]
-    n = topology.n_stages
+    init = net.topology.features_per_stage[0]
+    n = net.topology.n_stages
     kwargs.setdefault("blocks_down", (1, 2, 2, 4, 4, 4, 4, 4)[:n])
     kwargs.setdefault("blocks_up", (1,) * (n - 1))
     kwargs.setdefault("norm", ("GROUP", {"num_groups": 8 if init % 8 == 0 else 1}))
     from monai.networks.nets import SegResNet
 
     return SegResNet(
-        spatial_dims=topology.spatial_dims,
+        spatial_dims=net.topology.spatial_dims,
         init_filters=init,
-        in_channels=in_channels,
-        out_channels=num_classes,
+        in_channels=net.in_channels,
+        out_channels=net.num_classes,
         **kwargs,
     )
 
 
-@register_network("unetr", NetworkInfo(needs_patch_divisible_by=16, fixed_input_size=True))
-def unetr(
-    *,
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    patch_size: list[int],
-    deep_supervision: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
+@register_family(
+    "unetr",
+    NetworkInfo(needs_patch_divisible_by=16, fixed_input_size=True),
+    forwards_kwargs_to=("monai.networks.nets:UNETR",),
+)
+def unetr(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
     """UNETR (Hatamizadeh et al. 2022): a ViT on 16-voxel tokens; input = the patch size."""
     kwargs.setdefault("feature_size", 16)
     from monai.networks.nets import UNETR
 
     return UNETR(
-        in_channels=in_channels,
-        out_channels=num_classes,
-        img_size=list(patch_size),
-        spatial_dims=topology.spatial_dims,
+        in_channels=net.in_channels,
+        out_channels=net.num_classes,
+        img_size=list(net.patch_size),
+        spatial_dims=net.topology.spatial_dims,
         **kwargs,
     )
-
-
-swin_unetr.forwards_kwargs_to = ("monai.networks.nets:SwinUNETR",)  # type: ignore[attr-defined]
-attention_unet.forwards_kwargs_to = ("monai.networks.nets:AttentionUnet",)  # type: ignore[attr-defined]
-segresnet.forwards_kwargs_to = ("monai.networks.nets:SegResNet",)  # type: ignore[attr-defined]
-unetr.forwards_kwargs_to = ("monai.networks.nets:UNETR",)  # type: ignore[attr-defined]

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxseg.nets._registry import NetworkInfo, register_network
-from voxseg.nets.topology import Topology
+from voxseg.nets._registry import NetworkInfo, NetworkRequest, register_family
 
 
 def _conv(dims: int) -> type[nn.Module]:
@@ -214,18 +213,11 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-@register_network("segformer3d", NetworkInfo(needs_patch_divisible_by=32))
-def segformer3d(
-    *,
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    patch_size: list[int],
-    deep_supervision: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
+@register_family(
+    "segformer3d", NetworkInfo(needs_patch_divisible_by=32), forwards_kwargs_to=(SegFormer3D,)
+)
+def segformer3d(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
     """SegFormer3D; the topology gives only the spatial dimensions (2 or 3)."""
-    return SegFormer3D(in_channels, num_classes, spatial_dims=topology.spatial_dims, **kwargs)
-
-
-segformer3d.forwards_kwargs_to = (SegFormer3D,)  # type: ignore[attr-defined]
+    return SegFormer3D(
+        net.in_channels, net.num_classes, spatial_dims=net.topology.spatial_dims, **kwargs
+    )

@@ -15,7 +15,7 @@ from typing import Any
 from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
 from torch import nn
 
-from voxseg.nets._registry import NetworkInfo, register_network
+from voxseg.nets._registry import NetworkInfo, NetworkRequest, register_family
 from voxseg.nets.topology import Topology
 
 UNET_INFO = NetworkInfo(supports_deep_supervision=True, needs_patch_divisible_by="topology")
@@ -63,105 +63,60 @@ def _initialised(model: nn.Module) -> nn.Module:
     return model
 
 
-@register_network("unet", UNET_INFO)
-def unet(
-    *,
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    patch_size: list[int],
-    deep_supervision: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
+@register_family("unet", UNET_INFO, forwards_kwargs_to=(PlainConvUNet,))
+def unet(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
     """nnU-Net's default ``PlainConvUNet`` (two convs per encoder and decoder stage)."""
     return _initialised(
         PlainConvUNet(
-            input_channels=in_channels,
-            num_classes=num_classes,
-            n_conv_per_stage=list(topology.n_conv_per_stage),
-            n_conv_per_stage_decoder=list(topology.n_conv_per_stage_decoder),
-            deep_supervision=deep_supervision,
-            **_common(topology, **kwargs),
+            input_channels=net.in_channels,
+            num_classes=net.num_classes,
+            n_conv_per_stage=list(net.topology.n_conv_per_stage),
+            n_conv_per_stage_decoder=list(net.topology.n_conv_per_stage_decoder),
+            deep_supervision=net.deep_supervision,
+            **_common(net.topology, **kwargs),
         )
     )
 
 
 def _resenc(
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    deep_supervision: bool,
-    blocks: list[int],
-    blocks_decoder: list[int],
-    kwargs: dict[str, Any],
+    net: NetworkRequest, blocks: list[int], blocks_decoder: list[int], kwargs: dict[str, Any]
 ) -> nn.Module:
     return _initialised(
         ResidualEncoderUNet(
-            input_channels=in_channels,
-            num_classes=num_classes,
+            input_channels=net.in_channels,
+            num_classes=net.num_classes,
             n_blocks_per_stage=blocks,
             n_conv_per_stage_decoder=blocks_decoder,
-            deep_supervision=deep_supervision,
-            **_common(topology, **kwargs),
+            deep_supervision=net.deep_supervision,
+            **_common(net.topology, **kwargs),
         )
     )
 
 
-@register_network("resenc_unet", UNET_INFO)
-def resenc_unet(
-    *,
-    in_channels: int,
-    num_classes: int,
-    topology: Topology,
-    patch_size: list[int],
-    deep_supervision: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
+@register_family("resenc_unet", UNET_INFO, forwards_kwargs_to=(ResidualEncoderUNet,))
+def resenc_unet(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
     """``ResidualEncoderUNet`` with residual blocks per stage = the topology's convs per stage."""
-    return _resenc(
-        in_channels,
-        num_classes,
-        topology,
-        deep_supervision,
-        list(topology.n_conv_per_stage),
-        list(topology.n_conv_per_stage_decoder),
-        kwargs,
-    )
-
-
-unet.forwards_kwargs_to = (PlainConvUNet,)  # type: ignore[attr-defined]
-resenc_unet.forwards_kwargs_to = (ResidualEncoderUNet,)  # type: ignore[attr-defined]
+    topology = net.topology
+    blocks = list(topology.n_conv_per_stage)
+    return _resenc(net, blocks, list(topology.n_conv_per_stage_decoder), kwargs)
 
 
 def _preset_factory(key: str):
     preset = RESENC_PRESETS[key]
 
-    def factory(
-        *,
-        in_channels: int,
-        num_classes: int,
-        topology: Topology,
-        patch_size: list[int],
-        deep_supervision: bool = False,
-        **kwargs: Any,
-    ) -> nn.Module:
-        n = topology.n_stages
-        return _resenc(
-            in_channels,
-            num_classes,
-            topology,
-            deep_supervision,
-            list(preset.blocks_per_stage_encoder[:n]),
-            [preset.blocks_per_stage_decoder] * (n - 1),
-            kwargs,
-        )
+    def build(net: NetworkRequest, /, **kwargs: Any) -> nn.Module:
+        n = net.topology.n_stages
+        blocks = list(preset.blocks_per_stage_encoder[:n])
+        return _resenc(net, blocks, [preset.blocks_per_stage_decoder] * (n - 1), kwargs)
 
-    factory.forwards_kwargs_to = (ResidualEncoderUNet,)  # type: ignore[attr-defined]
-    factory.__name__ = f"resenc_unet_{key}"
-    factory.__doc__ = (
+    build.__name__ = build.__qualname__ = f"resenc_unet_{key}"
+    build.__doc__ = (
         f"nnU-Net's ResEnc {key.upper()} preset (planned for ~{preset.vram_target_gb:g} GB VRAM)."
     )
-    return register_network(f"resenc_unet_{key}", UNET_INFO)(factory)
+    family = register_family(
+        f"resenc_unet_{key}", UNET_INFO, forwards_kwargs_to=(ResidualEncoderUNet,)
+    )
+    return family(build)
 
 
 resenc_unet_m = _preset_factory("m")
