@@ -35,6 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from voxseg.errors import VoxsegError
+from voxseg.io.gz import gzip_file
 from voxseg.io.header import DAMAGED, check_claimed_size, read_header, require_memory
 from voxseg.io.image import PSEUDO_3D_SPACING, Image, from_sitk, to_sitk
 from voxseg.io.nifti import read_nifti_gz
@@ -101,12 +102,16 @@ def read_image(path: str | os.PathLike[str], is_label: bool = False, copy: bool 
     return image
 
 
-def write_image(image: Image, path: str | os.PathLike[str], compress: bool = True) -> Path:
+def write_image(
+    image: Image, path: str | os.PathLike[str], compress: bool = True, fast_gzip: bool = False
+) -> Path:
     """Write ``image`` to ``path`` (format from the ending), atomically.
 
     A pseudo-3D image (z of size 1) written to PNG, BMP, TIFF or JPEG loses its z axis;
     channels ``[3, 1, y, x]`` become RGB. PNG stores uint8/uint16, BMP and JPEG uint8: arrays
-    are converted when that is lossless and refused otherwise.
+    are converted when that is lossless and refused otherwise. ``fast_gzip``: a ``.nii.gz``
+    is written by SimpleITK uncompressed and deflated by ISA-L (:mod:`voxseg.io.gz`,
+    about 3× less CPU, a file a few per cent larger; the same NIfTI inside).
     """
     path = Path(path)
     ending = file_ending(path)
@@ -126,7 +131,13 @@ def write_image(image: Image, path: str | os.PathLike[str], compress: bool = Tru
         return path
     img = _natural_to_sitk(image, path, ending) if ending in NATURAL_ENDINGS else to_sitk(image)
     with _atomic_dir(path) as tmp:
-        sitk.WriteImage(img, str(tmp / path.name), useCompression=compress)
+        if fast_gzip and compress and ending == ".nii.gz":
+            plain = tmp / path.name[: -len(".gz")]
+            sitk.WriteImage(img, str(plain), useCompression=False)
+            gzip_file(plain, tmp / path.name)
+            plain.unlink()
+        else:
+            sitk.WriteImage(img, str(tmp / path.name), useCompression=compress)
         _check_written(tmp / path.name, path)
     return path
 

@@ -1,5 +1,11 @@
 """gzip streams through ISA-L (python-isal's ``igzip_lib``), when it is installed.
 
+Writing: :func:`gzip_file` deflates a file at ISA-L level 2 (:data:`FAST_LEVEL`). SimpleITK
+compresses ``.nii.gz`` with zlib at a level its settings do not change (about 1.7 CPU s for a
+150×512×512 int16 CT); ISA-L level 2 takes about 0.5 s for the same bytes and a file 2–3 %
+larger (level 1 is no faster and 6 % larger, level 3 slower on label maps). The result is an
+ordinary single-member gzip file (RFC 1952) that zlib, SimpleITK, nibabel and 3D Slicer read.
+
 ISA-L inflates a 300×512×512 CT ``.nii.gz`` in about 0.45 CPU s where SimpleITK's zlib takes
 0.65–0.85 s (``benchmarks/RESULTS.md``, HTML reports). :class:`GzipInflater` reads a file's
 decompressed bytes in order, straight into the caller's NumPy buffer, one megabyte at a time:
@@ -8,16 +14,20 @@ no second copy of the output and no allocation of the whole stream as ``bytes``.
 
 from __future__ import annotations
 
+import gzip
 import mmap
 import os
+import shutil
+import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 try:
-    from isal import igzip_lib
+    from isal import igzip, igzip_lib
 except ImportError:  # optional: callers fall back to their zlib readers
-    igzip_lib = None
+    igzip = igzip_lib = None
 
 #: Bytes inflated (and compressed bytes fed) per step.
 CHUNK = 1 << 20
@@ -110,3 +120,34 @@ class GzipInflater:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: ISA-L deflate level of :func:`gzip_file` (0–3; see the module docstring).
+FAST_LEVEL = 2
+
+#: What reading a cut or corrupt gzip stream may raise (gzip's, zlib's and ISA-L's errors).
+GZIP_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error) + (
+    (igzip_lib.IsalError,) if igzip_lib is not None else ()
+)
+
+
+def gzip_file(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], level: int = FAST_LEVEL
+) -> Path:
+    """Compress the file ``src`` into the gzip file ``dst`` with ISA-L (zlib at level 1 when
+    python-isal is missing). Not atomic: callers write into a temporary folder, as
+    :func:`voxseg.io.formats.write_image` does."""
+    dst = Path(dst)
+    if igzip is not None:
+        target = igzip.open(dst, "wb", compresslevel=level)
+    else:
+        target = gzip.open(dst, "wb", compresslevel=1)
+    with open(src, "rb") as f, target as g:
+        shutil.copyfileobj(f, g, 4 * CHUNK)
+    return dst
+
+
+def open_gzip(path: str | os.PathLike[str]) -> IO[bytes]:
+    """A seekable binary reader of the gzip file ``path``, inflated by ISA-L when installed
+    (as :func:`gzip.open`); a cut or corrupt stream raises one of :data:`GZIP_ERRORS`."""
+    return igzip.open(path, "rb") if igzip is not None else gzip.open(path, "rb")

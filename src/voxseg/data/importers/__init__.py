@@ -1,9 +1,24 @@
-"""Importers: other dataset layouts → the raw format (nnU-Net v2), checked at the end."""
+"""Importers: other dataset layouts → the raw format (nnU-Net v2), checked at the end.
 
-from voxseg.data.importers.dicom import import_dicom
-from voxseg.data.importers.folder2d import import_folder2d
-from voxseg.data.importers.msd import import_msd
-from voxseg.data.importers.ovseg import import_ovseg
-from voxseg.data.importers.seqseg import import_seqseg
+Each importer is loaded when it is first used: the SeqSeg importer needs VTK (seconds to
+import), which a DICOM or MSD import, and the worker processes it starts, never need.
+"""
 
-__all__ = ["import_dicom", "import_folder2d", "import_msd", "import_ovseg", "import_seqseg"]
+from importlib import import_module
+
+_IMPORTERS = {
+    "import_dicom": "dicom",
+    "import_folder2d": "folder2d",
+    "import_msd": "msd",
+    "import_ovseg": "ovseg",
+    "import_seqseg": "seqseg",
+}
+
+
+def __getattr__(name: str):
+    if name in _IMPORTERS:
+        return getattr(import_module(f"{__name__}.{_IMPORTERS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_IMPORTERS)

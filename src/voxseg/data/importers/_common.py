@@ -66,10 +66,13 @@ def finish_output(out: Path) -> None:
     (out / UNFINISHED).unlink(missing_ok=True)
 
 
-def write_channels(image: Image, folder: Path, case_id: str, ending: str = ".nii.gz") -> int:
-    """Write each channel of ``image`` as ``{case}_{XXXX}{ending}``; return the count."""
+def write_channels(
+    image: Image, folder: Path, case_id: str, ending: str = ".nii.gz", fast_gzip: bool = False
+) -> int:
+    """Write each channel of ``image`` as ``{case}_{XXXX}{ending}``; return the count
+    (``fast_gzip``: see :func:`voxseg.io.write_image`)."""
     for c in range(image.num_channels):
-        write_image(image.channel(c), folder / f"{case_id}_{c:04d}{ending}")
+        write_image(image.channel(c), folder / f"{case_id}_{c:04d}{ending}", fast_gzip=fast_gzip)
     return image.num_channels
 
 

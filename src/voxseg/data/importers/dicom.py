@@ -506,14 +506,20 @@ def _convert_case(
         else:
             channels = image.array
         write_channels(
-            Image.from_geometry(channels, series.geometry), out / "imagesTr", case.case_id
+            Image.from_geometry(channels, series.geometry),
+            out / "imagesTr",
+            case.case_id,
+            fast_gzip=True,
         )
         write_image(
             Image.from_geometry(label_map, series.geometry),
             out / "labelsTr" / f"{case.case_id}.nii.gz",
+            fast_gzip=True,
         )
-        counts = np.bincount(label_map.reshape(-1), minlength=len(rules) + 1)
-        entry["voxels"] = {r.label: int(counts[v]) for v, r in enumerate(rules, 1)}
+        # one comparison per label: a bincount would widen the whole map to int64 first
+        entry["voxels"] = {
+            r.label: int(np.count_nonzero(label_map == v)) for v, r in enumerate(rules, 1)
+        }
         entry["status"] = "ok"
     except VoxsegError as exc:
         entry["status"] = "failed"
