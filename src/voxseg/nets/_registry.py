@@ -13,7 +13,7 @@ resolution first (each later entry at the next lower decoder resolution).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -62,13 +62,17 @@ def register_network(name: str, info: NetworkInfo | None = None) -> Callable:
 
 @dataclass(frozen=True)
 class NetworkRequest:
-    """What a network is asked for: the keywords every factory is called with."""
+    """What a network is asked for: the keywords every factory is called with (a family
+    registered with :func:`register_family` gets them as one object)."""
 
     in_channels: int
     num_classes: int
     topology: Topology
     patch_size: list[int]
     deep_supervision: bool = False
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(NetworkRequest))
 
 
 def register_family(
@@ -83,19 +87,9 @@ def register_family(
     """
 
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        def factory(
-            *,
-            in_channels: int,
-            num_classes: int,
-            topology: Topology,
-            patch_size: Sequence[int],
-            deep_supervision: bool = False,
-            **kwargs: Any,
-        ) -> nn.Module:
-            request = NetworkRequest(
-                in_channels, num_classes, topology, [int(p) for p in patch_size], deep_supervision
-            )
-            return build(request, **kwargs)
+        def factory(**kwargs: Any) -> nn.Module:  # build_network's keywords, then settings
+            request = {f: kwargs.pop(f) for f in _REQUEST_FIELDS if f in kwargs}
+            return build(NetworkRequest(**request), **kwargs)
 
         for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
             setattr(factory, attr, getattr(build, attr))
