@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from voxseg.augment.mask import MASK_AUGMENTATION
-from voxseg.config import apply_overrides, write_json
+from voxseg.config import apply_overrides, read_json, write_json
 from voxseg.data import Dataset
 from voxseg.data.dataset import write_dataset_json
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, read_image, write_image
-from voxseg.modelfolder import CHECKPOINT_LAST, SNAPSHOTS, ModelLayout
+from voxseg.modelfolder import CHECKPOINT_LAST, CONFIG, SNAPSHOTS, ModelLayout
 from voxseg.pipelines.derive import derive, stage_label_map
 from voxseg.pipelines.spec import (
     CenterlineCropInput,
@@ -306,14 +306,25 @@ def stage_model_config(stage: StageSpec, dataset: Dataset, device: str | None = 
 
 
 def install_model(model_dir: Path, target: Path) -> None:
-    """Copy a trained model folder into the pipeline (without the resumable checkpoint)."""
+    """Copy a trained model folder into the pipeline (without the resumable checkpoint).
+
+    Each file is copied to a hidden temporary name beside its target and renamed, so a copy
+    cut short leaves no half-written file under a final name (the next install copies it
+    again)."""
+    skip = shutil.ignore_patterns(CHECKPOINT_LAST, SNAPSHOTS)
+
+    def copy(src: str, dst: str) -> str:
+        dst_path = Path(dst)
+        tmp = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copy2(src, tmp)
+            os.replace(tmp, dst_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dst
+
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        model_dir,
-        target,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns(CHECKPOINT_LAST, SNAPSHOTS),
-    )
+    shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=skip, copy_function=copy)
 
 
 @dataclass
@@ -405,21 +416,43 @@ def train_stage(
         cases=cases,
     )
     for fold in stage.folds:
-        done = ModelLayout(prepared.model_dir).weights(fold).is_file()
-        if done and not force:
+        layout = ModelLayout(prepared.model_dir)
+        if layout.weights(fold).is_file() and not force:
             log.info(f"stage {stage.name}: fold {fold} already trained")
             continue
-        log.info(f"stage {stage.name}: training fold {fold}")
+        resume = not force and _resumable(prepared.config, fold, prepared.home)
+        verb = "resuming fold" if resume else "training fold"
+        log.info(f"stage {stage.name}: {verb} {fold}")
         train_fold(
             prepared.config,
             fold,
             home=prepared.home,
-            force=True,
-            pretrained=pretrained,
+            resume=resume,
+            force=not resume,
+            pretrained=None if resume else pretrained,
         )
     target = Path(install_to) if install_to is not None else stage_dir(pipeline_dir, stage.name)
     install_model(prepared.model_dir, target)
     return target
+
+
+def _resumable(config: Any, fold: int | str, home: Path) -> bool:
+    """Whether an interrupted run of this fold can go on: its last checkpoint exists and it
+    was started with the stage's present settings, as training resolves them (else the
+    fold starts again)."""
+    from voxseg.training import ModelConfig
+    from voxseg.training.setup import TrainingSetup
+    from voxseg.training.trainer import config_hash
+
+    setup = TrainingSetup.create(config, fold, home=home)
+    saved = setup.fold_dir / CONFIG
+    if not (setup.fold_dir / CHECKPOINT_LAST).is_file() or not saved.is_file():
+        return False
+    try:
+        before = ModelConfig.model_validate(read_json(saved))
+    except (VoxsegError, ValueError):
+        return False
+    return config_hash(before) == config_hash(setup.config)
 
 
 def train_pipeline(
