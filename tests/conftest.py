@@ -24,6 +24,21 @@ def _isolated_workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("VOXSEG_PREPROCESSED", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _library_logging():
+    """A CLI run configures the ``voxseg`` logger (level, handler); every test starts from
+    the library's default (nothing shown below WARNING)."""
+    import logging
+
+    from voxseg.cli._logging import PlainHandler
+
+    yield
+    logger = logging.getLogger("voxseg")
+    for handler in [h for h in logger.handlers if isinstance(h, PlainHandler)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+
+
 def build_workspace(root: Path, *, num_train: int = 5, patch=(16, 32, 32)) -> Path:
     from voxseg.data import Dataset
     from voxseg.data.fingerprint import load_or_compute_fingerprint

@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from voxseg.errors import VoxsegError
 from voxseg.io.image import Geometry
 from voxseg.losses.heatmap import HeatmapLoss, HeatmapMSELoss, heatmap_target
 from voxseg.pipelines.heatmap import physical_box
@@ -54,7 +55,7 @@ def test_bce_dice_heatmap_loss_matches_its_formula():
     inter = (p * heat).reshape(2, -1).sum(1)
     dice = (2 * inter + 1) / (p.reshape(2, -1).sum(1) + heat.reshape(2, -1).sum(1) + 1)
     assert got == pytest.approx(bce + (1 - dice).mean(), rel=1e-5)
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(VoxsegError, match="kind"):
         HeatmapLoss(num_classes=2, kind="l1")
 
 

@@ -162,12 +162,15 @@ def _relaunch_with_torchrun(nproc: int) -> None:
     launch = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "voxseg.cli", *cleaned])
     with tempfile.TemporaryDirectory(prefix="voxseg_ranks_") as errors:
         os.environ[ERROR_DIR_ENV] = errors
-        # torch's launcher logs each failed process with its traceback file: the error
-        # written by the processes says it in one line (-v shows torch's account too)
+        # torch's launcher logs how it stops the processes and each failed one with its
+        # traceback file: the error written by the processes says it in one line (-v shows
+        # torch's account too)
         elastic = logging.getLogger("torch.distributed.elastic")
+        propagate = elastic.propagate
         drop = logging.NullHandler()
         if not verbose():
             elastic.addHandler(drop)
+            elastic.propagate = False
         try:
             run(launch)
         except ChildFailedError as exc:
@@ -181,4 +184,5 @@ def _relaunch_with_torchrun(nproc: int) -> None:
             ) from None
         finally:
             elastic.removeHandler(drop)
+            elastic.propagate = propagate
             os.environ.pop(ERROR_DIR_ENV, None)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxseg.errors import VoxsegError
 from voxseg.losses._registry import register_loss
 
 
@@ -77,9 +78,15 @@ class HeatmapLoss(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes != 2 or region_based:
-            raise ValueError("a heatmap loss needs a two-class (background, foreground) model")
+            what = "region-based training" if region_based else f"{num_classes} classes"
+            raise VoxsegError(
+                f"loss.name=heatmap needs a two-class (background, foreground) model, not "
+                f"{what}; choose another loss.name or train on one foreground label"
+            )
         if kind not in HEATMAP_LOSS_KINDS:
-            raise ValueError(f"heatmap loss kind {kind!r}: choose one of {HEATMAP_LOSS_KINDS}")
+            raise VoxsegError(
+                f"loss.kind={kind!r}: a heatmap loss's kind is one of {HEATMAP_LOSS_KINDS}"
+            )
         self.sigma = float(sigma)
         self.kind = kind
         self.smooth = float(smooth)
