@@ -33,6 +33,7 @@ How the budget is spent (the rules, also in the README):
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shlex
@@ -58,6 +59,8 @@ from voxseg.modelfolder import (
     ModelLayout,
 )
 from voxseg.training.budget import format_duration
+
+logger = logging.getLogger(__name__)
 
 #: the model folder ``voxseg auto`` writes: ``models/<dataset>/<AUTO_MODEL>/``
 AUTO_MODEL = "auto"
@@ -179,10 +182,12 @@ def run_auto(
     device: str = "auto",
     home: str | os.PathLike[str] | None = None,
     num_processes: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Path:
-    """Run the whole flow within ``budget_seconds``; return the ``auto`` model folder."""
+    """Run the whole flow within ``budget_seconds``; return the ``auto`` model folder.
+
+    Each step is said through ``log`` (default: this module's logger, at INFO)."""
     from voxseg.data import Dataset, ensure_valid
     from voxseg.data.fingerprint import load_or_compute_fingerprint
     from voxseg.devices import pick_device
@@ -192,6 +197,7 @@ def run_auto(
     from voxseg.preprocessing import preprocess_dataset
     from voxseg.workspace import Workspace
 
+    log = log or logger.info
     started = clock()
     num_processes = num_processes or max(1, min(4, os.cpu_count() or 1))
     ws = Workspace.from_env(home).ensure()
