@@ -10,8 +10,8 @@ from torch import Tensor
 
 from voxseg.augment import _random as rnd
 from voxseg.augment._registry import AUGMENTATIONS
+from voxseg.augment._rows import RowTransform
 from voxseg.augment.config import BrightnessConfig, ContrastConfig, GammaConfig
-from voxseg.augment.noise import chosen_rows
 
 _EPS = 1e-7
 
@@ -21,42 +21,40 @@ def _per_row(values: Tensor, b: int, c: int) -> Tensor:
 
 
 @AUGMENTATIONS.register("brightness")
-class Brightness:
+class Brightness(RowTransform):
     """Multiply a channel by a factor from ``range``."""
 
-    def __init__(self, config: BrightnessConfig, *, spatial_dims: int, dummy_2d: bool = False):
-        self.config = config
+    config: BrightnessConfig
 
-    def __call__(self, image: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, b: int, c: int, generator: torch.Generator, device: torch.device) -> Tensor:
         cfg = self.config
-        b, c = image.shape[:2]
-        device = image.device
-        mask = rnd.row_mask(b, c, cfg.p, cfg.p_per_channel, generator, device)
         shape = (b, 1 if cfg.synchronize_channels else c)
-        factor = rnd.factor(shape, *cfg.range, cfg.sampling, generator, device).expand(b, c)
-        if not bool(mask.any()):
-            return image
+        return rnd.factor(shape, *cfg.range, cfg.sampling, generator, device).expand(b, c)
+
+    def apply(
+        self, image: Tensor, mask: Tensor, rows: Tensor, factor: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        b, c = image.shape[:2]
         factor = torch.where(mask, factor, torch.ones_like(factor)).to(image.dtype)
         return image.mul_(factor.view(b, c, *([1] * (image.ndim - 2))))
 
 
 @AUGMENTATIONS.register("contrast")
-class Contrast:
+class Contrast(RowTransform):
     """``x -> (x - mean) * f + mean`` per channel, clipped to the old range if asked."""
 
-    def __init__(self, config: ContrastConfig, *, spatial_dims: int, dummy_2d: bool = False):
-        self.config = config
+    config: ContrastConfig
 
-    def __call__(self, image: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, b: int, c: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        cfg = self.config
+        shape = (b, 1 if cfg.synchronize_channels else c)
+        return rnd.factor(shape, *cfg.range, cfg.sampling, generator, device)
+
+    def apply(
+        self, image: Tensor, mask: Tensor, rows: Tensor, factor: Tensor, generator: torch.Generator
+    ) -> Tensor:
         cfg = self.config
         b, c = image.shape[:2]
-        device = image.device
-        mask = rnd.row_mask(b, c, cfg.p, cfg.p_per_channel, generator, device)
-        shape = (b, 1 if cfg.synchronize_channels else c)
-        factor = rnd.factor(shape, *cfg.range, cfg.sampling, generator, device)
-        rows = chosen_rows(mask)
-        if rows.numel() == 0:
-            return image
         flat = image.view(b * c, -1)
         x = flat[rows]
         f = _per_row(factor, b, c)[rows, None].to(x.dtype)
@@ -71,26 +69,33 @@ class Contrast:
 
 @AUGMENTATIONS.register("gamma")
 @AUGMENTATIONS.register("inverted_gamma")
-class Gamma:
+class Gamma(RowTransform):
     """Gamma on the range-normalised channel; inverted (``-x``) with ``p_invert``.
 
     With ``retain_stats`` the result is rescaled to the channel's old mean and std
     (batchgeneratorsv2 ``GammaTransform``).
     """
 
-    def __init__(self, config: GammaConfig, *, spatial_dims: int, dummy_2d: bool = False):
-        self.config = config
+    config: GammaConfig
 
-    def __call__(self, image: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(
+        self, b: int, c: int, generator: torch.Generator, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
         cfg = self.config
-        b, c = image.shape[:2]
-        device = image.device
-        mask = rnd.row_mask(b, c, cfg.p, cfg.p_per_channel, generator, device)
         gamma = rnd.factor((b, c), *cfg.range, cfg.sampling, generator, device)
-        invert = rnd.bernoulli((b, c), cfg.p_invert, generator, device)
-        rows = chosen_rows(mask)
-        if rows.numel() == 0:
-            return image
+        return gamma, rnd.bernoulli((b, c), cfg.p_invert, generator, device)
+
+    def apply(
+        self,
+        image: Tensor,
+        mask: Tensor,
+        rows: Tensor,
+        params: tuple[Tensor, Tensor],
+        generator: torch.Generator,
+    ) -> Tensor:
+        cfg = self.config
+        gamma, invert = params
+        b, c = image.shape[:2]
         flat = image.view(b * c, -1)
         sign = torch.where(invert.flatten()[rows], -1.0, 1.0)[:, None].to(image.dtype)
         g = gamma.flatten()[rows, None].to(image.dtype)

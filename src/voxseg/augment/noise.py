@@ -10,33 +10,28 @@ from torch import Tensor
 
 from voxseg.augment import _random as rnd
 from voxseg.augment._registry import AUGMENTATIONS
+from voxseg.augment._rows import RowTransform
 from voxseg.augment.config import BlurConfig, NoiseConfig
 
 
-def chosen_rows(mask: Tensor) -> Tensor:
-    """Flat ``b * c`` indices of the true entries of a ``[b, c]`` mask."""
-    return mask.flatten().nonzero().flatten()
-
-
 @AUGMENTATIONS.register("noise")
-class GaussianNoise:
+class GaussianNoise(RowTransform):
     """Add N(0, std²) noise; std (or variance) drawn per sample, shared by its channels."""
 
-    def __init__(self, config: NoiseConfig, *, spatial_dims: int, dummy_2d: bool = False):
-        self.config = config
+    config: NoiseConfig
 
-    def __call__(self, image: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, b: int, c: int, generator: torch.Generator, device: torch.device) -> Tensor:
         cfg = self.config
-        b, c = image.shape[:2]
-        device = image.device
-        mask = rnd.row_mask(b, c, cfg.p, cfg.p_per_channel, generator, device)
         level = rnd.uniform(
             (b, 1 if cfg.synchronize_channels else c), *cfg.range, generator, device
         )
-        std = level if cfg.parameter == "std" else level.clamp_min(0).sqrt()
-        rows = chosen_rows(mask)
-        if rows.numel() == 0:
-            return image
+        return level if cfg.parameter == "std" else level.clamp_min(0).sqrt()
+
+    def apply(
+        self, image: Tensor, mask: Tensor, rows: Tensor, std: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        b, c = image.shape[:2]
+        device = image.device
         flat = image.view(b * c, -1)
         noise = rnd.randn((rows.numel(), flat.shape[1]), generator, device).to(image.dtype)
         noise *= std.expand(b, c).flatten()[rows, None].to(image.dtype)
@@ -78,24 +73,24 @@ def blur_rows(x: Tensor, sigma: Tensor, axes: list[int], truncate: float = 3.0) 
 
 
 @AUGMENTATIONS.register("blur")
-class GaussianBlur:
+class GaussianBlur(RowTransform):
     """Blur chosen channels; sigma drawn per sample, channel and (optionally) axis."""
 
+    config: BlurConfig
+
     def __init__(self, config: BlurConfig, *, spatial_dims: int, dummy_2d: bool = False):
-        self.config = config
-        self.dims = spatial_dims
+        super().__init__(config, spatial_dims=spatial_dims)
         first = 1 if (config.in_plane_only and spatial_dims == 3) else 0
         self.axes = list(range(first, spatial_dims))
 
-    def __call__(self, image: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, b: int, c: int, generator: torch.Generator, device: torch.device) -> Tensor:
         cfg = self.config
+        return rnd.uniform((b, c, self.dims if cfg.per_axis else 1), *cfg.sigma, generator, device)
+
+    def apply(
+        self, image: Tensor, mask: Tensor, rows: Tensor, sigma: Tensor, generator: torch.Generator
+    ) -> Tensor:
         b, c = image.shape[:2]
-        device = image.device
-        mask = rnd.row_mask(b, c, cfg.p, cfg.p_per_channel, generator, device)
-        sigma = rnd.uniform((b, c, self.dims if cfg.per_axis else 1), *cfg.sigma, generator, device)
-        rows = chosen_rows(mask)
-        if rows.numel() == 0:
-            return image
         flat = image.view(b * c, *image.shape[2:])
         sigma = sigma.expand(b, c, self.dims).reshape(b * c, self.dims)[rows]
         flat[rows] = blur_rows(flat[rows], sigma, self.axes)

@@ -13,8 +13,8 @@ from torch import Tensor
 
 from voxseg.augment import _random as rnd
 from voxseg.augment._registry import AUGMENTATIONS
+from voxseg.augment._rows import RowTransform
 from voxseg.augment.config import LowResolutionConfig
-from voxseg.augment.noise import chosen_rows
 
 
 def down_up_taps(size: int, zoom: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -36,26 +36,25 @@ def down_up_taps(size: int, zoom: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @AUGMENTATIONS.register("low_resolution")
-class LowResolution:
+class LowResolution(RowTransform):
     """Down- and upsample chosen channels by a zoom from ``zoom`` (axis 0 kept in dummy 2D)."""
+
+    config: LowResolutionConfig
 
     def __init__(
         self, config: LowResolutionConfig, *, spatial_dims: int, dummy_2d: bool = False
     ) -> None:
-        self.config = config
-        self.dims = spatial_dims
+        super().__init__(config, spatial_dims=spatial_dims)
         self.axes = list(range(1 if dummy_2d and spatial_dims == 3 else 0, spatial_dims))
 
-    def __call__(self, image: Tensor, generator: torch.Generator) -> Tensor:
-        cfg = self.config
+    def draw(self, b: int, c: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        width = 1 if self.config.synchronize_axes else self.dims
+        return rnd.uniform((b, c, width), *self.config.zoom, generator, device)
+
+    def apply(
+        self, image: Tensor, mask: Tensor, rows: Tensor, zoom: Tensor, generator: torch.Generator
+    ) -> Tensor:
         b, c = image.shape[:2]
-        device = image.device
-        mask = rnd.row_mask(b, c, cfg.p, cfg.p_per_channel, generator, device)
-        width = 1 if cfg.synchronize_axes else self.dims
-        zoom = rnd.uniform((b, c, width), *cfg.zoom, generator, device)
-        rows = chosen_rows(mask)
-        if rows.numel() == 0:
-            return image
         spatial = image.shape[2:]
         flat = image.view(b * c, *spatial)
         zoom = zoom.expand(b, c, self.dims).reshape(b * c, self.dims)[rows]
