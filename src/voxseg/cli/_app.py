@@ -109,7 +109,8 @@ def user_errors(func: F) -> F:
             _report_error(exc)
             sys.exit(1)
         except KeyboardInterrupt as exc:
-            if process_rank() != 0:  # rank 0 says it for every rank
+            if process_rank() != 0 or os.environ.get(ERROR_DIR_ENV):
+                # said once: by the process that launched the ranks, else by rank 0
                 sys.exit(143 if isinstance(exc, Terminated) else 130)
             term = isinstance(exc, Terminated)
             key = (func.__module__, func.__name__)

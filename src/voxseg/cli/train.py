@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from voxseg.cli._app import ERROR_DIR_ENV, HomeOption, app, console, user_errors
+from voxseg.cli._app import ERROR_DIR_ENV, HomeOption, Terminated, app, console, user_errors
 from voxseg.cli._folds import collect_folds
 from voxseg.cli._logging import verbose
 from voxseg.config import apply_overrides, load_model
@@ -144,6 +145,7 @@ def _advise(cfg, recipe: str | None) -> None:
 def _relaunch_with_torchrun(nproc: int) -> None:
     """``voxseg train`` again in ``nproc`` processes through torch's elastic launcher (as
     ``torchrun --standalone``); an error that stops them is reported once."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -173,6 +175,8 @@ def _relaunch_with_torchrun(nproc: int) -> None:
             elastic.propagate = False
         try:
             run(launch)
+        except SignalException as exc:  # the launcher stopped the processes on Ctrl-C/SIGTERM
+            raise (Terminated() if exc.sigval == signal.SIGTERM else KeyboardInterrupt()) from None
         except ChildFailedError as exc:
             said = sorted(Path(errors).glob("rank*.txt"), key=lambda f: int(f.stem[4:]))
             if said:
