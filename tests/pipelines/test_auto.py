@@ -140,3 +140,40 @@ def test_auto_rerun_after_the_end_trains_nothing(auto_run):
     )
     assert result.exit_code == 0, result.output
     assert "already trained" in result.output
+
+
+@pytest.mark.slow
+def test_auto_adds_the_small_stage_for_lesions_inside_the_liver(tmp_path):
+    """Lesions of 4–10 mm inside the liver: auto adds the full-resolution stage, plans the
+    whole-image stage for its half of the training time, keeps lesions inside the liver,
+    and ``voxseg predict -m`` runs the pipeline it writes."""
+    ds = generate(
+        "organs", tmp_path / "Dataset043_Spots", num_train=6, num_test=1, seed=3, lesions=True
+    )
+    home = tmp_path / "home"
+    result = CliRunner().invoke(
+        app, ["auto", str(ds), "-t", "60s", "--home", str(home), "--device", "cpu", "-p", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "planned for its share of the training time" in result.output
+    folder = home / "models" / "Dataset043_Spots" / "auto"
+    spec = json.loads((folder / "pipeline.json").read_text())
+    small = spec["stages"][1]
+    assert small["name"] == "small" and small["inside"] == {"lesion": "liver"}
+    assert "lesion" not in spec["stages"][0]["output"]  # only the small stage writes lesions
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["small_structures"]["classes"][0]["inside"] == 1
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(
+        app, ["predict", "-i", str(ds / "imagesTs"), "-o", str(out), "-m", str(folder)]
+    )
+    assert result.exit_code == 0, result.output
+    (pred,) = sorted(out.glob("*.nii.gz"))
+    seg = read_image(pred).array
+    liver = seg == 1
+    from scipy import ndimage
+
+    lesions, n = ndimage.label(seg == 4, structure=np.ones((3, 3, 3)))
+    grown = ndimage.binary_dilation(liver, iterations=3)
+    for k in range(1, n + 1):  # every lesion object sits in (or next to) the liver
+        assert (grown & (lesions == k)).sum() >= 0.5 * (lesions == k).sum()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from voxseg.data import Dataset
 from voxseg.errors import VoxsegError
@@ -43,6 +44,18 @@ def _foreground(ds: Dataset) -> dict[str, int]:
     return {k: int(v) for k, v in ds.info.foreground_labels.items()}
 
 
+def _spec(ds: Dataset, recipe: str, labels: dict[str, int], **fields: Any) -> PipelineSpec:
+    """A ``recipe`` pipeline for ``ds``, named after both, with ``labels`` and background 0."""
+    return PipelineSpec(
+        name=f"{ds.name}-{recipe}",
+        recipe=recipe,
+        dataset=str(ds.root),
+        channel_names=dict(ds.info.channel_names),
+        labels={"background": 0, **labels},
+        **fields,
+    )
+
+
 def _label(labels: dict[str, int], name: str, ds: Dataset) -> int:
     if name not in labels:
         raise VoxsegError(
@@ -75,12 +88,10 @@ def cord_lesion(
     labels = _foreground(ds)
     cord, lesion = _label(labels, "cord", ds), _label(labels, "lesion", ds)
     common = list(settings or [])
-    return PipelineSpec(
-        name=f"{ds.name}-cord-lesion",
-        recipe="cord-lesion",
-        dataset=str(ds.root),
-        channel_names=dict(ds.info.channel_names),
-        labels={"background": 0, "cord": cord, "lesion": lesion},
+    return _spec(
+        ds,
+        "cord-lesion",
+        {"cord": cord, "lesion": lesion},
         lesion_labels=["lesion"],
         stages=[
             StageSpec(
@@ -131,12 +142,10 @@ def spine(
     on_cpu = (device or default_device()) == "cpu"
     shape = list(heatmap_shape or (HEATMAP_SHAPE_CPU if on_cpu else HEATMAP_SHAPE_GPU))
     common = list(settings or [])
-    return PipelineSpec(
-        name=f"{ds.name}-spine",
-        recipe="spine",
-        dataset=str(ds.root),
-        channel_names=dict(ds.info.channel_names),
-        labels={"background": 0, **labels},
+    return _spec(
+        ds,
+        "spine",
+        labels,
         stages=[
             StageSpec(
                 name="locate",
@@ -172,12 +181,10 @@ def cascade(
     folds = [str(k) for k in range(num_folds)]
     common = list(settings or [])
     stage_labels = {k: [v] for k, v in labels.items()}
-    return PipelineSpec(
-        name=f"{ds.name}-cascade",
-        recipe="cascade",
-        dataset=str(ds.root),
-        channel_names=dict(ds.info.channel_names),
-        labels={"background": 0, **labels},
+    return _spec(
+        ds,
+        "cascade",
+        labels,
         stages=[
             StageSpec(
                 name="lowres",
@@ -247,12 +254,10 @@ def small_structures(
     small_labels = {k: v for k, v in labels.items() if v in small}
     names = {v: k for k, v in labels.items()}
     hosts = {names[v]: names[h] for v, h in (inside or {}).items() if v in small and h in names}
-    return PipelineSpec(
-        name=f"{ds.name}-small-structures",
-        recipe="small-structures",
-        dataset=str(ds.root),
-        channel_names=dict(ds.info.channel_names),
-        labels={"background": 0, **labels},
+    return _spec(
+        ds,
+        "small-structures",
+        labels,
         lesion_labels=list(small_labels),
         stages=[
             StageSpec(
@@ -260,7 +265,9 @@ def small_structures(
                 labels={k: [v] for k, v in labels.items()},
                 input=FullInput(),
                 plan=PlanSettings(configuration=whole_configuration, device=device),
-                output=dict(labels),
+                # the small classes come from the small stage only: on the coarse grid the
+                # whole stage's rare guesses at them are false positives
+                output={k: v for k, v in labels.items() if v not in small},
             ),
             StageSpec(
                 name="small",
@@ -300,12 +307,10 @@ def vessels(
             f"{ds.root / 'dataset.json'}: the vessels recipe needs a label named 'vessel' or a "
             f"single foreground label; labels: {', '.join(labels)}"
         )
-    return PipelineSpec(
-        name=f"{ds.name}-vessels",
-        recipe="vessels",
-        dataset=str(ds.root),
-        channel_names=dict(ds.info.channel_names),
-        labels={"background": 0, "vessel": value},
+    return _spec(
+        ds,
+        "vessels",
+        {"vessel": value},
         stages=[
             StageSpec(
                 name="vessel",
