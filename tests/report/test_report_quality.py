@@ -3,6 +3,7 @@ its evaluation (Spearman's ρ by hand), in files and in a headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -95,3 +96,50 @@ def test_qc_report_loads_offline_in_chromium(qc_report, watch):
     page.wait_for_selector("#viewer[data-ready='1']")
     assert page.url.endswith("cases/organs_test_000.html")
     assert watch.errors == [] and watch.network() == []
+
+
+def test_model_report_ranks_validation_dice_by_the_flips_agreement(
+    tiny_model, eval_folder, tmp_path
+):
+    """A model whose folds' validation wrote QC records: the report states Spearman's ρ of
+    the agreement against the true per-case Dice (scipy's, and by hand: 0.5), plots the cases
+    and opens their pages with the QC."""
+    from scipy.stats import spearmanr
+
+    from voxseg.evaluation import evaluate_folder
+    from voxseg.report.sections import case_mean_dice
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    shutil.rmtree(model / "fold_all")
+    refs = eval_folder.parent / "raw" / "Dataset001_Organs" / "labelsTs"
+    split = {"0": ["organs_test_000", "organs_test_001"], "1": ["organs_test_002"]}
+    for fold, cases in split.items():
+        shutil.copytree(tiny_model / "fold_all", model / f"fold_{fold}")
+        val = model / f"fold_{fold}" / "validation"
+        shutil.rmtree(val, ignore_errors=True)
+        val.mkdir()
+        for case in cases:
+            shutil.copy(eval_folder / f"{case}.nii.gz", val)
+        evaluate_folder(val, refs, dataset=refs.parent)
+        _with_qc(val, tmp_path / f"qc_{fold}", evaluated=True)
+        shutil.copytree(tmp_path / f"qc_{fold}" / QC_DIR, val / QC_DIR)
+    index = write_report(model, tmp_path / "report", num_processes=1)
+    html = index.read_text()
+    dice = [
+        case_mean_dice(c["metrics"])
+        for fold in split
+        for c in json.loads((model / f"fold_{fold}/validation/summary.json").read_text())[
+            "metric_per_case"
+        ]
+    ]
+    expected = spearmanr([AGREEMENT[c] for f in split for c in split[f]], dice).statistic
+    assert expected == pytest.approx(0.5)
+    assert "Quality control on cross-validation" in html
+    assert "On the 3 validation cases the agreement ranks the true mean Dice" in html
+    assert "Spearman ρ = 0.5, 3 cases" in html
+    section = html[html.index("Quality control on cross-validation") :]
+    order = re.findall(r"<a href='cases/(organs_test_\d+)\.html'>", section)
+    assert order[:3] == ["organs_test_000", "organs_test_002", "organs_test_001"]
+    page = (tmp_path / "report" / "cases" / "organs_test_002.html").read_text()
+    assert "validation fold" in page and "member agreement" in page and "0.8" in page

@@ -31,7 +31,7 @@ from voxseg.errors import VoxsegError
 from voxseg.report import sections
 from voxseg.report.cases import CaseSources, build_case_view
 from voxseg.report.html import Markup, fmt, kv_table, label_color, page, script_json, table
-from voxseg.report.quality import label_qc_table, quality_section
+from voxseg.report.quality import label_qc_table, quality_section, validation_quality_section
 from voxseg.report.sources import DatasetSource, EvalCase, Evaluation, Sources, collect
 
 ASSETS = ("report.css", "report.js", "viewer.js")
@@ -215,6 +215,10 @@ def _case_jobs(src: Sources) -> list[tuple[Evaluation | None, list[CaseJob]]]:
             )
             for c in order
         ]
+        if ev.quality is not None:  # a model's validation QC
+            records = {q.case_id: q for q in ev.quality.cases}
+            for j in jobs:
+                j.qc = records.get(j.sources.case_id)
         groups.append((ev, jobs))
     quality = src.quality
     if quality is not None:
@@ -434,6 +438,13 @@ def write_report(
         parts.append(sections.evaluation_section(ev, f"evaluation-{i}", href))
         name = "Evaluation" if len(src.evaluations) == 1 else f"Evaluation {i + 1}"
         nav.append((f"evaluation-{i}", name))
+        if ev.quality is not None:
+            dice = {c.case_id: sections.case_mean_dice(c.metrics) for c in ev.cases}
+            folds = {c.case_id: c.fold for c in ev.cases}
+            parts.append(
+                validation_quality_section(ev.quality, f"cv-quality-{i}", href, dice, folds)
+            )
+            nav.append((f"cv-quality-{i}", "QC on cross-validation"))
     links = " · ".join(f"<a href='#{a}'>{escape(t)}</a>" for a, t in nav)
     body.append(f"<nav class='top'>{links}</nav>")
     body.append(kv_table(facts))

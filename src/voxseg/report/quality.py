@@ -174,29 +174,91 @@ def quality_section(
             )
         )
     if dice and members >= 2:
-        xs = [c.agreement for c in cases]
-        ys = [dice.get(c.case_id, math.nan) for c in cases]
-        rho, n = spearman(xs, ys)
-        pts = [
-            svg.Point(x, y, f"{c.case_id}: agreement {fmt(x)}, Dice {fmt(y)}", case_href(c.case_id))
-            for c, x, y in zip(cases, xs, ys, strict=True)
-        ]
-        plots.append(
-            svg.scatter_plot(
-                pts,
-                title=f"agreement vs true Dice (Spearman ρ = {fmt(rho)}, {n} cases)",
-                xlabel="member agreement",
-                ylabel="mean Dice (evaluation)",
-            )
-        )
-        parts.append(
-            f"<p class='rho'>On the {n} evaluated cases the agreement ranks the true mean Dice "
-            f"with Spearman's ρ = <b>{fmt(rho)}</b> (1: the same order; 0: no relation): "
-            "how far to trust it on cases without a reference.</p>"
-        )
+        plot, sentence = _agreement_vs_dice(cases, dice, case_href, "evaluated")
+        plots.append(plot)
+        parts.append(sentence)
     parts.append('<div class="plots">' + "".join(plots) + "</div>")
     parts.append(_case_table(cases, names, case_href, members >= 2, str(quality.folder)))
     return f'<section id="{anchor}"><h2>Quality control</h2>{"".join(parts)}</section>'
+
+
+def _agreement_vs_dice(
+    cases: list[CaseQC],
+    dice: dict[str, float],
+    case_href: Callable[[str], str | None],
+    which: str,
+) -> tuple[str, str]:
+    """The agreement-vs-true-Dice scatter plot (points open their case) and the sentence with
+    Spearman's ρ over the ``which`` cases."""
+    xs = [c.agreement for c in cases]
+    ys = [dice.get(c.case_id, math.nan) for c in cases]
+    rho, n = spearman(xs, ys)
+    pts = [
+        svg.Point(x, y, f"{c.case_id}: agreement {fmt(x)}, Dice {fmt(y)}", case_href(c.case_id))
+        for c, x, y in zip(cases, xs, ys, strict=True)
+    ]
+    plot = svg.scatter_plot(
+        pts,
+        title=f"agreement vs true Dice (Spearman ρ = {fmt(rho)}, {n} cases)",
+        xlabel="member agreement",
+        ylabel="mean Dice (evaluation)",
+    )
+    sentence = (
+        f"<p class='rho'>On the {n} {which} cases the agreement ranks the true mean Dice "
+        f"with Spearman's ρ = <b>{fmt(rho)}</b> (1: the same order; 0: no relation): "
+        "how far to trust it on cases without a reference.</p>"
+    )
+    return plot, sentence
+
+
+def validation_quality_section(
+    quality: QualitySource,
+    anchor: str,
+    case_href: Callable[[str], str | None],
+    dice: dict[str, float],
+    folds: dict[str, str],
+) -> str:
+    """Cross-validation's check of the QC score: each validation case's agreement of its
+    fold's test-time flips (what ``voxseg predict --qc`` gives a new scan) against its true
+    mean Dice (``dice``), with Spearman's ρ; ``folds``: case → its fold."""
+    cases = sorted(quality.cases, key=worst_first)
+    members = sorted({c.members for c in cases})
+    facts: list[tuple[str, Any]] = [
+        ("folds", ", ".join(map(str, quality.run.get("folds", []))) or "–"),
+        ("members", " / ".join(map(str, members)) + " (each fold's test-time flips)"),
+        ("cases with a score", sum(1 for c in cases if math.isfinite(c.agreement))),
+    ]
+    plot, sentence = _agreement_vs_dice(cases, dice, case_href, "validation")
+    rows = []
+    for c in cases:
+        href = case_href(c.case_id)
+        name = f"<a href='{escape(href)}'>{escape(c.case_id)}</a>" if href else escape(c.case_id)
+        d = dice.get(c.case_id, math.nan)
+        rows.append(
+            [
+                (Markup(name), c.case_id),
+                (escape(folds.get(c.case_id, "")), folds.get(c.case_id, "")),
+                (fmt(c.agreement), c.agreement),
+                (fmt(c.split_fraction), c.split_fraction),
+                (fmt(d), d),
+                (escape("; ".join(c.flags)) or "–", float(len(c.flags))),
+            ]
+        )
+    tid = f"cvqc-{zlib.crc32(str(quality.folder).encode())}"
+    headers = ["case", "fold", "agreement", "split", "mean Dice", "flags"]
+    body = (
+        "<p>Each validation case was predicted by its fold with test-time flips, and the "
+        "flips' agreement was recorded (<code>validation/qc/</code>): the score "
+        "<code>voxseg predict --qc</code> gives a new scan, here beside the true Dice.</p>"
+        + kv_table(facts)
+        + sentence
+        + f'<div class="plots">{plot}</div>'
+        + "<h3>Validation cases (lowest agreement first)</h3>"
+        + table(headers, rows, cls="cases sortable", table_id=tid, raw=True).replace(
+            "<th>agreement</th>", '<th aria-sort="ascending">agreement</th>', 1
+        )
+    )
+    return f'<section id="{anchor}"><h2>Quality control on cross-validation</h2>{body}</section>'
 
 
 def _case_table(

@@ -56,6 +56,9 @@ class Evaluation:
     #: lesion-wise detection per lesion label (pooled counts and ``per_case``), when the
     #: pipeline evaluation wrote them
     lesions: dict[str, Any] = field(default_factory=dict)
+    #: a model's validation QC records (the folds' ``validation/qc/``): the score a new scan
+    #: would get, beside the true Dice of the same cases
+    quality: QualitySource | None = None
 
 
 @dataclass
@@ -221,7 +224,25 @@ def merged_validation(model: ModelSource) -> Evaluation | None:
         summary,
         list(cases.values()),
         evals[0].nsd_tolerance_mm,
+        quality=_validation_quality(model),
     )
+
+
+def _validation_quality(model: ModelSource) -> QualitySource | None:
+    """The QC records the folds' validation wrote (each case with its fold's flips as the
+    members), as one source; None when no fold wrote any."""
+    found = [(f, read_quality(f.validation)) for f in model.folds if f.validation]
+    found = [(f, q) for f, q in found if q is not None]
+    if not found:
+        return None
+    records = []
+    for fold, quality in found:
+        for qc in quality.cases:
+            if qc.files.get("prediction"):  # the label map beside its fold's records
+                qc.files["prediction"] = str(fold.validation / qc.files["prediction"])
+            records.append(qc)
+    run = {**found[0][1].run, "folds": [f.fold for f, _ in found], "validation": True}
+    return QualitySource(model.folder, run, records)
 
 
 def read_model(folder: Path, name: str | None = None) -> ModelSource:
