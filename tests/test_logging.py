@@ -145,3 +145,26 @@ def test_ddp_training_speaks_once_and_fails_in_one_line(tiny_home):
     assert failed.returncode == 1
     (line,) = _lines(failed.stderr)
     assert line.startswith("error: loss.name=heatmap needs a two-class")
+
+
+def test_signal_caught_by_torchs_launcher_stops_the_verb_in_one_line(monkeypatch):
+    """torch's elastic agent turns SIGTERM/SIGINT into its SignalException (after stopping
+    the ranks); ``voxseg train --nproc-per-node`` says 'stopped by ...' once and exits 143/130
+    as a one-process run does."""
+    import signal
+
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    def stopped(sig):
+        def run(args):
+            raise SignalException(f"Process 1 got signal: {sig}", sigval=sig)
+
+        return run
+
+    for sig, code, name in [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]:
+        monkeypatch.setattr(torch.distributed.run, "run", stopped(sig))
+        result = CliRunner().invoke(app, ["train", "Organs", "--nproc-per-node", "2"])
+        assert result.exit_code == code
+        (line,) = _lines(result.stderr)
+        assert line.startswith(f"stopped by {name}") and "--resume" in line
