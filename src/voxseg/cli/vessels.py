@@ -122,8 +122,10 @@ def trace(
     from voxseg.config import apply_overrides
     from voxseg.io import Image, file_ending, read_image
     from voxseg.pipelines.vessels import check_trace, tracing_predictor
+    from voxseg.progress import note_step
     from voxseg.vessels import OracleSegmenter, PredictorSegmenter, TracingConfig, read_seeds
     from voxseg.vessels import trace as run_trace
+    from voxseg.vessels.tracing import TraceStep
 
     if (model is None) == (oracle is None):
         raise VoxsegError("give exactly one of --model (a trained local model) or --oracle")
@@ -144,7 +146,12 @@ def trace(
             model, folds=folds, checkpoint=checkpoint, device=device, tta=tta, step=step
         )
         segmenter = PredictorSegmenter(predictor, label=vessel_label)
-    result = run_trace(image, seed_list, segmenter, config)
+
+    def noted(s: TraceStep) -> None:
+        note_step(f"tracing: step {s.index + 1} (branch {s.branch})")
+
+    result = run_trace(image, seed_list, segmenter, config, progress=noted)
+    note_step(f"writing the trace into {output}")
     result.write(output, file_ending(images[0]) or ".nii.gz", image=image)
     console.print(
         f"{len(result.steps)} steps, {result.num_branches} branches, {result.length:.0f} mm "

@@ -18,7 +18,7 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -372,14 +372,17 @@ def map_with_progress(
     Results keep the order of ``arguments``. An exception in a worker is re-raised as a
     :class:`VoxsegError` naming the item (``names[i]``) that failed.
     """
-    from voxseg.progress import ProgressReporter
+    from voxseg.progress import ProgressReporter, note_step
+    from voxseg.workers import worker_pool
 
     names = list(names) if names is not None else [str(i) for i in range(len(arguments))]
     results: list[Any] = [None] * len(arguments)
     total = len(arguments)
+    note_step(f"{description}: 0 of {total} done")
     with ProgressReporter(description, total, log) as bar:
         if num_processes <= 1 or len(arguments) <= 1:
             for i, args in enumerate(arguments):
+                note_step(f"{description} {names[i]} ({i + 1}/{total}), {i} done")
                 results[i] = _call_named(func, names[i], args)
                 bar.item(f"{description} {names[i]} ({i + 1}/{total})")
             return results
@@ -387,8 +390,8 @@ def map_with_progress(
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload([func.__module__])
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        with worker_pool(
+            workers, context=ctx, initializer=_init_worker, initargs=(threads,)
         ) as pool:
             futures = {
                 pool.submit(_call_named, func, names[i], args): i

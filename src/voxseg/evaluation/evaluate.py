@@ -15,7 +15,6 @@ import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,6 +26,8 @@ from voxseg.config import atomic_write_text, write_json
 from voxseg.errors import VoxsegError
 from voxseg.evaluation.metrics import ALL_METRICS, binary_metrics
 from voxseg.io import Image, file_ending, read_image
+from voxseg.progress import note_step
+from voxseg.workers import worker_pool
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -215,9 +216,13 @@ def _evaluate_pair_or_reason(pair: CasePair, kwargs: dict[str, Any]) -> dict | s
 def map_cases(func: Any, items: list, kwargs: dict, num_processes: int) -> list:
     """``[func(item, kwargs) for item in items]``, in ``num_processes`` spawned processes."""
     if num_processes <= 1 or len(items) <= 1:
-        return [func(item, kwargs) for item in items]
+        out = []
+        for i, item in enumerate(items):
+            note_step(f"evaluating {getattr(item, 'case_id', i)} ({i + 1}/{len(items)})")
+            out.append(func(item, kwargs))
+        return out
     workers = min(num_processes, len(items))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with worker_pool(workers, context=get_context("spawn")) as pool:
         return list(pool.map(func, items, [kwargs] * len(items)))
 
 

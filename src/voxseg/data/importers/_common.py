@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,17 +115,19 @@ def run_cases(
     description: str,
 ) -> list[T]:
     """``func(*job)`` for every job, in a process pool with a progress bar; order kept."""
-    from voxseg.progress import ProgressReporter
+    from voxseg.progress import ProgressReporter, note_step
+    from voxseg.workers import worker_pool
 
     workers = max(1, min(num_processes or min(8, os.cpu_count() or 1), len(jobs) or 1))
     out: list[T] = []
+    note_step(f"{description} 0/{len(jobs)}")
     with ProgressReporter(description, len(jobs), log, transient=True) as bar:
         if workers == 1:
             for job in jobs:
                 out.append(func(*job))
                 bar.item(f"{description} {len(out)}/{len(jobs)}")
             return out
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             for result in pool.map(_star, [(func, job) for job in jobs]):
                 out.append(result)
                 bar.item(f"{description} {len(out)}/{len(jobs)}")
