@@ -7,11 +7,9 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_runs_auto_and_learns_the_large_organs(tmp_path):
-    from rich.console import Console
-
     from voxseg.pipelines.demo import DemoSettings, run_demo
 
-    summary = run_demo(DemoSettings(output=tmp_path / "demo", device="cpu"), Console(quiet=True))
+    summary = run_demo(DemoSettings(output=tmp_path / "demo", device="cpu"))
     dice = {label: m["dice"] for label, m in summary["mean"].items()}
     assert set(dice) == {"liver", "kidney", "spleen"}
     assert dice["liver"] > 0.5, dice

@@ -33,7 +33,7 @@ def demo(
         seed=seed,
     )
     tic = time.perf_counter()
-    summary = run_demo(settings, console)
+    summary = run_demo(settings)
     from voxseg.evaluation import summary_table
 
     console.print(summary_table(summary))

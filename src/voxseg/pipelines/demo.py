@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,16 +23,17 @@ class DemoSettings:
 
 
 @contextmanager
-def _step(console: Any, text: str):
+def _step(text: str):
     tic = time.perf_counter()
-    console.print(f"[bold cyan]▶ {text}[/]")
+    log.info(f"▶ {text}")
     yield
-    console.print(f"  done in {time.perf_counter() - tic:.1f} s")
+    log.info(f"  done in {time.perf_counter() - tic:.1f} s")
 
 
-def run_demo(s: DemoSettings, console: Any) -> dict:
+def run_demo(s: DemoSettings) -> dict:
     """Generate phantoms, run ``voxseg auto`` on them within ``s.time_budget`` seconds, then
-    predict and evaluate the held-out cases; return the evaluation summary."""
+    predict and evaluate the held-out cases; return the evaluation summary. Each step is
+    logged (INFO) as it starts and ends."""
     from voxseg.evaluation import evaluate_folder
     from voxseg.inference import Predictor, predict_folder
     from voxseg.pipelines.auto import run_auto
@@ -41,9 +44,9 @@ def run_demo(s: DemoSettings, console: Any) -> dict:
     ws = Workspace.from_env(s.output / "home").ensure()
     raw = ws.raw / "Dataset001_Organs"
     text = f"synth organs: {s.num_train} training + {s.num_test} test phantoms"
-    with _step(console, text):
+    with _step(text):
         if (raw / "dataset.json").is_file():
-            console.print(f"  reusing the phantoms in {raw}")
+            log.info(f"  reusing the phantoms in {raw}")
         else:
             generate(
                 "organs",
@@ -54,17 +57,17 @@ def run_demo(s: DemoSettings, console: Any) -> dict:
                 seed=s.seed,
             )
     text = f"voxseg auto {raw.name} --time-budget {format_duration(s.time_budget)}"
-    with _step(console, text):
+    with _step(text):
         folder = run_auto(
             raw,
             s.time_budget,
             device=s.device,
             home=ws.root,
-            log=lambda line: console.print(f"  {line}", highlight=False, markup=False),
+            log=lambda line: log.info(f"  {line}"),
         )
     predictions = s.output / "predictions"
-    with _step(console, "predict the held-out cases (with overlays)"):
+    with _step("predict the held-out cases (with overlays)"):
         predictor = Predictor(folder, device=s.device)
         predict_folder(predictor, raw / "imagesTs", predictions, overlays=True, overwrite=True)
-    with _step(console, "evaluate against the held-out references"):
+    with _step("evaluate against the held-out references"):
         return evaluate_folder(predictions, raw / "labelsTs", dataset=raw)
