@@ -229,7 +229,6 @@ def run_auto(
     pre = ws.preprocessed_dataset_dir(name)
     fingerprint = load_or_compute_fingerprint(ds, pre, num_processes=num_processes)
     plan_file = plans_path(pre, AUTO_MODEL)
-    options = None
     if plan_file.is_file() and read_plans(pre, AUTO_MODEL).device == kind:
         plans = read_plans(pre, AUTO_MODEL)
     else:
@@ -248,18 +247,6 @@ def run_auto(
     small = small_structure_rule(
         fingerprint, plans, auto.configurations, small_stage_unsupported(ds)
     )
-    if small["stage"] and options is not None and options.training_seconds is not None:
-        # the whole-image stage shares the training time with the small-structure stage: its
-        # grid is sized for its own share (a short share gets a coarser, faster grid)
-        whole_runs = len(auto.configurations) * len(auto.folds)
-        share = options.training_seconds * whole_runs / (whole_runs + 1)
-        options = options.model_copy(update={"training_seconds": share})
-        plans = plan_dataset(fingerprint, ds.info, options)
-        write_plans(plans, pre)
-        small = small_structure_rule(
-            fingerprint, plans, auto.configurations, small_stage_unsupported(ds)
-        )
-        log(f"whole-image stage planned for its share of the training time ({share:.0f} s)")
     log(f"small structures: {small['why']}")
     for cfg_name in auto.configurations:
         source = plans.configuration(cfg_name).data_from
