@@ -270,3 +270,45 @@ def test_finetune_one_stage_reports_before_and_after(cord, tmp_path):
         device="cpu",
         tta=False,
     )
+
+
+def test_pipeline_predict_chooses_a_dicom_series(cord, tmp_path):
+    # a DICOM folder with the scan and a scout: no silent choice (the error lists both);
+    # --series and --series-uid pick the scan, predicted as the same series alone in a folder
+    from voxseg.synth.dicom import series_datasets, write_datasets
+
+    ds, pipe, _ = cord
+    image = read_image(sorted((ds / "imagesTs").iterdir())[0])
+    scan = series_datasets(
+        np.rint(image.array),
+        spacing=image.spacing,
+        first_position=(-20.0, -30.0, 15.0),
+        series_number=3,
+        description="T2 sag",
+    )
+    write_datasets(scan, tmp_path / "alone" / "patient")
+    write_datasets(scan, tmp_path / "in" / "patient")
+    scout = series_datasets(
+        np.zeros((2, 16, 16)), spacing=(5, 1, 1), first_position=(0, 0, 0), description="Scout"
+    )
+    write_datasets(scout, tmp_path / "in" / "patient" / "scout")
+    cli = CliRunner()
+
+    def run(inputs, out, *extra):
+        args = ["pipeline", "predict", str(pipe), str(inputs), str(out), "--device", "cpu"]
+        return cli.invoke(app, [*args, "--no-tta", *extra])
+
+    assert run(tmp_path / "alone", tmp_path / "ref").exit_code == 0
+    reference = read_image(tmp_path / "ref" / "patient.nii.gz")
+    assert reference.shape == image.shape
+    refused = run(tmp_path / "in", tmp_path / "none")
+    assert refused.exit_code != 0
+    assert "holds 2 image series" in refused.output and "'Scout' (2 slices" in refused.output
+    for extra in (["--series", "desc:t2*"], ["--series-uid", scan[0].SeriesInstanceUID]):
+        out = tmp_path / extra[0].strip("-")
+        result = run(tmp_path / "in", out, *extra)
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in out.glob("*.nii.gz")) == ["patient_S3.nii.gz"]
+        pred = read_image(out / "patient_S3.nii.gz")
+        np.testing.assert_array_equal(pred.array, reference.array)
+        assert pred.geometry.differences(reference.geometry, atol=1e-6) == []

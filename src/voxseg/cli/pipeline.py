@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from voxseg.cli._app import HomeOption, app, console, user_errors
+from voxseg.cli._series import SeriesOption, SeriesUidOption, series_selectors
 
 pipeline_app = typer.Typer(
     help="Multi-stage pipelines: cascades, localise → crop → segment (cord lesions, spine), "
@@ -120,6 +121,8 @@ def predict(
     allow_short: bool = typer.Option(
         False, "--allow-short", help="vessels: exit 0 even when a trace is short."
     ),
+    series_uid: list[str] | None = SeriesUidOption,
+    series: list[str] | None = SeriesOption,
 ) -> None:
     """Run the pipeline on new scans; every output lies on its input's grid. A vessels
     pipeline traces each scan from its seeds (OUTPUT/{case}/: surface, centerline, steps)."""
@@ -135,6 +138,7 @@ def predict(
         overwrite=overwrite,
         seeds=seeds,
         allow_short=allow_short,
+        series=series_selectors(series_uid, series),
     )
     n = len(report["cases"])
     mean = sum(report["cases"].values()) / n if n else math.nan

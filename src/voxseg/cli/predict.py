@@ -8,6 +8,7 @@ import typer
 
 from voxseg.cli._app import app, console, err_console, user_errors
 from voxseg.cli._folds import collect_folds
+from voxseg.cli._series import SeriesOption, SeriesUidOption, series_selectors
 from voxseg.errors import VoxsegError
 
 
@@ -64,18 +65,8 @@ def predict(
     seg_fractional: bool = typer.Option(
         False, "--seg-fractional", help="Write the DICOM-SEG as class probabilities."
     ),
-    series_uid: list[str] | None = typer.Option(
-        None,
-        "--series-uid",
-        help="Predict this DICOM series (SeriesInstanceUID; repeatable). Needed when a DICOM "
-        "folder holds several image series (the error lists them).",
-    ),
-    series: list[str] | None = typer.Option(
-        None,
-        "--series",
-        help="Choose DICOM series by desc:PATTERN, number:N, modality:CT, seq:PATTERN or "
-        "uid:UID (repeatable), or 'all' to predict every series of a folder.",
-    ),
+    series_uid: list[str] | None = SeriesUidOption,
+    series: list[str] | None = SeriesOption,
     postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess"),
     amp: str = typer.Option(
         "auto",
@@ -104,7 +95,6 @@ def predict(
             "--overlays": overlays,
             "--qc": qc,
             "--output-type": output_types,
-            "--series-uid/--series": series_uid or series,
             "--no-postprocess": not postprocess,
             "--amp": amp != "auto",
         }
@@ -118,7 +108,13 @@ def predict(
 
         console.print(f"{model} is a pipeline: predicting with all its stages")
         done = predict_pipeline_folder(
-            model, inputs, output, device=device, tta=tta, overwrite=overwrite
+            model,
+            inputs,
+            output,
+            device=device,
+            tta=tta,
+            overwrite=overwrite,
+            series=series_selectors(series_uid, series),
         )
         console.print(
             f"predicted {len(done['cases'])}, skipped {len(done['skipped'])} (already done) "
@@ -149,7 +145,7 @@ def predict(
         output_types=output_types,
         seg_fractional=seg_fractional,
         qc=qc,
-        series=[f"uid:{u}" for u in series_uid or []] + list(series or []),
+        series=series_selectors(series_uid, series),
     )
     console.print(
         f"predicted {len(report.done)}, skipped {len(report.skipped)} (already done), "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,8 +169,10 @@ def predict_pipeline_folder(
     overwrite: bool = False,
     seeds: str | os.PathLike[str] | None = None,
     allow_short: bool = False,
+    series: Sequence[str] = (),
 ) -> dict:
-    """Predict every case of ``inputs`` (a file or a folder, as ``voxseg predict``) into
+    """Predict every case of ``inputs`` (a file or a folder, as ``voxseg predict``; ``series``
+    chooses among the series of a DICOM folder, as there: :func:`discover_inputs`) into
     ``output_dir``; returns ``{"cases": {id: seconds}, "messages": [...], "skipped": [...]}``.
     A vessels pipeline traces each case from its seed file instead (``seeds``,
     ``allow_short``: :func:`voxseg.pipelines.vessels.trace_pipeline_folder`)."""
@@ -189,12 +192,13 @@ def predict_pipeline_folder(
             tta=tta,
             allow_short=allow_short,
             overwrite=overwrite,
+            series=series,
         )
     runner = PipelineRunner(pipeline_dir, device=device, tta=tta, spec=spec).load()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"cases": {}, "messages": [], "skipped": []}
-    for case in discover_inputs(inputs):
+    for case in discover_inputs(inputs, series):
         target = out / f"{case.case_id}{case.ending}"
         if target.exists() and not overwrite:
             report["skipped"].append(case.case_id)

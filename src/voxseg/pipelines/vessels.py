@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +111,10 @@ def trace_folder(
     seed_radius: float | None = None,
     allow_short: bool = False,
     overwrite: bool = False,
+    series: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Trace every case of ``inputs`` (a file or a folder, as ``voxseg predict``) from its
+    """Trace every case of ``inputs`` (a file or a folder, as ``voxseg predict``; ``series``
+    chooses among the series of a DICOM folder, as there) from its
     seed file in ``seeds`` (see :func:`seed_file`) with the local segmenter
     ``segmenter_for(case_id)``. Each case gets its label map ``output_dir/{case}{ending}``
     (value ``output_value``) and the folder ``output_dir/{case}/`` (segmentation,
@@ -135,7 +137,7 @@ def trace_folder(
     seeds = Path(seeds)
     report: dict[str, Any] = {"cases": {}, "skipped": [], "messages": [], "warnings": []}
     short: list[str] = []
-    for case in discover_inputs(inputs):
+    for case in discover_inputs(inputs, series):
         folder = out / case.case_id
         target = out / f"{case.case_id}{case.ending}"
         if target.is_file() and (folder / OUTPUT_FILES["steps"]).is_file() and not overwrite:
@@ -176,6 +178,7 @@ def trace_pipeline_folder(
     tta: bool | None = None,
     allow_short: bool = False,
     overwrite: bool = False,
+    series: Sequence[str] = (),
 ) -> dict[str, Any]:
     """``voxseg pipeline predict`` of a vessels pipeline: trace every case of ``inputs``
     from its seeds (``seeds``: a folder or one SeqSeg file; default: ``seeds/`` beside the
@@ -211,4 +214,5 @@ def trace_pipeline_folder(
         output_value=spec.labels["vessel"],
         allow_short=allow_short,
         overwrite=overwrite,
+        series=series,
     )
