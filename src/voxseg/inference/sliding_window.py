@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,34 +72,15 @@ def _batched(items: list, n: int) -> Iterator[list]:
         yield items[i : i + n]
 
 
-def predict_logits(
-    data: np.ndarray | torch.Tensor,
-    networks: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-    num_outputs: int,
-    settings: WindowSettings,
-    *,
-    device: torch.device,
-    accumulate_device: torch.device | None = None,
-    roi: np.ndarray | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> torch.Tensor:
+def predict_logits(*args: Any, **kwargs: Any) -> torch.Tensor:
     """Logits ``[num_outputs, z, y, x]`` (float32, on ``accumulate_device``) for ``data``
-    ``[c, z, y, x]``, averaged over windows, flips and networks.
+    ``[c, z, y, x]``, averaged over windows, flips and networks: the logits of
+    :func:`predict_logits_and_votes` (same arguments, ``votes`` aside).
 
     ``roi`` (``[z, y, x]`` bool) skips windows without any ROI voxel (ovseg); voxels that no
     window covers get logits 0 (uniform).
     """
-    logits, _ = predict_logits_and_votes(
-        data,
-        networks,
-        num_outputs,
-        settings,
-        device=device,
-        accumulate_device=accumulate_device,
-        roi=roi,
-        progress=progress,
-    )
-    return logits
+    return predict_logits_and_votes(*args, **kwargs)[0]
 
 
 def ensemble_members(n_networks: int, n_flips: int) -> int:

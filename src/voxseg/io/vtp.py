@@ -89,23 +89,12 @@ def write_vtp(poly: PolyData, path: str | os.PathLike[str]) -> Path:
     """Write ``poly`` to a binary, zlib-compressed ``.vtp`` file, atomically."""
     poly.validate()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.vtp'}")
     writer = vtk.vtkXMLPolyDataWriter()
     writer.SetInputData(to_vtk(poly))
-    writer.SetFileName(str(tmp))
     writer.SetDataModeToBinary()
     writer.SetCompressorTypeToZLib()
     writer.SetHeaderTypeToUInt64()
-    try:
-        with _vtk_messages() as messages:
-            ok = writer.Write()
-        if ok != 1 or writer.GetErrorCode() != 0:
-            raise VoxsegError(f"{path}: cannot write VTP file ({_last_error(messages)})")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _write_atomically(writer, path, path.suffix or ".vtp", "VTP")
 
 
 def write_stl(poly: PolyData, path: str | os.PathLike[str]) -> Path:
@@ -114,18 +103,23 @@ def write_stl(poly: PolyData, path: str | os.PathLike[str]) -> Path:
     poly.validate()
     if poly.polys is None or len(poly.polys) == 0:
         raise VoxsegError(f"{path}: an STL file needs triangles; the mesh has none")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.stl")
     writer = vtk.vtkSTLWriter()
     writer.SetInputData(to_vtk(PolyData(poly.points, polys=poly.polys)))
-    writer.SetFileName(str(tmp))
     writer.SetFileTypeToBinary()
+    return _write_atomically(writer, Path(path), ".stl", "STL")
+
+
+def _write_atomically(writer: Any, path: Path, suffix: str, kind: str) -> Path:
+    """Run a VTK ``writer`` (input and format set) into a temporary file beside ``path``,
+    then move it there; VTK's error message becomes a :class:`VoxsegError`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{suffix}")
+    writer.SetFileName(str(tmp))
     try:
         with _vtk_messages() as messages:
             ok = writer.Write()
         if ok != 1 or writer.GetErrorCode() != 0:
-            raise VoxsegError(f"{path}: cannot write STL file ({_last_error(messages)})")
+            raise VoxsegError(f"{path}: cannot write {kind} file ({_last_error(messages)})")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,8 @@ background excluded, averaged over classes. The loss is ``1 − mean Dice`` (nnU
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -59,32 +61,18 @@ class DiceLoss(nn.Module):
 
 
 @register_loss("tversky")
-class TverskyLoss(nn.Module):
+class TverskyLoss(DiceLoss):
     """Tversky loss; α = β = 0.5 is Dice, the default α 0.3, β 0.7 favours recall."""
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        region_based: bool = False,
-        ignore_label: int | None = None,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        batch_dice: bool = False,
-        smooth: float = 1e-5,
-        include_background: bool = False,
-    ) -> None:
-        super().__init__()
-        self.region_based = region_based
-        self.ignore_label = ignore_label
+    def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, **dice: Any) -> None:
+        super().__init__(**dice)
         self.alpha, self.beta = alpha, beta
-        self.batch_dice = batch_dice
-        self.smooth = smooth
-        self.include_background = include_background or region_based
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p = prepare(logits, target, self.region_based, self.ignore_label, self.include_background)
+    def from_prepared(self, p: Prepared) -> torch.Tensor:
         tp, sum_p, sum_g = overlap_stats(p, self.batch_dice)
         fp, fn = sum_p - tp, sum_g - tp
         score = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
         return 1 - score.mean()
+
+
+TverskyLoss.forwards_kwargs_to = (DiceLoss,)  # type: ignore[attr-defined]
