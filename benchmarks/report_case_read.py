@@ -1,10 +1,11 @@
 """CPU seconds per case page's data (``build_case_view``) for 300 × 512 × 512 CT cases, with
-the three ``.nii.gz`` files read as copies (``read_image``'s default) or as read-only views of
-SimpleITK's buffers (``copy=False``, what the report uses). Each mode runs in fresh
-processes, alternated, so both see the same machine load.
+the three ``.nii.gz`` files read by SimpleITK as copies (``copy``) or as read-only views of
+its buffers (``view``), or as the report reads them now (``isal``: ISA-L inflation, and of
+the image only the slices the viewer shows). Each mode runs in fresh processes, alternated,
+so all see the same machine load.
 
-    python benchmarks/report_case_read.py                 # 2 cases, 5 rounds
-    python benchmarks/report_case_read.py --rounds 3 --shape 150 512 512
+    python benchmarks/report_case_read.py                 # 2 cases, 5 rounds, all modes
+    python benchmarks/report_case_read.py --rounds 3 --modes view isal
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ HERE = Path(__file__).resolve().parent
 
 def one(work: Path, mode: str, cases: int) -> float:
     """Mean CPU seconds of one case view after a warm-up case (run in a child process)."""
+    import voxseg.io.nifti as nifti
     import voxseg.report.cases as rc
     from voxseg.io import read_image
 
+    if mode in ("copy", "view"):  # SimpleITK reads every file whole
+        nifti.isal_available = lambda: False
     if mode == "copy":
         rc.read_image = lambda p, is_label=False, copy=True: read_image(p, is_label)
 
@@ -47,6 +51,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=2)
     ap.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--modes", nargs="+", default=["copy", "view", "isal"])
     ap.add_argument("--work", type=Path, default=HERE / "_work" / "report_case_read")
     ap.add_argument("--child", nargs=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -63,7 +68,7 @@ def main() -> None:
     for i in range(args.cases):
         if not (work / "pred" / f"case_{i:03d}.nii.gz").is_file():
             write_case(work, i, shape)
-    times: dict[str, list[float]] = {"copy": [], "view": []}
+    times: dict[str, list[float]] = {m: [] for m in args.modes}
     for _ in range(args.rounds):
         for mode in times:
             cmd = [sys.executable, __file__, "--child", mode, "--work", str(args.work)]
@@ -74,7 +79,9 @@ def main() -> None:
     print("|---|---|---|")
     for mode, ts in times.items():
         print(f"| {mode} | {sum(ts) / len(ts):.2f} | {' '.join(f'{t:.2f}' for t in ts)} |")
-    print(f"ratio view / copy: {sum(times['view']) / sum(times['copy']):.2f}")
+    first = args.modes[0]
+    for mode in args.modes[1:]:
+        print(f"ratio {mode} / {first}: {sum(times[mode]) / sum(times[first]):.2f}")
 
 
 if __name__ == "__main__":

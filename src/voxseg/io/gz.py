@@ -112,6 +112,16 @@ class GzipInflater:
             pos += len(piece)
         return pos
 
+    def skip(self, n: int) -> int:
+        """Inflate and drop the next ``n`` bytes; returns how many were there."""
+        got = 0
+        while got < n:
+            piece = self._step(min(CHUNK, n - got))
+            if not piece:
+                break
+            got += len(piece)
+        return got
+
     def close(self) -> None:
         self._data.close()
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from voxseg.io.gz import GzipInflater, isal_available
-from voxseg.io.image import Image, from_itk_array
+from voxseg.io.image import Geometry, Image, from_itk_array, sitk_geometry
 
 #: NIfTI-1 ``datatype`` codes of scalar types → NumPy (little-endian).
 _NIFTI_DTYPES = {
@@ -71,43 +72,115 @@ def _plain_layout(header: bytes) -> tuple[np.dtype, int, int] | None:
     return np.dtype(_NIFTI_DTYPES[datatype]), int(offset), voxels
 
 
+class _PlainNifti:
+    """A plain ``.nii.gz`` opened for reading: SimpleITK's header, the stream at the first
+    voxel, the voxels' dtype and ITK size ``(x, y, z)``; ``None`` from :meth:`open` for
+    anything else."""
+
+    def __init__(
+        self, path: Path, reader: sitk.ImageFileReader, stream: GzipInflater, dtype, size, end
+    ) -> None:
+        self.path, self.reader, self.stream = path, reader, stream
+        self.dtype, self.size, self.end = dtype, size, end  # end: the voxels' last byte + 1
+
+    def ends_where_expected(self) -> bool:
+        """The gzip trailer's length field (the last 4 bytes of a one-member file) matches
+        the header's voxels: a file cut short, or written in several members, does not."""
+        with open(self.path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little") == self.end % 2**32
+
+    @classmethod
+    def open(cls, path: Path) -> _PlainNifti | None:
+        if not isal_available():
+            return None
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return None
+        sitk_dtype = _SITK_DTYPES.get(reader.GetPixelID())
+        if reader.GetNumberOfComponents() != 1 or sitk_dtype is None:
+            return None
+        size = [int(s) for s in reader.GetSize()]
+        stream = GzipInflater(path)
+        layout = _plain_layout(stream.read(_HEADER_BYTES))
+        if layout is None:
+            stream.close()
+            return None
+        dtype, offset, voxels = layout
+        skip = offset - _HEADER_BYTES
+        bad = dtype != np.dtype(sitk_dtype) or voxels != int(np.prod(size, dtype=np.int64))
+        if bad or stream.skip(skip) != skip:
+            stream.close()
+            return None
+        return cls(path, reader, stream, dtype, size, offset + voxels * dtype.itemsize)
+
+    def image(self, array: np.ndarray) -> Image:
+        r = self.reader
+        return from_itk_array(
+            array.astype(array.dtype.newbyteorder("="), copy=False),
+            r.GetDimension(),
+            self.size,
+            r.GetSpacing(),
+            r.GetOrigin(),
+            r.GetDirection(),
+        )
+
+
 def read_nifti_gz(path: str | os.PathLike[str]) -> Image | None:
     """The image of a plain ``.nii.gz`` file read through ISA-L (see the module docstring),
     equal to SimpleITK's reading; ``None`` when ISA-L is missing or the file is not plain
     (the caller then reads it with SimpleITK, which also words any error)."""
-    if not isal_available():
-        return None
-    path = Path(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    sitk_dtype = _SITK_DTYPES.get(reader.GetPixelID())
-    if reader.GetNumberOfComponents() != 1 or sitk_dtype is None:
-        return None
-    size = [int(s) for s in reader.GetSize()]
-    try:
-        with GzipInflater(path) as stream:
-            layout = _plain_layout(stream.read(_HEADER_BYTES))
-            if layout is None:
+        plain = _PlainNifti.open(Path(path))
+        if plain is None:
+            return None
+        with plain.stream:
+            array = np.empty(tuple(reversed(plain.size)), plain.dtype)
+            if plain.stream.readinto(array) != array.nbytes:
                 return None
-            dtype, offset, voxels = layout
-            if dtype != np.dtype(sitk_dtype) or voxels != int(np.prod(size, dtype=np.int64)):
-                return None
-            if len(stream.read(offset - _HEADER_BYTES)) != offset - _HEADER_BYTES:
-                return None
-            array = np.empty(tuple(reversed(size)), dtype)
-            if stream.readinto(array) != array.nbytes:
+            if plain.stream.skip(1):  # to the end: the trailer's checksum is checked
                 return None
     except (OSError, EOFError, RuntimeError):
         return None
-    return from_itk_array(
-        array.astype(array.dtype.newbyteorder("="), copy=False),
-        reader.GetDimension(),
-        size,
-        reader.GetSpacing(),
-        reader.GetOrigin(),
-        reader.GetDirection(),
-    )
+    return plain.image(array)
+
+
+def read_nifti_gz_rows(
+    path: str | os.PathLike[str], rows: Sequence[int]
+) -> tuple[Geometry, np.ndarray] | None:
+    """Only the given slices (ascending indices along array axis 0, ``z`` of ``[z, y, x]``)
+    of a plain 3D ``.nii.gz``: the file's geometry and an array ``[len(rows), y, x]``. The
+    stream is inflated up to the last of them only, and the other slices are never stored (a
+    viewer showing a third of a CT's slices keeps a third of it); the file's length is
+    checked against the gzip trailer, its checksum is not (the tail is not inflated).
+    ``None`` as :func:`read_nifti_gz`, and for a file that is not 3D or not one gzip
+    member."""
+    rows = [int(r) for r in rows]
+    if any(b <= a for a, b in zip(rows, rows[1:], strict=False)):
+        raise ValueError(f"rows must be ascending and distinct, got {rows[:8]}…")
+    try:
+        plain = _PlainNifti.open(Path(path))
+        if plain is None:
+            return None
+        with plain.stream:
+            if plain.reader.GetDimension() != 3 or not plain.ends_where_expected():
+                return None
+            if rows and not 0 <= rows[0] <= rows[-1] < plain.size[2]:
+                return None
+            shape = tuple(reversed(plain.size))
+            array = np.empty((len(rows), *shape[1:]), plain.dtype)
+            row_bytes = array[0].nbytes if len(rows) else 0
+            position = 0
+            for k, r in enumerate(rows):
+                gap = (r - position) * row_bytes
+                if plain.stream.skip(gap) != gap or plain.stream.readinto(array[k]) != row_bytes:
+                    return None
+                position = r + 1
+    except (OSError, EOFError, RuntimeError):
+        return None
+    r = plain.reader
+    geometry, _ = sitk_geometry(3, plain.size, r.GetSpacing(), r.GetOrigin(), r.GetDirection())
+    return geometry, array.astype(array.dtype.newbyteorder("="), copy=False)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from voxseg.errors import VoxsegError
-from voxseg.io import Image, read_image
+from voxseg.io import Geometry, Image, file_ending, read_image
+from voxseg.io.nifti import read_nifti_gz_rows
 
 #: Voxels kept around the labelled box, per axis (in voxels of the original grid).
 MARGIN_VOXELS = 12
@@ -70,16 +71,42 @@ class _LPSView:
         )
         return np.ascontiguousarray(view[sel])
 
+    def rows(self) -> tuple[np.ndarray, _LPSView]:
+        """The indices along the stored array's first axis that this view shows (ascending),
+        and the same view of an array holding only those slices (read with
+        :func:`voxseg.io.nifti.read_nifti_gz_rows`)."""
+        a = self.transpose.index(0)
+        k = self.strides[a]
+        idx = np.arange(self.box[0].start, self.box[0].stop)
+        kept = np.sort(idx[::-1][::k] if self.flip[a] else idx[::k])
+        strides = list(self.strides)
+        strides[a] = 1
+        box = (slice(0, len(kept)), *self.box[1:])
+        return kept, _LPSView(box, self.transpose, self.flip, (strides[0], strides[1], strides[2]))
 
-def _lps_orientation(img: Image) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+
+def _lps_orientation(grid: Geometry) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """Permutation and flips to LPS (:func:`voxseg.spatial.reorientation_for`); 2D images are
     shown as stored."""
-    if img.is_2d:
+    if grid.shape[0] == 1:
         return (0, 1, 2), (False, False, False)
     from voxseg.spatial.orientation import reorientation_for
 
-    r = reorientation_for(img.geometry, "LPS")
+    r = reorientation_for(grid, "LPS")
     return tuple(r.transpose), tuple(r.flip)
+
+
+def _check_grid(src: CaseSources, image: Geometry, layers: dict[str, Image]) -> None:
+    for name, img in layers.items():
+        problems = image.differences(img.geometry)
+        if problems:
+            path = src.reference if name == "reference" else src.prediction
+            raise VoxsegError(f"{path}: {name} is not on its image's grid: {'; '.join(problems)}")
+
+
+def _first_channel(path: Path) -> Image:
+    image = read_image(path, copy=False)
+    return image.channel(0) if image.array.ndim == 4 else image
 
 
 def _box(label_maps: list[np.ndarray], shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -158,20 +185,15 @@ def build_case_view(
     for name, path in (("reference", src.reference), ("prediction", src.prediction)):
         if path is not None:
             layers[name] = read_image(path, copy=False)
-    image = None
-    if src.image:
-        image = read_image(src.image[0], copy=False)
-        if image.array.ndim == 4:
-            image = image.channel(0)
+    # beside label maps, a .nii.gz image is read later, only the slices shown
+    by_rows = bool(src.image and layers) and file_ending(src.image[0]) == ".nii.gz"
+    image = _first_channel(src.image[0]) if src.image and not by_rows else None
     grid = image if image is not None else next(iter(layers.values()), None)
     if grid is None:
         raise VoxsegError(f"case {src.case_id!r}: no image, reference or prediction to show")
-    for name, img in layers.items():
-        problems = grid.geometry.differences(img.geometry)
-        if problems:
-            path = src.reference if name == "reference" else src.prediction
-            raise VoxsegError(f"{path}: {name} is not on its image's grid: {'; '.join(problems)}")
-    transpose, flip = _lps_orientation(grid)
+    if image is not None:
+        _check_grid(src, image.geometry, layers)
+    transpose, flip = _lps_orientation(grid.geometry)
     box = _box([img.array for img in layers.values()], grid.shape)
     # the shown box and grid in LPS axes (box as [start, stop) of the LPS-oriented volume)
     shape = [grid.shape[b] for b in transpose]
@@ -193,8 +215,21 @@ def build_case_view(
     }
     size = 0
     drawn: list[np.ndarray] = []
+    shown = None
     if image is not None:
-        arr = view(image.array).astype(np.float32)
+        shown = view(image.array)
+    elif by_rows:
+        rows, row_view = view.rows()
+        found = read_nifti_gz_rows(src.image[0], rows)
+        if found is None:  # not a plain NIfTI: the whole file
+            image = _first_channel(src.image[0])
+            _check_grid(src, image.geometry, layers)
+            shown = view(image.array)
+        else:
+            _check_grid(src, found[0], layers)
+            shown = row_view(found[1])
+    if shown is not None:
+        arr = shown.astype(np.float32)
         data["shape"] = list(arr.shape)
         if is_ct:
             stored = np.clip(np.round(arr), *CT_RANGE).astype("<i2")

@@ -1,5 +1,7 @@
 """Geometry on arrays: resampling, orientation, cropping and padding, sliding-window tiling."""
 
+import importlib
+
 from voxseg.spatial.crop import (
     bbox_of_mask,
     crop,
@@ -18,14 +20,26 @@ from voxseg.spatial.orientation import (
     reoriented_geometry,
     undo_reorientation,
 )
-from voxseg.spatial.resample import (
-    compute_new_shape,
-    get_separate_z_axis,
-    resample_data,
-    resample_image,
-    resample_labels,
-)
-from voxseg.spatial.tiling import gaussian_importance_map, sliding_window_starts
+
+#: Names of the modules that need torch, loaded on first use (torch takes about 2 CPU s to
+#: import: a process that only crops or reorients, such as a report's case writer, skips it).
+_TORCH_NAMES = {
+    "compute_new_shape": "resample",
+    "get_separate_z_axis": "resample",
+    "resample_data": "resample",
+    "resample_image": "resample",
+    "resample_labels": "resample",
+    "gaussian_importance_map": "tiling",
+    "sliding_window_starts": "tiling",
+}
+
+
+def __getattr__(name: str):
+    module = _TORCH_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'voxseg.spatial' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"voxseg.spatial.{module}"), name)
+
 
 __all__ = [
     "Reorientation",
