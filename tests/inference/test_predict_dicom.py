@@ -187,3 +187,46 @@ def test_predict_chooses_a_series_by_uid(tiny_model, raw_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["patient_S3.nii.gz"]
     expected = read_image(sorted((raw_dir / "imagesTs").iterdir())[0]).shape
     assert read_image(tmp_path / "out" / "patient_S3.nii.gz").shape == expected
+
+
+def test_a_failed_dicom_output_fails_its_case_and_a_rerun_redoes_it(
+    tiny_model, raw_dir, tmp_path, monkeypatch
+):
+    # the DICOM objects are written on a worker thread: its failure still reaches the report
+    import voxseg.io.rtstruct
+
+    inputs = tmp_path / "in"
+    _dicom_case(raw_dir, inputs / "a")
+    _dicom_case(raw_dir, inputs / "b", orientation="FFS")
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(inputs), "-o", str(out), "-m", str(tiny_model)]
+    args += ["--device", "cpu", "--no-tta", "--output-type", "rtstruct", "dicom-seg"]
+    real = voxseg.io.rtstruct.write_rtstruct
+
+    def refuse_b(label_map, series, labels, path, **kwargs):
+        if path.name.startswith("b_"):
+            raise VoxsegError(f"{path}: disk quota exceeded")
+        return real(label_map, series, labels, path, **kwargs)
+
+    monkeypatch.setattr(voxseg.io.rtstruct, "write_rtstruct", refuse_b)
+    failed = CliRunner().invoke(app, args)
+    assert failed.exit_code != 0
+    assert "predicted 1" in failed.output and "failed 1" in failed.output
+    assert "disk quota exceeded" in failed.output
+    assert (out / "a_RTSTRUCT.dcm").is_file() and (out / "a_SEG.dcm").is_file()
+    assert not (out / "b_RTSTRUCT.dcm").exists()
+    monkeypatch.setattr(voxseg.io.rtstruct, "write_rtstruct", real)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "predicted 1, skipped 1" in again.output
+    assert (out / "b_RTSTRUCT.dcm").is_file()
+    mask, _ = roi_mask(
+        read_rtstruct(out / "b_RTSTRUCT.dcm").rois[0], read_dicom_folder(inputs / "b")[1]
+    )
+    first = next(
+        k
+        for k, v in json.loads((tiny_model / "dataset.json").read_text())["labels"].items()
+        if v == 1
+    )
+    assert read_rtstruct(out / "b_RTSTRUCT.dcm").rois[0].name == first
+    np.testing.assert_array_equal(mask, read_image(out / "b.nii.gz").array == 1)

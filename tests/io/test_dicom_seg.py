@@ -166,3 +166,45 @@ def test_fractional_seg_written_by_voxseg(tmp_path, rng):
     assert seg.SegmentationType == "FRACTIONAL"
     pixels = seg.get_pixels_by_source_instance(series.sop_instance_uids, rescale_fractional=True)
     np.testing.assert_allclose(np.moveaxis(pixels, -1, 0), p[1:], atol=1 / 255 / 2 + 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.int16])
+def test_segment_numbers_map_label_values_to_segments(rng, dtype):
+    from voxseg.io.dicom_seg import segment_numbers
+
+    lab = rng.integers(-2 if dtype == np.int16 else 0, 9, size=(4, 6, 7)).astype(dtype)
+    for values in ([1, 2, 3], [2, 5, 7], [8], [3, 1]):
+        numbers = segment_numbers(lab, values)
+        assert numbers.dtype == np.uint8
+        expected = np.zeros(lab.shape, np.uint8)
+        for i, v in enumerate(values, start=1):
+            expected[lab == v] = i
+        np.testing.assert_array_equal(numbers, expected)
+
+
+def test_seg_of_non_consecutive_labels_reads_back_per_label(tmp_path, rng):
+    # label values 3 and 7 (and a value 5 with no name) become segments 1 and 2
+    _, _, series = _series(tmp_path, rng, "HFS")
+    lab = np.zeros(SHAPE, np.int64)
+    lab[1:4, 3:14, 4:19] = 3
+    lab[2, 6:9, 8:12] = 7
+    lab[0, 0:2, 0:2] = 5
+    labels = {"background": 0, "spleen": 3, "lesion": 7}
+    path = write_dicom_seg(lab, series, labels, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(path)
+    pixels = seg.get_pixels_by_source_instance(
+        series.sop_instance_uids, assert_missing_frames_are_empty=True
+    )
+    for number, v in ((1, 3), (2, 7)):
+        np.testing.assert_array_equal(pixels[..., number - 1] > 0, lab == v)
+    assert [s.label for s in read_dicom_seg(path, series)] == ["spleen", "lesion"]
+
+
+def test_warm_up_writes_nothing_that_stays(tmp_path, monkeypatch):
+    import tempfile
+
+    from voxseg.io.dicom_seg import warm_up
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    warm_up()
+    assert list(tmp_path.iterdir()) == []

@@ -289,6 +289,16 @@ def predict_folder(
             from voxseg.inference.qc import QualityControl
 
             quality = QualityControl(predictor, output_dir)
+        dicom = None
+        if output_types:
+            from voxseg.inference.dicom_outputs import DicomOutputs
+
+            dicom = DicomOutputs(
+                output_types,
+                predictor,
+                seg_fractional,
+                lambda exc: _failure(exc, output_dir),
+            )
         for case in cases:
             out = output_path(case, output_dir, fmt)
             extra = [output_dir / f"{case.case_id}{_OUTPUT_SUFFIX[t]}" for t in output_types]
@@ -307,8 +317,10 @@ def predict_folder(
                     predictor.model.num_outputs,
                     save_probabilities,
                 )
-                image, source = case.read_dicom() if output_types else (case.read(), None)
+                image, source = case.read_dicom() if dicom else (case.read(), None)
                 _require_finite(image, case)
+                if dicom is not None:
+                    dicom.prefetch(source)
                 want_probabilities = save_probabilities or seg_fractional
                 if quality is not None:
                     pred = predictor.predict(
@@ -327,9 +339,9 @@ def predict_folder(
                         pred.segmentation,
                         labels=predictor.model.info.foreground_labels,
                     )
+                if dicom is not None:  # written on its thread, beside what follows
+                    dicom.submit(case.case_id, extra, pred, source)
                 write_image(pred.segmentation, out)
-                for kind, path in zip(output_types, extra, strict=True):
-                    _write_dicom_output(kind, path, pred, source, predictor, seg_fractional)
                 if quality is not None:
                     quality.case(
                         case.case_id, pred.segmentation, pred.agreement, _case_files(case, out)
@@ -337,18 +349,27 @@ def predict_folder(
                 report.done.append(case.case_id)
                 progress.item(f"predicted {case.case_id}")
             except Exception as exc:  # noqa: BLE001 — one bad case must not stop the others
-                if isinstance(exc, OSError):  # a full disk, a read-only folder: one line
-                    detail = f"{exc.filename or output_dir}: {exc.strerror or exc}"
-                elif isinstance(exc, VoxsegError):
-                    detail = str(exc)
-                else:
-                    detail = traceback.format_exc(limit=3)
-                report.failed[case.case_id] = detail
+                report.failed[case.case_id] = _failure(exc, output_dir)
                 log.error("failed %s: %s", case.case_id, exc)
                 progress.advance()
+        if dicom is not None:
+            for case_id, detail in dicom.finish().items():
+                if case_id in report.done:
+                    report.done.remove(case_id)
+                report.failed[case_id] = detail
         if quality is not None:
             quality.finish()
     return report
+
+
+def _failure(exc: BaseException, output_dir: Path) -> str:
+    """How a failed case is reported: one line for a user's problem, a short traceback
+    for anything else."""
+    if isinstance(exc, OSError):  # a full disk, a read-only folder: one line
+        return f"{exc.filename or output_dir}: {exc.strerror or exc}"
+    if isinstance(exc, VoxsegError):
+        return str(exc)
+    return "".join(traceback.format_exception(exc, limit=3))
 
 
 def _case_files(case: CaseInput, out: Path) -> dict[str, Any]:
@@ -376,43 +397,6 @@ def _check_output_types(
             f"series; {not_dicom[0].paths[0]} is not a DICOM series (give a DICOM folder)"
         )
     return types
-
-
-def _write_dicom_output(
-    kind: str,
-    path: Path,
-    pred: Any,
-    series: DicomSeries | None,
-    predictor: Any,
-    fractional: bool,
-) -> None:
-    """One DICOM-SEG or RTSTRUCT of a prediction on its source series."""
-    from voxseg.io.dicom_seg import write_dicom_seg
-    from voxseg.io.rtstruct import write_rtstruct
-
-    if series is None:
-        raise VoxsegError(f"{path}: DICOM outputs need the source series")
-    model = predictor.model
-    labels = {k: v for k, v in model.info.labels.items() if isinstance(v, int)}
-    name = Path(model.folder).name
-    plan = str(getattr(model.config, "configuration", ""))
-    if kind == "dicom-seg":
-        if fractional:
-            data = pred.probabilities.array
-        else:
-            data = pred.segmentation.array
-        write_dicom_seg(
-            data, series, labels, path, fractional=fractional, model_name=name, plan=plan
-        )
-    else:
-        write_rtstruct(
-            pred.segmentation.array,
-            series,
-            labels,
-            path,
-            structure_set_label=name,
-            description=f"voxseg {name} ({plan})",
-        )
 
 
 def _require_finite(image: Image, case: CaseInput) -> None:

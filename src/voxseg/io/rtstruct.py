@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 
 from voxseg.errors import VoxsegError
 from voxseg.io.contours import RasterReport, contours_to_mask, mask_to_contours
-from voxseg.io.dicom import DicomSeries, decimal_string, source_datasets
+from voxseg.io.dicom import DicomSeries, decimal_string, new_dataset
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _AREA_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
@@ -137,13 +138,15 @@ def write_rtstruct(
     structure_set_label: str = "voxseg",
     description: str = "",
     software_version: str = "",
+    sources: Sequence[Any] | None = None,
 ) -> Path:
     """Write ``label_map`` (``[z, y, x]`` on ``series``' grid) as an RTSTRUCT, one ROI per
-    label in ``labels`` (name → value, background left out), atomically."""
+    label in ``labels`` (name → value, background left out), atomically. The patient and
+    study come from the first source header (``sources[0]`` when the caller has read them
+    with :func:`voxseg.io.dicom.source_datasets`)."""
     import pydicom
-    from pydicom.dataset import FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     path = Path(path)
     if series.resampled:
@@ -153,17 +156,10 @@ def write_rtstruct(
             f"{path}: label map shape {label_map.shape} differs from the source series "
             f"{series.geometry.shape}"
         )
-    src = source_datasets(series)[0]
+    src = sources[0] if sources else pydicom.dcmread(series.files[0], stop_before_pixels=True)
     now = datetime.datetime.now()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
+    ds = new_dataset(RTSTRUCT_SOP_CLASS)
     _copy_patient_and_study(src, ds)
-    ds.SOPClassUID = RTSTRUCT_SOP_CLASS
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 9001
