@@ -7,10 +7,14 @@
 
 Every variant gets the same training wall time (``--train-seconds``, the time ``voxseg auto
 --time-budget 5m`` gives its training on these tasks) on the same cores; planning and
-preprocessing are not timed here. ``control`` is what ``voxseg auto`` trains today; the
-others change one thing (``VARIANTS``: extra ``voxseg plan`` flags, extra ``voxseg train
---set`` overrides). Writes ``benchmarks/_work/real_anatomy/variants_<task>.json``; each
-run's logs are under ``benchmarks/_work/real_anatomy/variants/``.
+preprocessing are not timed here. On a shared machine, where wall time is not a fair
+measure, ``--epochs E --iterations N`` trains every variant for the same fixed schedule
+instead (e.g. the epochs × iterations a ``voxseg auto`` run fixed from its budget), and
+``--lowres-gflops G`` plans the whole-image stage as ``auto`` did for that training time.
+``control`` is what ``voxseg auto`` trains today; the others change one thing (``VARIANTS``:
+extra ``voxseg plan`` flags, extra ``voxseg train --set`` overrides). Writes
+``benchmarks/_work/real_anatomy/variants_<task>.json``; each run's logs are under
+``benchmarks/_work/real_anatomy/variants/``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,20 @@ VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
     ),
     "nods": ([], ["network.deep_supervision=false"], "no deep supervision"),
     "nott": ([], ["prediction.tta=false"], "no flip test-time augmentation"),
+    "lr2e-3": ([], ["optimizer.lr=0.002"], "AdamW peak learning rate 2e-3 (recipe: 1e-3)"),
+    "lr3e-3": ([], ["optimizer.lr=0.003"], "AdamW peak learning rate 3e-3 (recipe: 1e-3)"),
+    "lr1e-2": ([], ["optimizer.lr=0.01"], "AdamW peak learning rate 1e-2 (recipe: 1e-3)"),
+    "shortlr": (
+        [],
+        ["schedule.short_run_iterations=2000"],
+        "AdamW peak lr raised by 2000 / iterations (at most 3x) for runs under 2000 iterations",
+    ),
+    "batchdice": ([], ["loss.batch_dice=true"], "Dice over the batch (nnU-Net's 3d_fullres)"),
+    "nospatial": (
+        [],
+        ["augmentation.rotation.p=0", "augmentation.scaling.p=0"],
+        "no rotation or scaling",
+    ),
 }
 
 
@@ -55,8 +73,19 @@ def _log(text: str) -> None:
     print(time.strftime("%H:%M:%S"), text, flush=True)
 
 
-def run_variant(configuration: str, name: str, raw: Path, seconds: float, work: Path) -> dict:
+def run_variant(
+    configuration: str,
+    name: str,
+    raw: Path,
+    seconds: float,
+    work: Path,
+    schedule: tuple[int, int] | None = None,
+    lowres_gflops: float | None = None,
+) -> dict:
+    """One variant; ``schedule`` (epochs, iterations) replaces the time budget."""
     plan_flags, sets, _ = VARIANTS[name]
+    if lowres_gflops is not None and "--cpu-lowres-gflops" not in plan_flags:
+        plan_flags = [*plan_flags, "--cpu-lowres-gflops", f"{lowres_gflops:g}"]
     home = work / "voxseg_home"
     logs = _fresh(work / name / "logs")
     plan = f"v_{name}"
@@ -71,7 +100,11 @@ def run_variant(configuration: str, name: str, raw: Path, seconds: float, work: 
         log=logs / "preprocess.log",
     )
     train = [*_voxseg(), "train", raw, "-c", configuration, "-p", plan, "--fold", "0"]
-    train += ["--recipe", "adamw", "--time-budget", f"{seconds:g}s", "--device", "cpu", "--force"]
+    train += ["--recipe", "adamw", "--device", "cpu", "--force"]
+    if schedule is None:
+        train += ["--time-budget", f"{seconds:g}s"]
+    else:
+        train += ["--epochs", str(schedule[0]), "--iterations", str(schedule[1])]
     for s in sets:
         train += ["--set", s]
     trained = run_measured(train + common, log=logs / "train.log")
@@ -81,7 +114,10 @@ def run_variant(configuration: str, name: str, raw: Path, seconds: float, work: 
         [*_voxseg(), "predict", "-i", raw / "imagesTs", "-o", pred, "-m", model, "--device", "cpu"],
         log=logs / "predict.log",
     )
-    budget = json.loads((model / "fold_0" / "budget.json").read_text())
+    if schedule is None:
+        budget = json.loads((model / "fold_0" / "budget.json").read_text())
+    else:
+        budget = {"epochs": schedule[0], "iterations_per_epoch": schedule[1]}
     return {
         "variant": name,
         "train_seconds": trained.wall_s,
@@ -103,11 +139,28 @@ def main() -> None:
     )
     parser.add_argument("--train-seconds", type=float, default=240.0)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["control"])
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="with --iterations: a fixed schedule for every variant instead of --train-seconds",
+    )
+    parser.add_argument("--iterations", type=int, default=None, help="iterations per epoch")
+    parser.add_argument(
+        "--lowres-gflops",
+        type=float,
+        default=None,
+        help="plan the whole-image 3d_lowres at this many GFLOP per iteration (what auto chose)",
+    )
     args = parser.parse_args()
+    if (args.epochs is None) != (args.iterations is None):
+        parser.error("--epochs and --iterations go together")
+    schedule = (args.epochs, args.iterations) if args.epochs is not None else None
     raw = args.raw.resolve() if args.raw else prepare(args.task)
     configuration = "2d" if args.task == "2d" else "3d_lowres"  # what auto trains on a CPU
     tag = args.task if args.raw is None else raw.name
-    work = OUT / "variants" / f"{tag}_{args.train_seconds:g}s"
+    length = f"{args.train_seconds:g}s" if schedule is None else f"{schedule[0]}x{schedule[1]}it"
+    work = OUT / "variants" / f"{tag}_{length}"
     out = OUT / f"variants_{tag}.json"
     results = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     results.update(machine=machine_info())
@@ -115,7 +168,9 @@ def main() -> None:
     rows = []
     for name in args.variants:
         _log(f"{args.task}: {name} ({VARIANTS[name][2]}) ...")
-        r = run_variant(configuration, name, raw, args.train_seconds, work)
+        r = run_variant(
+            configuration, name, raw, args.train_seconds, work, schedule, args.lowres_gflops
+        )
         r.update(command=command, task=tag, when=time.strftime("%Y-%m-%d %H:%M"))
         results["runs"].append(r)
         _write_json(out, results)
@@ -134,7 +189,8 @@ def main() -> None:
         ]
         for r in rows
     ]
-    print(f"\n{tag}, {args.train_seconds:g} s of training\n" + format_table(head, body))
+    what = f"{args.train_seconds:g} s" if schedule is None else f"{schedule[0]} × {schedule[1]} it"
+    print(f"\n{tag}, {what} of training\n" + format_table(head, body))
     print(f"\nresults: {out}")
 
 

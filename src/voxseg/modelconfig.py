@@ -51,6 +51,13 @@ class ScheduleConfig(_Strict):
     exponent: float = 0.9
     warmup_epochs: int = Field(0, ge=0)
     min_lr: float = 0.0
+    short_run_iterations: int | None = Field(
+        None,
+        ge=1,
+        description="a run of fewer iterations gets a peak lr raised in proportion (at most "
+        "short_run_max_factor×; AdamW moves a weight about lr per step); None: off",
+    )
+    short_run_max_factor: float = Field(3.0, ge=1.0)
 
 
 class EarlyStoppingConfig(_Strict):

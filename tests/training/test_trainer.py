@@ -166,6 +166,39 @@ def test_warmup_cosine():
     assert lrs[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))
 
 
+def test_short_run_peak_learning_rate():
+    """A schedule with ``short_run_iterations`` R peaks at lr·R/N for a run of N < R
+    iterations (at most ``short_run_max_factor``×), at lr from R on, and at lr while N is
+    unknown; warm-up and cosine are laid over the raised peak."""
+    from voxseg.training import OptimizerConfig, ScheduleConfig
+    from voxseg.training.schedules import peak_learning_rate
+
+    opt = OptimizerConfig(name="adamw", lr=1e-3)
+    s = ScheduleConfig(name="warmup_cosine", warmup_epochs=2, short_run_iterations=2000)
+    assert peak_learning_rate(opt, s, 1000) == pytest.approx(2e-3)
+    assert peak_learning_rate(opt, s, 500) == pytest.approx(3e-3)  # capped at 3x
+    assert peak_learning_rate(opt, s, 2000) == pytest.approx(1e-3)
+    assert peak_learning_rate(opt, s, 250_000) == pytest.approx(1e-3)
+    assert peak_learning_rate(opt, s, None) == pytest.approx(1e-3)
+    off = ScheduleConfig(name="warmup_cosine", warmup_epochs=2)
+    assert peak_learning_rate(opt, off, 100) == pytest.approx(1e-3)
+    # 50 epochs x 20 iterations = 1000: peak 2e-3 at the end of the warm-up, halfway down
+    # the cosine half-way through the remaining 48 epochs
+    assert learning_rate(0, 50, opt, s, 20) == pytest.approx(2e-3 / 3)
+    assert learning_rate(2, 50, opt, s, 20) == pytest.approx(2e-3)
+    assert learning_rate(26, 50, opt, s, 20) == pytest.approx(1e-3)
+    assert learning_rate(2, 50, opt, s, None) == pytest.approx(1e-3)
+    # the adamw recipe: the demo's 51 x 19 iterations peak at 3e-3 (capped), 4000 at 1e-3
+    from voxseg.training.recipes import RECIPES
+
+    adamw_opt, adamw_sched = RECIPES["adamw"]
+    assert learning_rate(2, 51, adamw_opt, adamw_sched, 19) == pytest.approx(3e-3)
+    assert learning_rate(2, 50, adamw_opt, adamw_sched, 30) == pytest.approx(2e-3)
+    assert learning_rate(2, 40, adamw_opt, adamw_sched, 100) == pytest.approx(1e-3)
+    nnunet_opt, nnunet_sched = RECIPES["nnunet"]
+    assert learning_rate(0, 51, nnunet_opt, nnunet_sched, 19) == pytest.approx(1e-2)
+
+
 def test_recipes_set_the_optimiser_and_schedule_and_set_overrides_win(tiny_home):
     """``voxseg train --recipe adamw`` trains with AdamW and the warm-up cosine schedule;
     a ``--set`` after it still changes single values; ``nnunet`` restores SGD + poly."""
@@ -201,11 +234,13 @@ def test_recipes_set_the_optimiser_and_schedule_and_set_overrides_win(tiny_home)
     assert config["optimizer"]["name"] == "adamw"
     assert config["optimizer"]["lr"] == 0.003 and config["optimizer"]["weight_decay"] == 1e-4
     assert config["schedule"] == {**config["schedule"], "name": "warmup_cosine", "warmup_epochs": 2}
-    # two warm-up epochs at lr·1/3 and lr·2/3, then the cosine's start at lr
+    # two warm-up epochs at peak·1/3 and peak·2/3, then the cosine's start at the peak; the
+    # run's 3 x 3 iterations are far below the recipe's short-run length: peak = 3·lr
+    assert config["schedule"]["short_run_iterations"] == 3000
     lrs = [
         float(row.split(",")[1]) for row in (folder / "training_log.csv").read_text().split()[1:]
     ]
-    assert lrs == pytest.approx([0.001, 0.002, 0.003])
+    assert lrs == pytest.approx([0.003, 0.006, 0.009])
     trainer = Trainer(
         TrainingSetup.create(ModelConfig.model_validate({**config, "model_name": "o"}), "all"),
     )

@@ -364,7 +364,14 @@ class Trainer:
             while self.state.epoch < self.epochs:
                 epoch = self.state.epoch
                 tic = self._clock()
-                lr = learning_rate(epoch, self.epochs, self.cfg.optimizer, self.cfg.schedule)
+                # the epoch length a time budget fixes in epoch 0 (short-run peak lr)
+                lr = learning_rate(
+                    epoch,
+                    self.epochs,
+                    self.cfg.optimizer,
+                    self.cfg.schedule,
+                    self.iterations_per_epoch,
+                )
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 if epoch == 0:
