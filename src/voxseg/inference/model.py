@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -39,6 +39,10 @@ class ModelFolder:
     folds: list[str]
     checkpoint: str = "final"
 
+    KIND: ClassVar[str] = "a voxseg model folder"
+    REQUIRED: ClassVar[tuple[str, ...]] = (CONFIG, PLANS, DATASET)
+    WEIGHTS: ClassVar[dict[str, str]] = WEIGHT_FILES
+
     @classmethod
     def load(
         cls,
@@ -64,21 +68,29 @@ class ModelFolder:
         folds: list[str] | None = None,
         checkpoint: str = "final",
     ) -> ModelFolder:
-        """A voxseg model folder (or one ``fold_<k>`` in it: that fold by default)."""
-        layout, chosen, _ = open_layout(
+        """A folder of this class's kind (``KIND``: its ``REQUIRED`` files and one of its
+        ``WEIGHTS`` per fold), or one ``fold_<k>`` in it: that fold by default."""
+        layout, chosen, file = open_layout(
             folder,
             folds,
             checkpoint,
-            kind="a voxseg model folder",
-            required=(CONFIG, PLANS, DATASET),
-            weight_files=WEIGHT_FILES,
+            kind=cls.KIND,
+            required=cls.REQUIRED,
+            weight_files=cls.WEIGHTS,
         )
+        return cls.from_layout(layout, chosen, file, checkpoint)
+
+    @classmethod
+    def from_layout(
+        cls, layout: ModelLayout, folds: list[str], weights_file: str, checkpoint: str
+    ) -> ModelFolder:
+        """The model of an opened folder: ``folds`` chosen, each with ``weights_file``."""
         return cls(
             folder=layout.root,
             config=load_model(ModelConfig, layout.config),
             plans=load_model(Plans, layout.plans),
             info=DatasetInfo.model_validate(read_json(layout.dataset)),
-            folds=chosen,
+            folds=folds,
             checkpoint=checkpoint,
         )
 

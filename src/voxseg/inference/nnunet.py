@@ -47,7 +47,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -64,7 +64,6 @@ from voxseg.modelfolder import (
     NNUNET_CHECKPOINT_FILES,
     PLANS,
     ModelLayout,
-    open_layout,
 )
 from voxseg.modelfolder import is_nnunet_model_folder as is_nnunet_model_folder
 from voxseg.nets.topology import Topology
@@ -460,23 +459,16 @@ class NnUNetModelFolder(ModelFolder):
     trainer: str = ""
     _weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
+    KIND: ClassVar[str] = "an nnU-Net model folder"
+    REQUIRED: ClassVar[tuple[str, ...]] = (PLANS, DATASET)
+    WEIGHTS: ClassVar[dict[str, str]] = CHECKPOINT_FILES
+
     @classmethod
-    def read(
-        cls,
-        folder: str | os.PathLike[str],
-        folds: list[str] | None = None,
-        checkpoint: str = "final",
+    def from_layout(
+        cls, layout: ModelLayout, folds: list[str], weights_file: str, checkpoint: str
     ) -> NnUNetModelFolder:
-        """An nnU-Net v2 results folder (or one ``fold_<k>`` in it: that fold by default)."""
-        layout, chosen, file = open_layout(
-            folder,
-            folds,
-            checkpoint,
-            kind="an nnU-Net model folder",
-            required=(PLANS, DATASET),
-            weight_files=CHECKPOINT_FILES,
-        )
-        folder = layout.root
+        """An nnU-Net v2 results folder: plans, dataset.json and ``checkpoint_*.pth`` files."""
+        folder, chosen, file = layout.root, folds, weights_file
         plans = read_json(layout.plans)
         dataset = dict(read_json(layout.dataset))
         if "channel_names" not in dataset and "modality" in dataset:

@@ -651,6 +651,24 @@ def stored_pixels(array: np.ndarray, source: str) -> tuple[np.ndarray, float, fl
     return stored.astype(np.int16), slope, intercept
 
 
+def new_dataset(sop_class: str) -> Any:
+    """An empty ``pydicom.Dataset`` of ``sop_class`` with a new SOP instance UID and its file
+    meta (explicit VR little endian): the start of every DICOM file voxseg writes."""
+    import pydicom  # pydicom is imported where DICOM is written: start-up stays fast
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def image_slice_datasets(
     stored: np.ndarray,
     geometry: Geometry,
@@ -675,9 +693,7 @@ def image_slice_datasets(
     fields, Manufacturer ``voxseg``, ImageType DERIVED/SECONDARY). The one writer of image
     slices: :func:`write_dicom_series` and :mod:`voxseg.synth.dicom` build on it.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     modality = modality.upper()
     d = geometry.direction_matrix
@@ -704,14 +720,7 @@ def image_slice_datasets(
     spacing = [decimal_string(geometry.spacing[1]), decimal_string(geometry.spacing[2])]
     out = []
     for k in range(stored.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds = new_dataset(sop_class)
         ds.Modality = modality
         for key, value in defaults.items():
             setattr(ds, key, value)

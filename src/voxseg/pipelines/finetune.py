@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +73,10 @@ def finetune_pipeline(
         }
     )
     write_spec(new_spec, out)
-    dev = device or "auto"
-    before = evaluate_pipeline(
-        src,
-        ds.root,
-        out / "evaluation_before",
-        split=split,
-        cases=eval_cases,
-        device=dev,
-        tta=tta,
+    evaluate = partial(
+        evaluate_pipeline, split=split, cases=eval_cases, device=device or "auto", tta=tta
     )
+    before = evaluate(src, ds.root, out / "evaluation_before")
     target = stage_dir(out, stage)
     shutil.rmtree(target)
     train_stage(
@@ -95,15 +90,7 @@ def finetune_pipeline(
         work=work_dir(out),
         cases=train_cases,
     )
-    after = evaluate_pipeline(
-        out,
-        ds.root,
-        out / "evaluation_after",
-        split=split,
-        cases=eval_cases,
-        device=dev,
-        tta=tta,
-    )
+    after = evaluate(out, ds.root, out / "evaluation_after")
     keys = ("dice", "lesions", "seconds_per_case")
     report = {
         "stage": stage,

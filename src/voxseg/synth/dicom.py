@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from voxseg.io.dicom import decimal_string, image_slice_datasets
+from voxseg.io.dicom import decimal_string, image_slice_datasets, new_dataset
 from voxseg.io.image import Geometry
 
 #: Patient orientations → (row direction, column direction) of ImageOrientationPatient.
@@ -112,9 +112,8 @@ def rtstruct_dataset(
     ``image_references``.
     """
     import pydicom
-    from pydicom.dataset import FileMetaDataset
     from pydicom.sequence import Sequence as Seq
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     first = series[0]
     _, _, normal = orientation_axes(
@@ -127,18 +126,11 @@ def rtstruct_dataset(
         )
     )
     along = {float(np.dot([float(v) for v in s.ImagePositionPatient], normal)): s for s in series}
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
+    ds = new_dataset(RTSTRUCT_STORAGE)
     for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID"):
         setattr(ds, key, first[key].value)
     for key in ("StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
         setattr(ds, key, first.get(key, ""))
-    ds.SOPClassUID = RTSTRUCT_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 99

@@ -52,20 +52,12 @@ def plot_progress(path: Path, history: list[dict[str, Any]]) -> None:
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
     if any("val_dice" in h for h in history):
-        ax2.plot(
-            epochs,
-            [h.get("val_dice", np.nan) for h in history],
-            ":",
-            color="tab:green",
-            label="val Dice (patches)",
-        )
-        ax2.plot(
-            epochs,
-            [h.get("val_dice_ema", np.nan) for h in history],
-            "-",
-            color="tab:green",
-            label="val Dice EMA",
-        )
+        for key, style, label in (
+            ("val_dice", ":", "val Dice (patches)"),
+            ("val_dice_ema", "-", "val Dice EMA"),
+        ):
+            values = [h.get(key, np.nan) for h in history]
+            ax2.plot(epochs, values, style, color="tab:green", label=label)
     ax2.set_ylabel("Dice")
     ax2.set_ylim(0, 1)
     lines = ax.get_legend_handles_labels()

@@ -5,6 +5,7 @@ and the next point, direction and radius along each."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import cc3d
 import edt
@@ -77,32 +78,20 @@ def analyse(
     settings: LocalSettings,
 ) -> LocalResult:
     """Analyse the local probability map ``prob`` of the box around ``point``."""
-    result = _analyse(prob, box, point, direction, radius, settings)
-    result.probability = np.asarray(prob.array, dtype=np.float32)
-    return result
-
-
-def _analyse(
-    prob: Image,
-    box: Box,
-    point: np.ndarray,
-    direction: np.ndarray | None,
-    radius: float,
-    settings: LocalSettings,
-) -> LocalResult:
+    done = partial(LocalResult, probability=np.asarray(prob.array, dtype=np.float32))
     g = prob.geometry
     spacing = np.asarray(g.spacing)
     mask = np.asarray(prob.array) >= settings.threshold
     component = component_at_centre(mask, g, point, settings.centre_tolerance * radius)
     if component is None:
-        return LocalResult(None, [], None, [], "no vessel at the box centre")
+        return done(None, [], None, [], "no vessel at the box centre")
     dist = edt.edt(component, anisotropy=tuple(spacing), parallel=1)
     caps = find_caps(component, dist, g, box, settings.min_cap_voxels)
     entry = entry_cap(caps, point, direction)
     exits = [i for i in range(len(caps)) if i != entry]
     if not exits:
         reason = "dead end (fewer than 2 caps)" if entry is not None else "dead end (no open end)"
-        return LocalResult(component, caps, entry, [], reason)
+        return done(component, caps, entry, [], reason)
     if entry is not None:
         source = caps[entry].deepest
     else:
@@ -120,7 +109,7 @@ def _analyse(
             candidates.append(cand)
     candidates.sort(key=lambda c: c.angle_deg)
     reason = None if candidates else "no next point within the angle limit"
-    return LocalResult(component, caps, entry, candidates, reason)
+    return done(component, caps, entry, candidates, reason)
 
 
 def entry_cap(caps: list[Cap], point: np.ndarray, direction: np.ndarray | None) -> int | None:
