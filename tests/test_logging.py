@@ -28,10 +28,10 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def test_training_log_has_one_line_per_epoch_and_q_silences_it(tiny_home):
+def test_training_log_has_one_line_per_epoch(tiny_home):
     """Standard output is not a terminal here: no bar, each epoch and validation case one
-    line, and the same run with -q writes nothing to standard output."""
-    result = CliRunner().invoke(app, [*TRAIN, "--model", "plain"])
+    line."""
+    result = CliRunner().invoke(app, TRAIN)
     assert result.exit_code == 0, result.output
     lines = _lines(result.stdout)
     assert [line.split("  ")[0] for line in lines if line.startswith("epoch ")] == [
@@ -42,11 +42,24 @@ def test_training_log_has_one_line_per_epoch_and_q_silences_it(tiny_home):
     assert any(line.startswith("model written to") for line in lines)
     assert "\r" not in result.stdout  # no live bar redrawn in a log file
 
-    quiet = CliRunner().invoke(app, ["-q", *TRAIN, "--model", "quiet"])
+
+def test_q_silences_info_lines(tmp_path):
+    """``plan`` logs each case it fingerprints (INFO) and prints where the plan went: with -q
+    standard output stays empty and the plan is written all the same."""
+    from voxseg.synth import generate
+
+    home = tmp_path / "home"
+    generate("organs", home / "raw" / "Dataset002_X", num_train=2, num_test=0, shape=(8, 24, 24))
+    args = ["plan", "X", "--home", str(home), "--num-processes", "1", "--force"]
+    quiet = CliRunner().invoke(app, ["-q", *args])
     assert quiet.exit_code == 0, quiet.output
     assert quiet.stdout == ""
-    folder = tiny_home / "models" / "Dataset001_Organs" / "default" / "quiet" / "fold_0"
-    assert (folder / "weights.safetensors").is_file()  # it did train
+    plans = home / "preprocessed" / "Dataset002_X" / "plans"
+    assert (plans / "default.json").is_file()
+    plain = CliRunner().invoke(app, [*args, "--plan-name", "again"])
+    assert plain.exit_code == 0, plain.output
+    assert "fingerprint organs_000 (1/2)" in plain.stdout
+    assert f"plan written to {plans / 'again.json'}" in plain.stdout
 
 
 def test_v_shows_debug_lines(tmp_path):
