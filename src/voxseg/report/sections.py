@@ -45,6 +45,33 @@ def _plots(*svgs: str) -> str:
 # --- dataset ---------------------------------------------------------------------------
 
 
+def _axis_groups(
+    cases: list[dict[str, Any]],
+    values: np.ndarray,
+    axes: list[str],
+    text: Callable[[float], str],
+    case_href: Callable[[str], str | None],
+) -> list[tuple[str, list[svg.Point]]]:
+    """One strip-plot group per array axis of ``values`` ``[case, axis]``, a point per case."""
+    if not len(cases):
+        return []
+    return [
+        (
+            axes[a],
+            [
+                svg.Point(
+                    0,
+                    float(values[i, a]),
+                    f"{c['case_id']}: {text(values[i, a])}",
+                    case_href(c["case_id"]),
+                )
+                for i, c in enumerate(cases)
+            ],
+        )
+        for a in range(values.shape[1])
+    ]
+
+
 def dataset_section(
     ds: DatasetSource,
     problems: tuple[list[str], list[str]] | None,
@@ -130,44 +157,8 @@ def dataset_section(
         spac = np.asarray([c["spacing"] for c in cases], float)
         shapes = np.asarray([c["shape"] for c in cases], float)
         axes = ["axis 0", "axis 1", "axis 2"]  # array axes as stored (orientations may differ)
-        groups_sp = (
-            [
-                (
-                    axes[a],
-                    [
-                        svg.Point(
-                            0,
-                            float(spac[i, a]),
-                            f"{c['case_id']}: {spac[i, a]:.3g} mm",
-                            case_href(c["case_id"]),
-                        )
-                        for i, c in enumerate(cases)
-                    ],
-                )
-                for a in range(spac.shape[1])
-            ]
-            if len(cases)
-            else []
-        )
-        groups_sh = (
-            [
-                (
-                    axes[a],
-                    [
-                        svg.Point(
-                            0,
-                            float(shapes[i, a]),
-                            f"{c['case_id']}: {int(shapes[i, a])}",
-                            case_href(c["case_id"]),
-                        )
-                        for i, c in enumerate(cases)
-                    ],
-                )
-                for a in range(shapes.shape[1])
-            ]
-            if len(cases)
-            else []
-        )
+        groups_sp = _axis_groups(cases, spac, axes, lambda v: f"{v:.3g} mm", case_href)
+        groups_sh = _axis_groups(cases, shapes, axes, lambda v: f"{int(v)}", case_href)
         parts.append("<h3>Spacing and size</h3>")
         plots = []
         if groups_sp:
