@@ -52,13 +52,22 @@ VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
     ),
     "nods": ([], ["network.deep_supervision=false"], "no deep supervision"),
     "nott": ([], ["prediction.tta=false"], "no flip test-time augmentation"),
-    "lr2e-3": ([], ["optimizer.lr=0.002"], "AdamW peak learning rate 2e-3 (recipe: 1e-3)"),
-    "lr3e-3": ([], ["optimizer.lr=0.003"], "AdamW peak learning rate 3e-3 (recipe: 1e-3)"),
-    "lr1e-2": ([], ["optimizer.lr=0.01"], "AdamW peak learning rate 1e-2 (recipe: 1e-3)"),
-    "shortlr": (
+    # a fixed peak: the short-run rule (the adamw recipe's schedule.short_run_iterations)
+    # would otherwise raise an explicit lr too
+    "lr1e-3": (
         [],
-        ["schedule.short_run_iterations=2000"],
-        "AdamW peak lr raised by 2000 / iterations (at most 3x) for runs under 2000 iterations",
+        ["schedule.short_run_iterations=null"],
+        "AdamW peak 1e-3 whatever the run's length (the recipe before the short-run rule)",
+    ),
+    "lr2e-3": (
+        [],
+        ["optimizer.lr=0.002", "schedule.short_run_iterations=null"],
+        "AdamW peak learning rate 2e-3",
+    ),
+    "lr3e-3": (
+        [],
+        ["optimizer.lr=0.003", "schedule.short_run_iterations=null"],
+        "AdamW peak learning rate 3e-3",
     ),
     "batchdice": ([], ["loss.batch_dice=true"], "Dice over the batch (nnU-Net's 3d_fullres)"),
     "nospatial": (
