@@ -37,6 +37,7 @@ def worker_pool(
         workers, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
     )
     try:
+        _launch(pool)
         yield pool
     except BaseException:
         stop(pool)
@@ -56,11 +57,29 @@ def stop(pool: ProcessPoolExecutor) -> None:
         proc.join(timeout=10)
 
 
+def _launch(pool: ProcessPoolExecutor) -> None:
+    """Start every worker now, with Ctrl-C and SIGTERM held back until all have started: a
+    worker whose start the interruption cut (its process forked, the pool not yet told)
+    would find the pool's queues gone and die in a traceback. A signal that comes meanwhile
+    is delivered as soon as the workers run (the fork server's preloading takes seconds)."""
+    launch = getattr(pool, "_launch_processes", None)  # all at once, as for fork (3.9+)
+    if launch is None or threading.current_thread() is not threading.main_thread():
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        launch()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _start_worker(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # a forked worker inherits the CLI's SIGTERM handler, which raises like Ctrl-C (and a
     # pool worker would pass that on as the item's result and go on): end it instead
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # started while the verb held the signals back (forked or spawned with that mask)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if initializer is not None:
         initializer(*initargs)
 

@@ -1,6 +1,14 @@
 """Fault injection for real processes: run a ``voxseg`` verb in a subprocess, SIGKILL it
-after a seeded random delay, check that every output with a final name is complete,
-rerun it, and compare the outputs with those of an uninterrupted run."""
+(and every process it started) at a seeded random point, check that every output with a
+final name is complete, rerun it, and compare the outputs with those of an uninterrupted
+run.
+
+Kill points are measured in CPU seconds of the verb's processes, not in wall-clock time: on
+a loaded machine a run may be paused for minutes, and a wall-clock point taken from a slow
+uninterrupted run then falls after a faster run has finished. The CPU time a run needs
+hardly depends on the load, so a point at a fraction of the uninterrupted run's CPU time
+lands at the same place of the work.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-TIMEOUT_S = 600
+TIMEOUT_S = 3600  # wall seconds; generous: on a shared machine a run may be paused for long
+_TICK = os.sysconf("SC_CLK_TCK")
+#: how often the processes of a session are looked for again (new pool workers)
+_RESCAN_S = 0.2
 
 
 @dataclass
@@ -45,8 +56,17 @@ class Verb:
 
 
 @dataclass
+class Reference:
+    """What an uninterrupted run wrote (digests of the compared files) and what it took."""
+
+    digest: dict[str, str]
+    wall_s: float
+    cpu_s: float
+
+
+@dataclass
 class Outcome:
-    delay_s: float
+    point_s: float  # CPU seconds of the verb's processes when the kill was due
     killed: bool
     incomplete: list[str]
     rerun_code: int
@@ -55,6 +75,20 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.incomplete and self.rerun_code == 0 and not self.differing
+
+
+@dataclass
+class Stopped:
+    """An interrupted run: exit code, whether the signal was sent before it ended, the CPU
+    seconds of its processes in all, and the CPU and wall seconds from the signal to their
+    end."""
+
+    code: int
+    signalled: bool
+    cpu_s: float
+    cpu_after_s: float
+    wall_after_s: float
+    stderr: str
 
 
 def environment(home: Path) -> dict[str, str]:
@@ -66,6 +100,27 @@ def environment(home: Path) -> dict[str, str]:
 
 def command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "voxseg.cli", *args]
+
+
+def _default_sigint() -> None:
+    # a process started from a shell without job control ignores SIGINT; a Ctrl-C test
+    # needs Python's own handler (installed at start-up only when SIGINT is not ignored)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(args: list[str], home: Path) -> subprocess.Popen:
+    """Start the verb in a session of its own (its pid is the session and group id), so
+    that every process it starts can be found and killed with it."""
+    return subprocess.Popen(
+        command(args),
+        cwd=home,
+        env=environment(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
+    )
 
 
 def run(args: list[str], home: Path) -> subprocess.CompletedProcess:
@@ -80,22 +135,94 @@ def run(args: list[str], home: Path) -> subprocess.CompletedProcess:
     )
 
 
-def run_killed(args: list[str], home: Path, delay_s: float, sig: int = signal.SIGKILL) -> int:
-    """Start the verb, send ``sig`` after ``delay_s`` (if still running); its exit code."""
-    proc = subprocess.Popen(
-        command(args),
-        cwd=home,
-        env=environment(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+class SessionClock:
+    """CPU seconds used so far by the processes of one session: their own time and that of
+    the children they reaped (``/proc/PID/stat``; a process that has ended but is not yet
+    reaped still has its entry)."""
+
+    def __init__(self, sid: int) -> None:
+        self.sid = sid
+        self.pids: set[int] = {sid}
+        self.last: dict[int, float] = {}
+        self.scanned = 0.0
+
+    def _read(self, pid: int) -> tuple[int, float] | None:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                text = f.read()
+        except OSError:
+            return None
+        fields = text[text.rindex(b")") + 2 :].split()
+        # after the name: state ppid pgrp session ... utime(11) stime cutime cstime(14)
+        return int(fields[3]), sum(int(x) for x in fields[11:15]) / _TICK
+
+    def seconds(self) -> float:
+        now = time.monotonic()
+        if now - self.scanned > _RESCAN_S:
+            self.scanned = now
+            self.pids |= {int(p) for p in os.listdir("/proc") if p.isdigit()}
+        for pid in list(self.pids):
+            got = self._read(pid)
+            if got is None or got[0] != self.sid:
+                # reaped: its time is now in its parent's (a process of the session)
+                self.pids.discard(pid)
+                self.last.pop(pid, None)
+                continue
+            self.last[pid] = got[1]
+        return sum(self.last.values())
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has ended, without reaping it (its ``/proc`` entry stays readable)."""
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return info is not None
+
+
+def run_interrupted(
+    args: list[str],
+    home: Path,
+    at_cpu_s: float | None,
+    sig: int = signal.SIGKILL,
+    group: bool = True,
+    when: Callable[[], bool] | None = None,
+) -> Stopped:
+    """Start the verb and send ``sig`` once its processes have used ``at_cpu_s`` CPU seconds
+    (or, with ``when``, once ``when()`` is true), unless it ended before: to the whole
+    process group with ``group`` (a kill of the job, or Ctrl-C in a terminal), else to the
+    main process (``kill PID``)."""
+    proc = start(args, home)
+    clock = SessionClock(proc.pid)
+    signalled = False
+    cpu_at = wall_at = 0.0
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        cpu = clock.seconds()
+        if _exited(proc.pid):
+            break
+        due = when() if when is not None else cpu >= (at_cpu_s or 0.0)
+        if due:
+            (os.killpg if group else os.kill)(proc.pid, sig)
+            signalled, cpu_at, wall_at = True, cpu, time.monotonic()
+            break
+        time.sleep(0.01)
+    while signalled and not _exited(proc.pid) and time.monotonic() < deadline:
+        clock.seconds()
+        time.sleep(0.01)
+    cpu_end, wall_end = clock.seconds(), time.monotonic()
+    _, err = proc.communicate(timeout=TIMEOUT_S)
+    if group:  # leftovers of the group (none expected) must not write into the next run
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return Stopped(
+        proc.returncode,
+        signalled,
+        cpu_end,
+        cpu_end - cpu_at if signalled else 0.0,
+        wall_end - wall_at if signalled else 0.0,
+        err,
     )
-    try:
-        proc.wait(timeout=delay_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(sig)
-    _, proc.stderr_text = proc.communicate(timeout=TIMEOUT_S)  # type: ignore[attr-defined]
-    return proc.returncode
 
 
 def files(home: Path, outputs: list[str]) -> dict[str, Path]:
@@ -183,25 +310,26 @@ def digest(
     }
 
 
-def reference(verb: Verb, pristine: Path, scratch: Path) -> tuple[dict[str, str], float]:
-    """Digest and duration of an uninterrupted run."""
+def reference(verb: Verb, pristine: Path, scratch: Path) -> Reference:
+    """Digest, wall and CPU seconds of an uninterrupted run."""
     home = scratch / f"{verb.name}-reference"
     shutil.rmtree(home, ignore_errors=True)  # left by an earlier attempt that failed
     shutil.copytree(pristine, home)
     tic = time.perf_counter()
-    done = run(verb.args, home)
+    done = run_interrupted(verb.args, home, at_cpu_s=None, when=lambda: False)
     seconds = time.perf_counter() - tic
-    assert done.returncode == 0, done.stderr[-2000:]
-    return digest(home, verb.outputs, verb.compare, verb.timings), seconds
+    assert done.code == 0, done.stderr[-2000:]
+    return Reference(digest(home, verb.outputs, verb.compare, verb.timings), seconds, done.cpu_s)
 
 
 def kill_and_rerun(
-    verb: Verb, pristine: Path, scratch: Path, expected: dict[str, str], delay_s: float, tag: str
+    verb: Verb, pristine: Path, scratch: Path, expected: dict[str, str], at_cpu_s: float, tag: str
 ) -> Outcome:
-    """One kill point: a fresh copy, SIGKILL after ``delay_s``, completeness, rerun, compare."""
+    """One kill point: a fresh copy, SIGKILL to the verb's process group once it has used
+    ``at_cpu_s`` CPU seconds, completeness of what it left, rerun, compare."""
     home = scratch / f"{verb.name}-{tag}"
     shutil.copytree(pristine, home)
-    code = run_killed(verb.args, home, delay_s)
+    stopped = run_interrupted(verb.args, home, at_cpu_s)
     incomplete = incomplete_files(home, verb.outputs)
     again = run(verb.rerun(home) if verb.rerun else verb.args, home)
     got = digest(home, verb.outputs, verb.compare, verb.timings) if again.returncode == 0 else {}
@@ -209,10 +337,29 @@ def kill_and_rerun(
     if again.returncode:
         differing.append(f"rerun failed: {again.stderr.strip().splitlines()[-1:]}")
     shutil.rmtree(home, ignore_errors=True)
-    return Outcome(delay_s, code == -signal.SIGKILL, incomplete, again.returncode, differing)
+    killed = stopped.signalled and stopped.code == -signal.SIGKILL
+    return Outcome(at_cpu_s, killed, incomplete, again.returncode, differing)
 
 
-def delays(seed: int, n: int, duration_s: float) -> list[float]:
-    """``n`` kill delays spread over the run: one per equal slice, at a seeded random place."""
+def points(seed: int, n: int, cpu_s: float) -> list[float]:
+    """``n`` kill points spread over the run's CPU time: one per equal slice, at a seeded
+    random place in it."""
     rng = np.random.default_rng(seed)
-    return [float(duration_s * (i + rng.uniform()) / n) for i in range(n)]
+    return [float(cpu_s * (i + rng.uniform()) / n) for i in range(n)]
+
+
+TABLE_HEAD = (
+    "| verb | kill points | killed while running | outputs incomplete after the kill "
+    "| reruns exit 0 | identical to the uninterrupted run |\n|---|---|---|---|---|---|"
+)
+
+
+def table_row(name: str, outcomes: list[Outcome], ref: Reference) -> str:
+    """One line of the sweep table (the reference's CPU and wall seconds after the name)."""
+    n = len(outcomes)
+    killed = sum(o.killed for o in outcomes)
+    incomplete = sum(bool(o.incomplete) for o in outcomes)
+    rerun_ok = sum(o.rerun_code == 0 for o in outcomes)
+    same = sum(o.rerun_code == 0 and not o.differing for o in outcomes)
+    where = f"uninterrupted: {ref.cpu_s:.1f} CPU s, {ref.wall_s:.0f} s wall"
+    return f"| `{name}` ({where}) | {n} | {killed} | {incomplete} | {rerun_ok} | {same} |"

@@ -2,11 +2,13 @@
 again: every output with a final name is complete at any moment, and the rerun finishes
 with outputs identical to an uninterrupted run's.
 
-The default suite tries one kill point of ``preprocess``, ``predict`` and ``centerline``
-and one SIGTERM; ``pytest -m slow`` sweeps 20 points per verb (``evaluate``,
-``postprocess apply``, a vessel ``trace``, ``dataset import dicom``, ``pipeline predict``
-and ``train`` too, the latter resumed from its last complete checkpoint, the final weights
-equal to the uninterrupted run's).
+The default suite tries one kill point of ``preprocess``, ``predict``, ``centerline`` and
+of a ``preprocess -p 2`` whose whole process group is killed, SIGTERM to ``predict`` and
+Ctrl-C to ``preprocess -p 2``; ``pytest -m slow`` sweeps 20 points per verb (``evaluate``,
+``postprocess apply``, a vessel ``trace``, ``dataset import dicom`` with one and two
+processes, ``pipeline predict``, and ``train`` and ``pipeline train`` too, resumed from
+their last complete checkpoint, the final weights equal to the uninterrupted run's), and
+stops every long verb with SIGTERM and with Ctrl-C. ``-s`` prints the sweep table.
 """
 
 from __future__ import annotations
@@ -14,22 +16,24 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fault_harness import (
+    TABLE_HEAD,
+    Reference,
     Verb,
-    command,
-    delays,
     digest,
-    environment,
+    files,
+    incomplete_files,
     kill_and_rerun,
+    points,
     reference,
     run,
+    run_interrupted,
+    table_row,
 )
 
 DATASET = "Dataset001_Organs"
@@ -54,8 +58,8 @@ TRAIN_ARGS = [
 VESSELS = "raw/Dataset501_Vessels"
 TRACE_CASE = "vessels_test_000"
 CORD = "Dataset001_Cord"
-PIPELINE_SETTINGS = [
-    "training.epochs=1",
+PIPELINE_SETTINGS = [  # three epochs: a checkpoint before the last one, to resume from
+    "training.epochs=3",
     "training.iterations_per_epoch=2",
     "training.val_iterations=0",
     "training.batch_size=2",
@@ -63,6 +67,8 @@ PIPELINE_SETTINGS = [
     "prediction.tta=false",
     "logging.snapshots=false",
 ]
+#: the trained stages' weights (a stage's ``fold_*`` folder inside the pipeline)
+STAGE_WEIGHTS = "pipe/stages/*/fold_*/weights.safetensors"
 
 
 def _train_rerun(home: Path) -> list[str]:
@@ -70,9 +76,24 @@ def _train_rerun(home: Path) -> list[str]:
     return ["train", DATASET, *TRAIN_ARGS, *(["--resume"] if resume else [])]
 
 
+def _import_dicom(name: str, processes: int) -> Verb:
+    return Verb(
+        name,
+        ["dataset", "import", "dicom", "archive", "imported", "--roi", "liver=Liver"]
+        + ["-p", str(processes)],
+        ["imported"],
+        # dicom_index.json is a header cache keyed by the archive's absolute path
+        compare=["*.nii.gz", "dataset.json", "*.csv", "import_report.json"],
+    )
+
+
 VERBS = {
     "preprocess": Verb(
         "preprocess", ["preprocess", DATASET, "-c", "3d_fullres", "-p", "1"], [STORE]
+    ),
+    # two worker processes (a forkserver and its children): the kill takes the whole group
+    "preprocess_p2": Verb(
+        "preprocess_p2", ["preprocess", DATASET, "-c", "3d_fullres", "-p", "2"], [STORE]
     ),
     "predict": Verb(
         "predict",
@@ -108,20 +129,33 @@ VERBS = {
         compare=["*.nii.gz", "*.vtp", "*.stl", "*.json"],
         timings=["seconds"],
     ),
-    "import_dicom": Verb(
-        "import_dicom",
-        ["dataset", "import", "dicom", "archive", "imported", "--roi", "liver=Liver", "-p", "1"],
-        ["imported"],
-        # dicom_index.json is a header cache keyed by the archive's absolute path
-        compare=["*.nii.gz", "dataset.json", "*.csv", "import_report.json"],
-    ),
+    "import_dicom": _import_dicom("import_dicom", 1),
+    "import_dicom_p2": _import_dicom("import_dicom_p2", 2),
     "pipeline_predict": Verb(
         "pipeline_predict",
         ["pipeline", "predict", "pipe", f"{CORD}/imagesTs", "out", "--device", "cpu"]
         + ["--no-tta", "--save-stages"],
         ["out"],
     ),
+    # every stage: derive its data, plan, preprocess, train, install; a rerun resumes the
+    # interrupted fold from its last checkpoint
+    "pipeline_train": Verb(
+        "pipeline_train",
+        ["pipeline", "train", "pipe", CORD, "--device", "cpu"],
+        ["pipe"],
+        compare=[STAGE_WEIGHTS],
+    ),
+    # a time budget: its outputs depend on the clock, so only completeness and a rerun
+    # that finishes are checked (no kill sweep)
+    "auto": Verb(
+        "auto",
+        ["auto", DATASET, "--time-budget", "60s", "--device", "cpu", "-p", "1", "--no-report"],
+        [f"models/{DATASET}"],
+        compare=[],
+    ),
 }
+#: verbs whose outputs are not compared with an uninterrupted run's
+UNCOMPARED = {"auto"}
 
 
 def _vessel_trees(home: Path) -> None:
@@ -154,17 +188,23 @@ def _dicom_archive(home: Path) -> None:
         )
 
 
-def _cord_pipeline(home: Path) -> None:
-    """A cord-lesion pipeline trained for a few iterations on generated cases."""
+def _cord_pipeline_folder(home: Path) -> None:
+    """Generated cord cases and a cord-lesion pipeline folder, not yet trained."""
     from voxseg.synth import generate
 
     generate("cord", home / CORD, num_train=4, num_test=2, shape=(8, 40, 40))
     sets = [a for s in PIPELINE_SETTINGS for a in ("--set", s)]
     init = ["pipeline", "init", "cord-lesion", CORD, "pipe", "--spacing", "1.0"]
     init += ["--window", "16", "--patch-size", "16x16x16", "--device", "cpu", *sets]
-    for args in (init, ["pipeline", "train", "pipe", CORD, "--device", "cpu"]):
-        done = run(args, home)
-        assert done.returncode == 0, done.stderr[-2000:]
+    done = run(init, home)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _cord_pipeline(home: Path) -> None:
+    """A cord-lesion pipeline trained for a few iterations on generated cases."""
+    _cord_pipeline_folder(home)
+    done = run(VERBS["pipeline_train"].args, home)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 #: verbs whose workspace is made from scratch instead of from the organs workspace
@@ -172,16 +212,17 @@ BUILDERS = {
     "centerline": _vessel_trees,
     "trace": _vessel_trees,
     "import_dicom": _dicom_archive,
+    "import_dicom_p2": _dicom_archive,
     "pipeline_predict": _cord_pipeline,
+    "pipeline_train": _cord_pipeline_folder,
 }
 
 
 @pytest.fixture(scope="module")
-def homes(tiny_model, tmp_path_factory) -> Callable[[str], Path]:
+def homes(request, tmp_path_factory) -> Callable[[str], Path]:
     """A pristine workspace per verb, made when first asked for: raw data, plans, store, a
     tiny trained model (and its predictions of the test images for ``evaluate``), each
-    without the outputs of its verb."""
-    source = tiny_model.parents[3]
+    without the outputs of its verb; or, for the verbs in ``BUILDERS``, their own data."""
     base = tmp_path_factory.mktemp("faults")
     made: dict[str, Path] = {}
 
@@ -194,11 +235,16 @@ def homes(tiny_model, tmp_path_factory) -> Callable[[str], Path]:
             BUILDERS[name](copy)
             made[name] = copy
             return copy
+        # the organs workspace with its tiny model, trained only when a verb needs it
+        source = request.getfixturevalue("tiny_model").parents[3]
         shutil.copytree(source, copy)
-        if name == "preprocess":
+        if name in ("preprocess", "preprocess_p2"):
             shutil.rmtree(copy / STORE)
         if name == "train":
             shutil.rmtree(copy / MODEL)
+        if name == "auto":
+            shutil.rmtree(copy / "models")
+            shutil.rmtree(copy / "preprocessed")
         if name == "postprocess_apply":
             steps = [{"name": "keep_largest_component"}, {"name": "fill_holes"}]
             (copy / "pp.json").write_text(json.dumps({"steps": steps}))
@@ -213,67 +259,131 @@ def homes(tiny_model, tmp_path_factory) -> Callable[[str], Path]:
 
 
 @pytest.fixture(scope="module")
-def references(homes, tmp_path_factory) -> Callable[[str], tuple[dict[str, str], float]]:
-    """Digest and duration of an uninterrupted run per verb (computed once)."""
-    cache: dict[str, tuple[dict[str, str], float]] = {}
+def references(homes, tmp_path_factory) -> Callable[[str], Reference]:
+    """Digest, wall and CPU seconds of an uninterrupted run per verb (computed once, in this
+    process, so kill points follow the run as it goes on this machine today)."""
+    cache: dict[str, Reference] = {}
     scratch = tmp_path_factory.mktemp("references")
 
-    def get(name: str) -> tuple[dict[str, str], float]:
+    def get(name: str) -> Reference:
         if name not in cache:
             cache[name] = reference(VERBS[name], homes(name), scratch)
-            assert cache[name][0], f"the uninterrupted {name} wrote nothing to compare"
+            if name not in UNCOMPARED:
+                assert cache[name].digest, f"the uninterrupted {name} wrote nothing to compare"
         return cache[name]
 
     return get
 
 
+#: rows of the tables printed at the end of the module (``pytest -s`` shows them)
+ROWS: dict[str, list[str]] = {"kill": [], "signal": []}
+SIGNAL_HEAD = (
+    "| verb | signal | sent to | exit code | CPU s after the signal | wall s after it "
+    "| says where and how to resume | outputs incomplete | rerun exit 0 | identical |"
+    "\n|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_tables():
+    yield
+    if ROWS["kill"]:
+        print("\n\nSIGKILL at seeded points of the CPU time, then the same command again\n")
+        print("\n".join([TABLE_HEAD, *ROWS["kill"]]))
+    if ROWS["signal"]:
+        print("\n\nSIGTERM / Ctrl-C at 60 % of the uninterrupted run's CPU time\n")
+        print("\n".join([SIGNAL_HEAD, *ROWS["signal"]]))
+
+
 def _sweep(name: str, homes, references, scratch: Path, seed: int, n: int) -> list:
     verb = VERBS[name]
-    expected, seconds = references(name)
-    outcomes = [
-        kill_and_rerun(verb, homes(name), scratch, expected, d, f"k{i}")
-        for i, d in enumerate(delays(seed, n, seconds))
-    ]
+    ref = references(name)
+    outcomes = []
+    for i, at in enumerate(points(seed, n, ref.cpu_s)):
+        outcomes.append(kill_and_rerun(verb, homes(name), scratch, ref.digest, at, f"k{i}"))
+        print(f"\n{name} point {i + 1}/{n} at {at:.2f} of {ref.cpu_s:.2f} CPU s: {outcomes[-1]}")
+    ROWS["kill"].append(table_row(name, outcomes, ref))
+    print(f"\n{ROWS['kill'][-1]}")
     bad = [o for o in outcomes if not o.ok]
-    assert not bad, "\n".join(f"{name} killed at {o.delay_s:.2f} s: {o}" for o in bad)
+    assert not bad, "\n".join(f"{name} killed at {o.point_s:.2f} CPU s: {o}" for o in bad)
     return outcomes
 
 
-@pytest.mark.parametrize("name", ["preprocess", "predict", "centerline"])
+@pytest.mark.parametrize("name", ["preprocess", "predict", "centerline", "preprocess_p2"])
 def test_killed_verb_resumes_to_identical_outputs(name, homes, references, tmp_path):
     _sweep(name, homes, references, tmp_path, seed=23, n=1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(VERBS))
+@pytest.mark.parametrize("name", [n for n in VERBS if n not in UNCOMPARED])
 def test_kill_sweep(name, homes, references, tmp_path):
     outcomes = _sweep(name, homes, references, tmp_path, seed=2023, n=20)
     killed = sum(o.killed for o in outcomes)
-    print(f"{name}: {len(outcomes)} kill points ({killed} during the run), all resumed identical")
+    # points are CPU seconds of the run itself, so nearly all of them fall inside it
+    assert killed >= len(outcomes) - 3, f"{name}: only {killed} kill points inside the run"
 
 
-def test_sigterm_stops_with_143_and_a_resume_hint(homes, references, tmp_path):
-    verb = VERBS["predict"]
-    expected, seconds = references("predict")
+#: resume hint per verb (default: the same command again)
+HINTS = {"train": "run the same command with --resume"}
+#: the verbs stopped with a signal in the default suite; every verb in the slow one
+FAST_SIGNALS = {("predict", signal.SIGTERM), ("preprocess_p2", signal.SIGINT)}
+SIGNALLED = [
+    "train",
+    "pipeline_train",
+    "preprocess",
+    "preprocess_p2",
+    "predict",
+    "evaluate",
+    "import_dicom",
+    "import_dicom_p2",
+    "trace",
+    "auto",
+]
+
+
+def _signal_params():
+    for name in SIGNALLED:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            marks = () if (name, sig) in FAST_SIGNALS else (pytest.mark.slow,)
+            yield pytest.param(name, sig, id=f"{name}-{sig.name}", marks=marks)
+
+
+@pytest.mark.parametrize(("name", "sig"), list(_signal_params()))
+def test_signal_stops_with_a_resume_hint(name, sig, homes, references, tmp_path):
+    """SIGTERM to the verb's process (``kill PID``) or SIGINT to its process group (Ctrl-C
+    in a terminal) at 60 % of its work: it stops within a few CPU seconds with exit code
+    143 or 130, says where it was and how to resume, releases its locks, leaves only
+    complete outputs, and the resumed run finishes as an uninterrupted one."""
+    verb = VERBS[name]
+    ref = references(name)
     home = tmp_path / "home"
-    shutil.copytree(homes("predict"), home)
-    proc = subprocess.Popen(
-        command(verb.args), cwd=home, env=environment(home), stderr=subprocess.PIPE, text=True
+    shutil.copytree(homes(name), home)
+    group = sig == signal.SIGINT
+    stopped = run_interrupted(verb.args, home, 0.6 * ref.cpu_s, sig=sig, group=group)
+    if not stopped.signalled:
+        pytest.skip(f"{name} finished before it had used 60 % of the reference's CPU time")
+    err = " ".join(stopped.stderr.split())
+    hint = HINTS.get(name, "run the same command again")
+    where = "last step:" in err or "before its first step" in err
+    told = "stopped by" in err and where and hint in err
+    incomplete = incomplete_files(home, verb.outputs)
+    locks = [p for p in home.rglob(".voxseg.lock")]
+    again = run(verb.rerun(home) if verb.rerun else verb.args, home)
+    same = name in UNCOMPARED or (
+        again.returncode == 0
+        and digest(home, verb.outputs, verb.compare, verb.timings) == ref.digest
     )
-    # wait until the verb is at work (its lock exists), then ask it to stop
-    lock = home / "pred" / ".voxseg.lock"
-    deadline = time.monotonic() + seconds * 3 + 60
-    while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    tic = time.monotonic()
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before SIGTERM arrived")
-    assert time.monotonic() - tic < 10
-    assert proc.returncode == 143, err
-    assert "SIGTERM" in err and "run the same command again" in err and "Traceback" not in err
-    assert "last step: predicting" in " ".join(err.split())
-    assert not lock.exists()  # released on the way out
-    assert run(verb.args, home).returncode == 0
-    assert digest(home, verb.outputs, verb.compare) == expected
+    ROWS["signal"].append(
+        f"| `{name}` | {sig.name} | {'group' if group else 'process'} | {stopped.code} "
+        f"| {stopped.cpu_after_s:.1f} | {stopped.wall_after_s:.1f} | {'yes' if told else 'no'} "
+        f"| {len(incomplete)} | {'yes' if again.returncode == 0 else 'no'} "
+        f"| {'n/a' if name in UNCOMPARED else 'yes' if same else 'no'} |"
+    )
+    assert stopped.code == (143 if sig == signal.SIGTERM else 130), stopped.stderr[-3000:]
+    assert stopped.cpu_after_s < 5, f"{stopped.cpu_after_s:.1f} CPU s to stop"
+    assert told and "Traceback" not in err, stopped.stderr[-3000:]
+    assert not incomplete and not locks, (incomplete, locks)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert same
+    if name in UNCOMPARED:
+        assert files(home, verb.outputs)

@@ -116,7 +116,7 @@ def user_errors(func: F) -> F:
             key = (func.__module__, func.__name__)
             hint = RESUME_HINTS.get(key, "run the same command again")
             step = last_step()
-            where = f" (last step: {step})" if step else ""
+            where = f" (last step: {step})" if step else " (before its first step)"
             err_console.print(
                 f"[bold yellow]stopped[/] by {'SIGTERM' if term else 'Ctrl-C'}{where}: finished "
                 f"outputs are kept and complete; {hint} to resume where it stopped",
