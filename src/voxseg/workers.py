@@ -58,19 +58,27 @@ def stop(pool: ProcessPoolExecutor) -> None:
 
 
 def _launch(pool: ProcessPoolExecutor) -> None:
-    """Start every worker now, with Ctrl-C and SIGTERM held back until all have started: a
-    worker whose start the interruption cut (its process forked, the pool not yet told)
-    would find the pool's queues gone and die in a traceback. A signal that comes meanwhile
-    is delivered as soon as the workers run (the fork server's preloading takes seconds)."""
+    """Start every worker now, with Ctrl-C and SIGTERM deferred until all have started: a
+    worker whose start the interruption cut (its process forked, the pool not yet told) would
+    find the pool's queues gone and die in a traceback. A signal that comes meanwhile is
+    raised again as soon as the workers run (the fork server's preloading takes seconds).
+    Handlers, not a signal mask: a signal sent to the process reaches any of its threads."""
     launch = getattr(pool, "_launch_processes", None)  # all at once, as for fork (3.9+)
     if launch is None or threading.current_thread() is not threading.main_thread():
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pending: list[int] = []
+
+    def defer(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         launch()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
 
 
 def _start_worker(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
@@ -78,8 +86,6 @@ def _start_worker(initializer: Callable[..., Any] | None, initargs: tuple[Any, .
     # a forked worker inherits the CLI's SIGTERM handler, which raises like Ctrl-C (and a
     # pool worker would pass that on as the item's result and go on): end it instead
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # started while the verb held the signals back (forked or spawned with that mask)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if initializer is not None:
         initializer(*initargs)
 
