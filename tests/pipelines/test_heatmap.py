@@ -28,7 +28,7 @@ def test_heatmap_loss_is_zero_for_the_target_and_positive_otherwise():
     logits = torch.cat([torch.zeros_like(heat), torch.logit(heat.double()).float()], 1)
     assert float(loss(logits, seg)) == pytest.approx(0.0, abs=1e-9)
     assert float(loss(torch.zeros(2, 2, 10, 10, 10), seg)) > 0.01
-    with pytest.raises(ValueError):
+    with pytest.raises(VoxsegError, match="two-class"):
         HeatmapMSELoss(num_classes=3)
 
 
