@@ -22,6 +22,7 @@ from voxseg.io.dicom import (
     assemble_series,
     choose_series,
     folder_groups,
+    has_dicom_preamble,
     list_series,
     read_series_pixels,
     series_matches,
@@ -96,7 +97,7 @@ def _is_dicom_folder(folder: Path, recursive: bool = False) -> bool:
     for p in found:
         if p.name.startswith(".") or p.suffix.lower() not in _DICOM_SUFFIXES or not p.is_file():
             continue
-        if _looks_like_dicom(p):
+        if has_dicom_preamble(p):
             return True
         checked += 1
         if checked >= 3 and not recursive:
@@ -131,15 +132,6 @@ def _dicom_cases(folder: Path, series: Sequence[str]) -> list[CaseInput]:
         for i, c in enumerate(cases):
             c.case_id = f"{folder.name}_{i}"
     return cases
-
-
-def _looks_like_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def discover_inputs(path: str | os.PathLike[str], series: Sequence[str] = ()) -> list[CaseInput]:

@@ -475,6 +475,17 @@ def scan_headers(
     return headers, problems
 
 
+def has_dicom_preamble(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` carries the DICOM part 10 marker (``DICM`` after the 128-byte
+    preamble), whatever its name; False for other files and unreadable ones."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def candidate_files(folder: Path) -> list[Path]:
     """Files under ``folder`` that may be DICOM: any name, none hidden, no known non-DICOM
     ending (JSON, CSV, text, images, NIfTI)."""

@@ -50,6 +50,7 @@ from voxseg.io.dicom import (
     DicomHeader,
     assemble_series,
     candidate_files,
+    has_dicom_preamble,
     list_series,
     read_header,
     read_series_pixels,
@@ -217,17 +218,8 @@ def _index_batch(src: Path, keys: list[str]) -> dict[str, Any]:
             h.pop("path")
             out[key] = {"header": h}
         except VoxsegError as exc:
-            out[key] = {"damaged": _has_preamble(path), "error": str(exc)}
+            out[key] = {"damaged": has_dicom_preamble(path), "error": str(exc)}
     return out
-
-
-def _has_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- grouping
