@@ -35,7 +35,7 @@ from voxseg.errors import DatasetError, VoxsegError
 from voxseg.io.formats import NATURAL_ENDINGS, read_image
 from voxseg.io.gz import GZIP_ERRORS, open_gzip
 from voxseg.io.header import check_claimed_size, read_header
-from voxseg.io.image import Geometry, sitk_geometry
+from voxseg.io.image import Geometry, ItkHeader, sitk_geometry
 
 log = logging.getLogger(__name__)
 
@@ -602,14 +602,7 @@ def _read_natural(path: Path, rel: str, errors: list[Problem], read_voxels: bool
 def header_geometry(reader: sitk.ImageFileReader) -> tuple[Geometry, int]:
     """Geometry and channel count from a header read by ``ReadImageInformation`` (the axis
     rules of :func:`voxseg.io.image.sitk_geometry`, as for a read image)."""
-    return sitk_geometry(
-        reader.GetDimension(),
-        reader.GetSize(),
-        reader.GetSpacing(),
-        reader.GetOrigin(),
-        reader.GetDirection(),
-        reader.GetNumberOfComponents(),
-    )
+    return sitk_geometry(ItkHeader.of(reader))
 
 
 def _image_voxels(arr: np.ndarray, rel: str, n_channels: int) -> list[Problem]:

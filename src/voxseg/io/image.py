@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -183,22 +183,43 @@ def to_sitk(image: Image) -> sitk.Image:
     return out
 
 
-def sitk_geometry(
-    dim: int,
-    size: Sequence[int],
-    spacing: Sequence[float],
-    origin: Sequence[float],
-    direction: Sequence[float],
-    components: int = 1,
-) -> tuple[Geometry, int]:
+class ItkHeader(NamedTuple):
+    """ITK's header values of an image, in ITK's axis order ``(x, y, z[, t])``."""
+
+    dim: int
+    size: Sequence[int]
+    spacing: Sequence[float]
+    origin: Sequence[float]
+    direction: Sequence[float]
+    components: int = 1
+
+    @classmethod
+    def of(cls, source: sitk.Image | sitk.ImageFileReader) -> ItkHeader:
+        """The header of a SimpleITK image, or of a reader after ``ReadImageInformation``."""
+        if isinstance(source, sitk.Image):
+            components = source.GetNumberOfComponentsPerPixel()
+        else:
+            components = source.GetNumberOfComponents()
+        return cls(
+            source.GetDimension(),
+            source.GetSize(),
+            source.GetSpacing(),
+            source.GetOrigin(),
+            source.GetDirection(),
+            components,
+        )
+
+
+def sitk_geometry(header: ItkHeader) -> tuple[Geometry, int]:
     """``(geometry, channels)`` of a SimpleITK image or image header: the axis rules, once.
 
     ITK's ``(x, y, z)`` becomes ``[z, y, x]``; a 2D image is pseudo-3D with a singleton ``z``
     of spacing :data:`PSEUDO_3D_SPACING`; a 4th axis or vector pixels are channels.
     """
-    size, spacing, origin = list(size), list(spacing), list(origin)
-    matrix = np.asarray(direction, dtype=float).reshape(dim, dim)
-    channels = int(components)
+    dim = header.dim
+    size, spacing, origin = list(header.size), list(header.spacing), list(header.origin)
+    matrix = np.asarray(header.direction, dtype=float).reshape(dim, dim)
+    channels = int(header.components)
     if dim == 2:
         size, spacing, origin = [*size, 1], [*spacing, PSEUDO_3D_SPACING], [*origin, 0.0]
         d3 = np.eye(3)
@@ -234,31 +255,15 @@ def from_sitk(img: sitk.Image, copy: bool = True) -> Image:
     it: no second allocation (for a 300×512×512 CT in a process that reads many, the copy's
     fresh pages cost about as much CPU as a third of the decompression)."""
     arr = sitk.GetArrayFromImage(img) if copy else np.asarray(_SitkPixels(img))
-    return from_itk_array(
-        arr,
-        img.GetDimension(),
-        img.GetSize(),
-        img.GetSpacing(),
-        img.GetOrigin(),
-        img.GetDirection(),
-        img.GetNumberOfComponentsPerPixel(),
-    )
+    return from_itk_array(arr, ItkHeader.of(img))
 
 
-def from_itk_array(
-    arr: np.ndarray,
-    dim: int,
-    size: Sequence[int],
-    spacing: Sequence[float],
-    origin: Sequence[float],
-    direction: Sequence[float],
-    components: int = 1,
-) -> Image:
+def from_itk_array(arr: np.ndarray, header: ItkHeader) -> Image:
     """An :class:`Image` from an array in ITK's memory order (``GetArrayFromImage``'s
     ``[(t,) (z,) y, x (, component)]``) and ITK's header values (:func:`sitk_geometry`)."""
-    geometry, _ = sitk_geometry(dim, size, spacing, origin, direction, components)
-    if components > 1:
+    geometry, _ = sitk_geometry(header)
+    if header.components > 1:
         arr = np.moveaxis(arr, -1, 0)
-    if dim == 2:
+    if header.dim == 2:
         arr = arr[None] if arr.ndim == 2 else arr[:, None]
     return Image.from_geometry(np.ascontiguousarray(arr), geometry)

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from voxseg.io.gz import GzipInflater, isal_available
-from voxseg.io.image import Geometry, Image, from_itk_array, sitk_geometry
+from voxseg.io.image import Geometry, Image, ItkHeader, from_itk_array, sitk_geometry
 
 #: NIfTI-1 ``datatype`` codes of scalar types → NumPy (little-endian).
 _NIFTI_DTYPES = {
@@ -118,15 +118,8 @@ class _PlainNifti:
         return cls(path, reader, stream, dtype, size, offset + voxels * dtype.itemsize)
 
     def image(self, array: np.ndarray) -> Image:
-        r = self.reader
-        return from_itk_array(
-            array.astype(array.dtype.newbyteorder("="), copy=False),
-            r.GetDimension(),
-            self.size,
-            r.GetSpacing(),
-            r.GetOrigin(),
-            r.GetDirection(),
-        )
+        native = array.astype(array.dtype.newbyteorder("="), copy=False)
+        return from_itk_array(native, ItkHeader.of(self.reader))
 
 
 def read_nifti_gz(path: str | os.PathLike[str]) -> Image | None:
@@ -181,6 +174,5 @@ def read_nifti_gz_rows(
                 position = r + 1
     except (OSError, EOFError, RuntimeError):
         return None
-    r = plain.reader
-    geometry, _ = sitk_geometry(3, plain.size, r.GetSpacing(), r.GetOrigin(), r.GetDirection())
+    geometry, _ = sitk_geometry(ItkHeader.of(plain.reader))
     return geometry, array.astype(array.dtype.newbyteorder("="), copy=False)
