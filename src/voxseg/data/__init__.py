@@ -2,6 +2,7 @@
 
 from voxseg.data.check import CheckReport, Problem, check_dataset, ensure_valid
 from voxseg.data.dataset import (
+    DATASET_FOLDERS,
     SUPPORTED_ENDINGS,
     Case,
     Dataset,
@@ -13,6 +14,7 @@ from voxseg.data.export import export_nnunet
 from voxseg.data.splits import get_splits, kfold_splits, load_or_create_splits, load_splits
 
 __all__ = [
+    "DATASET_FOLDERS",
     "SUPPORTED_ENDINGS",
     "Case",
     "CheckReport",

@@ -9,6 +9,7 @@
         imagesTs/{case}_{XXXX}{file_ending}    optional
         labelsTs/{case}{file_ending}           optional (voxseg's held-out references)
         centerlines/{case}.vtp                 optional (vessel datasets)
+        seeds/{case}.json                      optional (vessel tracing's seed points)
         splits.json                            optional (user-editable folds)
 
 ``dataset.json``: ``channel_names`` (index → name; the name picks the normalisation),
@@ -28,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from voxseg.config import read_json, write_json
 from voxseg.errors import VoxsegError
+
+#: The folders of the layout above (what a tool writing a dataset replaces on overwrite).
+DATASET_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "centerlines", "seeds")
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff")
 

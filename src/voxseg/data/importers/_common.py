@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from voxseg.data.check import unique_values
+from voxseg.data.dataset import DATASET_FOLDERS
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, write_image
 from voxseg.io.formats import VOLUME_ENDINGS, file_ending
@@ -21,17 +22,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: What an importer writes into its output folder (removed by ``overwrite=True``).
-OUTPUT_ENTRIES = (
-    "dataset.json",
-    "imagesTr",
-    "labelsTr",
-    "imagesTs",
-    "labelsTs",
-    "centerlines",
-    "seeds",
-    "splits.json",
-    ".voxseg_check.json",
-)
+OUTPUT_ENTRIES = ("dataset.json", *DATASET_FOLDERS, "splits.json", ".voxseg_check.json")
 
 
 #: Marks an output folder while an importer writes it (removed by :func:`finish_output`): a
