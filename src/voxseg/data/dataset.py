@@ -9,7 +9,7 @@
         imagesTs/{case}_{XXXX}{file_ending}    optional
         labelsTs/{case}{file_ending}           optional (voxseg's held-out references)
         centerlines/{case}.vtp                 optional (vessel datasets)
-        seeds/{case}.json                      optional (vessel tracing's seed points)
+        seeds/                                 optional (vessel tracing's seed files)
         splits.json                            optional (user-editable folds)
 
 ``dataset.json``: ``channel_names`` (index → name; the name picks the normalisation),

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from voxseg._registry import Registry
 from voxseg.config import write_json
-from voxseg.data import write_dataset_json
+from voxseg.data import DATASET_FOLDERS, write_dataset_json
 from voxseg.errors import VoxsegError
 from voxseg.io import Geometry, Image, write_image
 
@@ -34,18 +34,9 @@ AXIS_ALIGNED = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 #: Phantom kinds by name: each entry is a :class:`Phantom` dataclass (its options).
 SYNTH: Registry[Phantom] = Registry("synth")
 
-#: Folders a generator writes below the dataset root (removed first by ``overwrite``).
-OUTPUT_FOLDERS = (
-    "imagesTr",
-    "labelsTr",
-    "imagesTs",
-    "labelsTs",
-    "centerlines",
-    "seeds",
-    "images",
-    "masks",
-    "test",
-)
+#: Folders a generator writes below the dataset root (removed first by ``overwrite``): the
+#: raw layout's, and ``images/``, ``masks/``, ``test/`` of the 2D image-folder layout.
+OUTPUT_FOLDERS = (*DATASET_FOLDERS, "images", "masks", "test")
 
 
 @dataclass
@@ -207,6 +198,15 @@ def uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(lo, hi))
 
 
+def slice_spacing(
+    rng: np.random.Generator, inplane: tuple[float, float], slices: tuple[float, float]
+) -> tuple[float, float, float]:
+    """Spacing ``(z, y, x)`` of a case with thick slices: one in-plane spacing drawn from
+    ``inplane`` for rows and columns, then the slice step from ``slices``."""
+    step = uniform(rng, inplane)
+    return (uniform(rng, slices), step, step)
+
+
 def rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     """Rotation matrix of ``angle`` radians about ``axis`` (Rodrigues' formula)."""
     axis = np.asarray(axis, dtype=float)
@@ -332,6 +332,11 @@ def check_choice(kind: str, option: str, value: str, choices: tuple[str, ...]) -
         raise VoxsegError(
             f"synth {kind}: {option} must be one of {', '.join(choices)}; got {value!r}"
         )
+
+
+def check_orientation(kind: str, mode: str) -> None:
+    """The ``orientation`` option of a kind: a mode of :func:`pick_orientation`."""
+    check_choice(kind, "orientation", mode, ("vary", "fixed"))
 
 
 # --------------------------------------------------------------------------- image effects

@@ -26,6 +26,7 @@ from voxseg.synth._common import (
     SynthCase,
     centred_geometry,
     check_choice,
+    check_orientation,
     paint_blob,
     partial_volume,
     physical_coords,
@@ -33,6 +34,7 @@ from voxseg.synth._common import (
     random_rotation,
     rician,
     slabs,
+    slice_spacing,
     smooth_field,
     uniform,
     wobble,
@@ -62,7 +64,7 @@ class Cord(Phantom):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.kind, "target", self.target, ("both", "cord", "lesion"))
-        check_choice(self.kind, "orientation", self.orientation, ("vary", "fixed"))
+        check_orientation(self.kind, self.orientation)
 
     def labels(self) -> dict[str, int]:
         if self.target == "both":
@@ -71,8 +73,7 @@ class Cord(Phantom):
 
     def make_case(self, rng: np.random.Generator, index: int) -> SynthCase:
         shape = self.grid_shape()
-        inplane = uniform(rng, self.inplane_spacing)
-        spacing = (uniform(rng, self.slice_spacing), inplane, inplane)
+        spacing = slice_spacing(rng, self.inplane_spacing, self.slice_spacing)
         orient = pick_orientation(rng, index, self.orientation)
         centre = rng.uniform(-30, 30, 3)
         geometry = centred_geometry(shape, spacing, centre, orient.direction)

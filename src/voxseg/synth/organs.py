@@ -25,7 +25,7 @@ from voxseg.synth._common import (
     Phantom,
     SynthCase,
     centred_geometry,
-    check_choice,
+    check_orientation,
     correlated_noise,
     paint_blob,
     partial_volume,
@@ -33,6 +33,7 @@ from voxseg.synth._common import (
     pick_orientation,
     random_rotation,
     slabs,
+    slice_spacing,
     smooth_field,
     uniform,
     wobble,
@@ -82,15 +83,14 @@ class Organs(Phantom):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice(self.kind, "orientation", self.orientation, ("vary", "fixed"))
+        check_orientation(self.kind, self.orientation)
 
     def labels(self) -> dict[str, int]:
         return {**LABELS, "lesion": LESION_LABEL} if self.lesions else dict(LABELS)
 
     def make_case(self, rng: np.random.Generator, index: int) -> SynthCase:
         shape = self.grid_shape()
-        inplane = uniform(rng, self.inplane_spacing)
-        spacing = (uniform(rng, self.slice_spacing), inplane, inplane)
+        spacing = slice_spacing(rng, self.inplane_spacing, self.slice_spacing)
         orient = pick_orientation(rng, index, self.orientation)
         centre = np.array([rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(-400, -100)])
         geometry = centred_geometry(shape, spacing, centre, orient.direction)

@@ -30,6 +30,7 @@ from voxseg.synth._common import (
     partial_volume,
     physical_coords,
     slabs,
+    slice_spacing,
     smooth_field,
     uniform,
 )
@@ -61,8 +62,7 @@ class Spine(Phantom):
 
     def make_case(self, rng: np.random.Generator, index: int) -> SynthCase:
         shape = self.grid_shape()
-        inplane = uniform(rng, self.inplane_spacing)
-        spacing = (uniform(rng, self.slice_spacing), inplane, inplane)
+        spacing = slice_spacing(rng, self.inplane_spacing, self.slice_spacing)
         centre = np.array([rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(-300, 300)])
         geometry = centred_geometry(shape, spacing, centre)
         half = (np.asarray(spacing) * (np.asarray(shape) - 1) / 2.0)[::-1]
