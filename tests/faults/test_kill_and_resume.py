@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from fault_harness import (
     TABLE_HEAD,
+    Aim,
     Reference,
     Verb,
     digest,
@@ -298,10 +299,13 @@ def _print_tables():
 def _sweep(name: str, homes, references, scratch: Path, seed: int, n: int) -> list:
     verb = VERBS[name]
     ref = references(name)
+    aim = Aim(ref.cpu_s)
     outcomes = []
-    for i, at in enumerate(points(seed, n, ref.cpu_s)):
-        outcomes.append(kill_and_rerun(verb, homes(name), scratch, ref.digest, at, f"k{i}"))
-        print(f"\n{name} point {i + 1}/{n} at {at:.2f} of {ref.cpu_s:.2f} CPU s: {outcomes[-1]}")
+    for i, fraction in enumerate(points(seed, n)):
+        outcome = kill_and_rerun(verb, homes(name), scratch, ref.digest, fraction, aim, f"k{i}")
+        outcomes.append(outcome)
+        whole = f"{aim.cpu_s:.2f} CPU s"
+        print(f"\n{name} point {i + 1}/{n} at {fraction:.3f} of a run ({whole}): {outcome}")
     ROWS["kill"].append(table_row(name, outcomes, ref))
     print(f"\n{ROWS['kill'][-1]}")
     bad = [o for o in outcomes if not o.ok]
