@@ -10,7 +10,17 @@ from typing import Any
 
 from voxseg.data.colors import label_color
 
-__all__ = ["Markup", "details", "fmt", "json_block", "kv_table", "label_color", "page", "table"]
+__all__ = [
+    "Markup",
+    "details",
+    "fmt",
+    "json_block",
+    "kv_table",
+    "label_color",
+    "link_cell",
+    "page",
+    "table",
+]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -76,6 +86,13 @@ def kv_table(items: Sequence[tuple[str, Any]]) -> str:
 
 class Markup(str):
     """Text that is already HTML (not escaped again)."""
+
+
+def link_cell(text: str, href: str | None) -> tuple[Markup, str]:
+    """A raw :func:`table` cell showing ``text``, a link to ``href`` when there is one,
+    sorted by ``text``."""
+    html = f"<a href='{escape(href)}'>{escape(text)}</a>" if href else escape(text)
+    return Markup(html), text
 
 
 def details(summary: str, body: str, open_: bool = False) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 
 from voxseg.evaluation.qc import CaseQC, worst_first
 from voxseg.report import svg
-from voxseg.report.html import Markup, fmt, kv_table, label_color, table
+from voxseg.report.html import Markup, fmt, kv_table, label_color, link_cell, table
 from voxseg.report.sources import QualitySource
 
 #: Colour of a point whose case carries a flag (empty label, volume outside the range).
@@ -231,12 +231,10 @@ def validation_quality_section(
     plot, sentence = _agreement_vs_dice(cases, dice, case_href, "validation")
     rows = []
     for c in cases:
-        href = case_href(c.case_id)
-        name = f"<a href='{escape(href)}'>{escape(c.case_id)}</a>" if href else escape(c.case_id)
         d = dice.get(c.case_id, math.nan)
         rows.append(
             [
-                (Markup(name), c.case_id),
+                link_cell(c.case_id, case_href(c.case_id)),
                 (escape(folds.get(c.case_id, "")), folds.get(c.case_id, "")),
                 (fmt(c.agreement), c.agreement),
                 (fmt(c.split_fraction), c.split_fraction),
@@ -273,9 +271,7 @@ def _case_table(
         headers += [f"{n} ml", f"{n} components", f"{n} border"]
     rows = []
     for c in cases:
-        href = case_href(c.case_id)
-        name = f"<a href='{escape(href)}'>{escape(c.case_id)}</a>" if href else escape(c.case_id)
-        row: list[Any] = [(Markup(name), c.case_id)]
+        row: list[Any] = [link_cell(c.case_id, case_href(c.case_id))]
         if scored:
             row += [(fmt(c.agreement), c.agreement), (fmt(c.split_fraction), c.split_fraction)]
         flags = "; ".join(c.flags)

@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 
 from voxseg.report import svg
-from voxseg.report.html import Markup, details, fmt, json_block, kv_table, label_color, table
+from voxseg.report.html import (
+    Markup,
+    details,
+    fmt,
+    json_block,
+    kv_table,
+    label_color,
+    link_cell,
+    table,
+)
 from voxseg.report.sources import DatasetSource, Evaluation, FoldRun, ModelSource
 
 #: Metrics of the evaluation summary table: key, heading, whether higher is better.
@@ -575,9 +584,7 @@ def case_table(ev: Evaluation, labels: list[str], case_href: Callable[[str], str
     )
     rows = []
     for c in order:
-        href = case_href(c.case_id)
-        name = f"<a href='{escape(href)}'>{escape(c.case_id)}</a>" if href else escape(c.case_id)
-        row: list[Any] = [(Markup(name), c.case_id)]
+        row: list[Any] = [link_cell(c.case_id, case_href(c.case_id))]
         if has_fold:
             row.append((escape(c.fold), c.fold))
         d = case_mean_dice(c.metrics)
