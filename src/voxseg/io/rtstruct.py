@@ -145,6 +145,7 @@ def write_rtstruct(
     study come from the first source header (``sources[0]`` when the caller has read them
     with :func:`voxseg.io.dicom.source_datasets`)."""
     import pydicom
+    from pydicom.charset import convert_encodings, default_encoding
     from pydicom.sequence import Sequence
     from pydicom.uid import generate_uid
 
@@ -177,6 +178,7 @@ def write_rtstruct(
     ds.ApprovalStatus = "UNAPPROVED"
 
     slice_refs = [_image_ref(h.sop_class_uid, h.sop_instance_uid, f, h) for h, f in series.slices]
+    contour_heads: dict[int, bytes] = {}
     instances = {h.sop_instance_uid: h for h, _ in series.slices}
     contour_images = Sequence(
         [_image_ref(h.sop_class_uid, uid, None, h) for uid, h in instances.items()]
@@ -205,16 +207,14 @@ def write_rtstruct(
         item = pydicom.Dataset()
         item.ReferencedROINumber = number
         item.ROIDisplayColor = list(COLOURS[(number - 1) % len(COLOURS)])
-        contours = Sequence()
-        for k, points in mask_to_contours(label_map == value, series.geometry):
-            c = pydicom.Dataset()
-            c.ContourImageSequence = Sequence([slice_refs[k]])
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(points)
-            _set_contour_data(c, points)
-            contours.append(c)
-        if len(contours):
-            item.ContourSequence = contours
+        contours = mask_to_contours(label_map == value, series.geometry)
+        if contours:
+            item[_CONTOUR_SEQUENCE] = _encoded_contour_sequence(
+                contours, slice_refs, contour_heads, path
+            )
+        # The item holds an encoded element: pydicom copies it when the item is written in
+        # the encoding it declares (explicit VR little endian, as the file, see new_dataset).
+        item.set_original_encoding(False, True, default_encoding)
         roi_contours.append(item)
         obs = pydicom.Dataset()
         obs.ObservationNumber = number
@@ -226,6 +226,12 @@ def write_rtstruct(
     ds.StructureSetROISequence = set_rois
     ds.ROIContourSequence = roi_contours
     ds.RTROIObservationsSequence = observations
+    # Declared, so pydicom writes the top level as it is instead of walking (and decoding)
+    # every nested sequence to correct ambiguous VRs, of which a structure set has none.
+    charset = ds.SpecificCharacterSet if "SpecificCharacterSet" in ds else None
+    ds.set_original_encoding(
+        False, True, default_encoding if charset is None else convert_encodings(charset)
+    )
     return _atomic_save(ds, path)
 
 
@@ -267,20 +273,96 @@ def _copy_patient_and_study(src: Any, ds: Any) -> None:
             setattr(ds, key, "")
 
 
-def _set_contour_data(item: Any, points: np.ndarray) -> None:
-    """ContourData as an encoded (raw) element, written as is (the item declares explicit
-    VR little endian): one validated DS object per coordinate cost ~20x more, which
-    dominated writing thousands of contours."""
-    from pydicom.charset import default_encoding
+#: (3006,0040) Contour Sequence.
+_CONTOUR_SEQUENCE = 0x30060040
+_ITEM = b"\xfe\xff\x00\xe0"
+
+
+def _contour_head(image_ref: Any) -> bytes:
+    """The start of every contour item on one slice, encoded by pydicom (explicit VR little
+    endian): Contour Image Sequence with the slice's reference, Contour Geometric Type."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.sequence import Sequence
+
+    item = pydicom.Dataset()
+    item.ContourImageSequence = Sequence([image_ref])
+    item.ContourGeometricType = "CLOSED_PLANAR"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, item)
+    return fp.getvalue()
+
+
+def _encoded_contour_sequence(
+    contours: list[tuple[int, np.ndarray]],
+    slice_refs: list[Any],
+    heads: dict[int, bytes],
+    path: Path,
+) -> Any:
+    """A Contour Sequence as one encoded (raw) element, the bytes pydicom writes for items
+    of ``ContourImageSequence``, ``ContourGeometricType``, ``NumberOfContourPoints`` and
+    ``ContourData``: building and writing one pydicom Dataset per contour cost ~1.7 ms,
+    which made the noisy maps of poor models (10^5-10^6 contours) take up to an hour.
+    ``heads`` caches :func:`_contour_head` per slice index."""
+    import warnings
+
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
-    text = "\\".join(decimal_string(v, 10) for v in points.reshape(-1)).encode("ascii")
+    parts = []
+    for k, points in contours:
+        if k not in heads:
+            heads[k] = _contour_head(slice_refs[k])
+        count = str(len(points)).encode("ascii")
+        data = _decimal_strings(points.reshape(-1))
+        body = b"".join(
+            (
+                heads[k],
+                _short_element(b"\x06\x30\x46\x00", b"IS", count),
+                _contour_data_element(data),
+            )
+        )
+        if len(data) + len(data) % 2 > 0xFFFF:
+            warnings.warn(
+                f"{path}: a contour of {len(points)} points on slice {k} has more ContourData "
+                "than an explicit VR DS value holds (64 kB); written with VR UN",
+                stacklevel=3,
+            )
+        parts += [_ITEM, len(body).to_bytes(4, "little"), body]
+    value = b"".join(parts)
+    tag = Tag(_CONTOUR_SEQUENCE)
+    return RawDataElement(tag, "SQ", len(value), value, 0, False, True)
+
+
+def _short_element(tag: bytes, vr: bytes, value: bytes) -> bytes:
+    """An explicit VR little endian element with a 2-byte length, padded with a space."""
+    if len(value) % 2:
+        value += b" "
+    return b"".join((tag, vr, len(value).to_bytes(2, "little"), value))
+
+
+def _contour_data_element(text: bytes) -> bytes:
+    """(3006,0050) ContourData; as pydicom writes it, with VR UN (4-byte length) when the
+    value passes the 64 kB of an explicit VR DS length."""
     if len(text) % 2:
         text += b" "
-    tag = Tag(0x3006, 0x0050)
-    item._dict[tag] = RawDataElement(tag, "DS", len(text), text, 0, False, True)
-    item.set_original_encoding(False, True, default_encoding)
+    if len(text) <= 0xFFFF:
+        return _short_element(b"\x06\x30\x50\x00", b"DS", text)
+    return b"".join((b"\x06\x30\x50\x00UN\x00\x00", len(text).to_bytes(4, "little"), text))
+
+
+def _decimal_strings(values: np.ndarray) -> bytes:
+    """``decimal_string(v, 10)`` of every value, joined by backslashes. ``%.10g`` is at most
+    16 characters unless the exponent has three digits; those values (and non-finite ones)
+    take the general rule."""
+    magnitude = np.abs(values)
+    if np.all((magnitude < 1e100) & ((magnitude >= 1e-99) | (values == 0))):
+        texts = map("%.10g".__mod__, values.tolist())
+    else:
+        texts = (decimal_string(v, 10) for v in values.tolist())
+    return "\\".join(texts).encode("ascii")
 
 
 def _version() -> str:
