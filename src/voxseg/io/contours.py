@@ -128,25 +128,52 @@ def contours_to_mask(
 
 def mask_to_contours(mask: np.ndarray, geometry: Geometry) -> list[tuple[int, np.ndarray]]:
     """Closed contours ``(slice index, (N, 3) LPS points)`` around the inside voxel centres
-    of a ``[z, y, x]`` mask; holes are separate contours (read back with the even-odd rule)."""
+    of a ``[z, y, x]`` mask; holes are separate contours (read back with the even-odd rule).
+
+    Each slice is traced on its foreground's bounding box (the same segments, in the same
+    order, as on the whole slice), and the contours of a slice are thinned and placed
+    together: per-contour NumPy calls cost more than tracing on noisy maps."""
     from skimage.measure import find_contours
 
     out: list[tuple[int, np.ndarray]] = []
     mask = np.asarray(mask, dtype=bool)
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-        padded = np.pad(mask[k], 1).astype(np.float32)
-        for c in find_contours(padded, 0.5):
-            yx = _drop_collinear(c[:-1] - 1.0)
-            if len(yx) < 3:
-                continue
-            index = np.column_stack([np.full(len(yx), float(k)), yx])
-            out.append((int(k), geometry.index_to_physical(index)))
+        rows = np.flatnonzero(mask[k].any(axis=1))
+        cols = np.flatnonzero(mask[k].any(axis=0))
+        box = mask[k, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        traced = find_contours(np.pad(box, 1).astype(np.float64), 0.5)
+        # Index coordinates of the slice: the box's padding and offset undone (exact: the
+        # traced points are multiples of 0.5).
+        offset = np.array([rows[0] - 1.0, cols[0] - 1.0])
+        yx, lengths = _drop_collinear([c[:-1] for c in traced if len(c) > 1])
+        if not len(lengths):
+            continue
+        index = np.column_stack([np.full(len(yx), float(k)), yx + offset])
+        points = geometry.index_to_physical(index)
+        ends = np.cumsum(lengths).tolist()
+        out.extend((int(k), points[a:b]) for a, b in zip([0, *ends[:-1]], ends, strict=True))
     return out
 
 
-def _drop_collinear(points: np.ndarray) -> np.ndarray:
-    """Vertices of a closed polygon without the ones on a straight line between neighbours."""
-    prev, nxt = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
-    a, b = points - prev, nxt - points
+def _drop_collinear(polygons: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices of closed polygons without the ones on a straight line between neighbours,
+    concatenated, and the vertex count of each polygon that keeps at least three (none
+    given, none kept)."""
+    if not polygons:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    lengths = np.array([len(p) for p in polygons])
+    points = np.concatenate(polygons)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    # Cyclic neighbours within each polygon.
+    prev = np.arange(-1, len(points) - 1)
+    prev[starts] = ends - 1
+    nxt = np.arange(1, len(points) + 1)
+    nxt[ends - 1] = starts
+    a, b = points - points[prev], points[nxt] - points
     cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    return points[np.abs(cross) > 1e-9]
+    keep = np.abs(cross) > 1e-9
+    kept = np.add.reduceat(keep.astype(np.int64), starts)
+    enough = kept >= 3
+    keep &= np.repeat(enough, lengths)
+    return points[keep], kept[enough]

@@ -311,58 +311,53 @@ def _encoded_contour_sequence(
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
-    parts = []
+    texts = _decimal_strings(np.concatenate([points.reshape(-1) for _, points in contours]))
+    parts, start = [], 0
     for k, points in contours:
         if k not in heads:
             heads[k] = _contour_head(slice_refs[k])
         count = str(len(points)).encode("ascii")
-        data = _decimal_strings(points.reshape(-1))
-        body = b"".join(
-            (
-                heads[k],
-                _short_element(b"\x06\x30\x46\x00", b"IS", count),
-                _contour_data_element(data),
-            )
-        )
-        if len(data) + len(data) % 2 > 0xFFFF:
+        if len(count) % 2:
+            count += b" "
+        data = "\\".join(texts[start : start + points.size]).encode("ascii")
+        start += points.size
+        if len(data) % 2:
+            data += b" "
+        if len(data) <= 0xFFFF:
+            data_head = b"\x06\x30\x50\x00DS" + len(data).to_bytes(2, "little")
+        else:  # as pydicom writes a value past the 2-byte length of explicit VR DS
             warnings.warn(
                 f"{path}: a contour of {len(points)} points on slice {k} has more ContourData "
                 "than an explicit VR DS value holds (64 kB); written with VR UN",
                 stacklevel=3,
             )
+            data_head = b"\x06\x30\x50\x00UN\x00\x00" + len(data).to_bytes(4, "little")
+        body = b"".join(
+            (
+                heads[k],
+                b"\x06\x30\x46\x00IS",
+                len(count).to_bytes(2, "little"),
+                count,
+                data_head,
+                data,
+            )
+        )
         parts += [_ITEM, len(body).to_bytes(4, "little"), body]
     value = b"".join(parts)
     tag = Tag(_CONTOUR_SEQUENCE)
     return RawDataElement(tag, "SQ", len(value), value, 0, False, True)
 
 
-def _short_element(tag: bytes, vr: bytes, value: bytes) -> bytes:
-    """An explicit VR little endian element with a 2-byte length, padded with a space."""
-    if len(value) % 2:
-        value += b" "
-    return b"".join((tag, vr, len(value).to_bytes(2, "little"), value))
-
-
-def _contour_data_element(text: bytes) -> bytes:
-    """(3006,0050) ContourData; as pydicom writes it, with VR UN (4-byte length) when the
-    value passes the 64 kB of an explicit VR DS length."""
-    if len(text) % 2:
-        text += b" "
-    if len(text) <= 0xFFFF:
-        return _short_element(b"\x06\x30\x50\x00", b"DS", text)
-    return b"".join((b"\x06\x30\x50\x00UN\x00\x00", len(text).to_bytes(4, "little"), text))
-
-
-def _decimal_strings(values: np.ndarray) -> bytes:
-    """``decimal_string(v, 10)`` of every value, joined by backslashes. ``%.10g`` is at most
-    16 characters unless the exponent has three digits; those values (and non-finite ones)
+def _decimal_strings(values: np.ndarray) -> list[str]:
+    """``decimal_string(v, 10)`` of every value. ``%.10g`` is that string unless it passes
+    16 characters, which needs a three-digit exponent: those values (and non-finite ones)
     take the general rule."""
+    texts = list(map("%.10g".__mod__, values.tolist()))
     magnitude = np.abs(values)
-    if np.all((magnitude < 1e100) & ((magnitude >= 1e-99) | (values == 0))):
-        texts = map("%.10g".__mod__, values.tolist())
-    else:
-        texts = (decimal_string(v, 10) for v in values.tolist())
-    return "\\".join(texts).encode("ascii")
+    usual = (magnitude < 1e100) & ((magnitude >= 1e-99) | (values == 0))
+    for i in np.flatnonzero(~usual):
+        texts[i] = decimal_string(float(values[i]), 10)
+    return texts
 
 
 def _version() -> str:
