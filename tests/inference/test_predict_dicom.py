@@ -230,3 +230,38 @@ def test_a_failed_dicom_output_fails_its_case_and_a_rerun_redoes_it(
     )
     assert read_rtstruct(out / "b_RTSTRUCT.dcm").rois[0].name == first
     np.testing.assert_array_equal(mask, read_image(out / "b.nii.gz").array == 1)
+
+
+def test_the_dicom_worker_does_not_hold_up_an_interrupted_exit():
+    """A stopped ``predict`` exits at once, not after the DICOM object being written (the
+    worker is a daemon thread; a ThreadPoolExecutor's would be joined at exit)."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import threading, time\n"
+        "from voxseg.inference.dicom_outputs import _Worker\n"
+        "w = _Worker('t'); started = threading.Event()\n"
+        "w.submit(lambda: (started.set(), time.sleep(60)))\n"
+        "started.wait(10)\n"
+        "raise SystemExit(3)\n"
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], timeout=50, capture_output=True)
+    assert proc.returncode == 3, proc.stderr.decode()
+    assert time.monotonic() - t0 < 30
+
+
+def test_the_dicom_worker_runs_calls_in_order_and_passes_errors_back():
+    from voxseg.inference.dicom_outputs import _Worker
+
+    w = _Worker("t")
+    seen: list[int] = []
+    futures = [w.submit(seen.append, i) for i in range(5)]
+    failed = w.submit(int, "not a number")
+    w.close()
+    assert [f.result(timeout=10) for f in futures] == [None] * 5
+    assert seen == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        failed.result(timeout=10)

@@ -13,13 +13,20 @@ thread so that their cost hides behind the network's:
 torch, SimpleITK and NumPy release the GIL in their kernels, so this Python work runs beside
 them. A case whose DICOM objects fail is reported failed like any other (its label map stays:
 a rerun redoes the case because its DICOM files are missing).
+
+The thread is a daemon: a stopped ``predict`` (Ctrl-C, SIGTERM) exits at once rather than
+after the DICOM object in progress (minutes for a noisy label map's thousands of contours).
+Every object is written to a temporary name and renamed, so one abandoned half-way leaves no
+file under its final name, and the rerun writes it again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +50,7 @@ class DicomOutputs:
         self.fractional = fractional
         self.describe_failure = describe_failure
         self.failed: dict[str, str] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="voxseg-dicom")
+        self._pool = _Worker("voxseg-dicom")
         self._sources: Future | None = None
         self._pending: tuple[str, Future] | None = None
         if "dicom-seg" in self.types:
@@ -65,7 +72,7 @@ class DicomOutputs:
     def finish(self) -> dict[str, str]:
         """Wait for every write; the cases whose DICOM objects failed, with the reason."""
         self._wait()
-        self._pool.shutdown(wait=True)
+        self._pool.close()
         return self.failed
 
     def _wait(self) -> None:
@@ -87,6 +94,35 @@ class DicomOutputs:
             write_dicom_output(
                 kind, path, pred, series, self.predictor, self.fractional, sources=headers
             )
+
+
+class _Worker:
+    """One daemon thread running the submitted calls in order (see the module docstring for
+    why not :class:`concurrent.futures.ThreadPoolExecutor`, whose threads the interpreter
+    waits for at exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def close(self) -> None:
+        """Let the thread end once the calls already submitted are done."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 — handed to the waiting caller
+                future.set_exception(exc)
 
 
 def write_dicom_output(
