@@ -281,24 +281,10 @@ def run_auto(
     for i, (cfg_name, fold) in enumerate(runs):
         share = (state.budget - spent() - reserve) / (len(runs) - i)
         if cfg_name == SMALL_STAGE:
-            trained.append(
-                _train_small(prepared, share, state.budget, torch_device.type, log, clock)
-            )
+            run = _small_stage_run(prepared)
         else:
-            trained.append(
-                _train_run(
-                    ws,
-                    root,
-                    cfg_name,
-                    fold,
-                    share,
-                    state.budget,
-                    torch_device.type,
-                    log,
-                    clock,
-                    home,
-                )
-            )
+            run = _configuration_run(ws, root, cfg_name, fold)
+        trained.append(_budgeted_run(run, share, state.budget, torch_device.type, log, clock))
         save_state(f"train {cfg_name} fold {fold}")
 
     selection = _select(name, auto, home)
@@ -346,19 +332,20 @@ def _load_state(path: Path, budget: float) -> AutoState:
     return AutoState(budget, float(saved.get("spent", 0.0)), dict(saved.get("steps", {})))
 
 
-def _train_run(
-    ws: Any,
-    root: Path,
-    cfg_name: str,
-    fold: str,
-    seconds: float,
-    budget: float,
-    device_type: str,
-    log: Callable[[str], None],
-    clock: Callable[[], float],
-    home: Any,
-) -> dict[str, Any]:
-    """Train (or resume, or skip when finished) one configuration's fold."""
+@dataclass(frozen=True)
+class _Run:
+    """One training run of ``voxseg auto``: a configuration's fold, or the small stage's."""
+
+    what: str  # its name in the log
+    config: Any
+    fold: str
+    fold_dir: Path
+    home: Path
+    record: dict[str, Any]  # what the summary says of it besides its figures
+
+
+def _configuration_run(ws: Any, root: Path, cfg_name: str, fold: str) -> _Run:
+    """A configuration's fold, trained as model ``auto_<configuration>`` of the ``auto`` plan."""
     from voxseg.training import ModelConfig
 
     model = RUN_PREFIX + cfg_name
@@ -371,60 +358,33 @@ def _train_run(
         model_name=model,
     )
     record = {"configuration": cfg_name, "fold": fold, "model": str(fold_dir.parent)}
-    run = _budgeted_run(
-        cfg_name, config, fold, fold_dir, ws.root, seconds, budget, device_type, log, clock
-    )
-    return {**record, **run}
+    return _Run(cfg_name, config, fold, fold_dir, ws.root, record)
 
 
-def _train_small(
-    prepared: Any,
-    seconds: float,
-    budget: float,
-    device_type: str,
-    log: Callable[[str], None],
-    clock: Callable[[], float],
-) -> dict[str, Any]:
-    """Train (or resume, or skip) the small-structure stage on its prepared data."""
-    from voxseg.modelfolder import ModelLayout
-
+def _small_stage_run(prepared: Any) -> _Run:
+    """The small-structure stage on its prepared data (one fold, ``0``)."""
     fold_dir = ModelLayout(prepared.model_dir).fold_dir("0")
     record = {"configuration": SMALL_STAGE, "fold": "0", "model": str(prepared.model_dir)}
-    run = _budgeted_run(
-        f"{SMALL_STAGE} stage",
-        prepared.config,
-        "0",
-        fold_dir,
-        prepared.home,
-        seconds,
-        budget,
-        device_type,
-        log,
-        clock,
-    )
-    return {**record, **run}
+    return _Run(f"{SMALL_STAGE} stage", prepared.config, "0", fold_dir, prepared.home, record)
 
 
 def _budgeted_run(
-    what: str,
-    config: Any,
-    fold: str,
-    fold_dir: Path,
-    home: Path,
+    run: _Run,
     seconds: float,
     budget: float,
     device_type: str,
     log: Callable[[str], None],
     clock: Callable[[], float],
 ) -> dict[str, Any]:
-    """Train ``config``'s fold (``what`` in the log) with the ``adamw`` recipe in ``seconds``
-    (or resume from its last checkpoint, or skip it when finished); its time and figures."""
+    """Train ``run`` with the ``adamw`` recipe in ``seconds`` (or resume from its last
+    checkpoint, or skip it when finished); its record with its time and figures."""
     from voxseg.config import apply_overrides, load_model
     from voxseg.training import ModelConfig, apply_recipe, train_fold
 
+    what, fold, fold_dir = run.what, run.fold, run.fold_dir
     if (fold_dir / FINAL_WEIGHTS).is_file() and (fold_dir / VALIDATION / SUMMARY).is_file():
         log(f"{what} fold {fold}: already trained")
-        return _run_figures(fold_dir)
+        return {**run.record, **_run_figures(fold_dir)}
     resume = (fold_dir / CHECKPOINT_LAST).is_file()
     if resume:
         cfg = load_model(ModelConfig, fold_dir / CONFIG)
@@ -438,7 +398,7 @@ def _budgeted_run(
                 "larger --time-budget)"
             )
         cfg = apply_overrides(
-            apply_recipe(config, RECIPE),
+            apply_recipe(run.config, RECIPE),
             [
                 f"training.time_budget={max(seconds, 1.0):.1f}",
                 "training.iterations_per_epoch=auto",
@@ -447,8 +407,8 @@ def _budgeted_run(
         )
         log(f"{what} fold {fold}: training for {format_duration(seconds)}")
     tic = clock()
-    train_fold(cfg, fold, home=home, resume=resume, force=not resume)
-    return {"seconds": round(clock() - tic, 1), **_run_figures(fold_dir)}
+    train_fold(cfg, fold, home=run.home, resume=resume, force=not resume)
+    return {**run.record, "seconds": round(clock() - tic, 1), **_run_figures(fold_dir)}
 
 
 def _run_figures(fold_dir: Path) -> dict[str, Any]:
