@@ -18,6 +18,12 @@ def _is_pipeline(model: Path) -> bool:
     return model.is_dir() and find_loader(model).name == "pipeline"
 
 
+def _summary(output: Path, done: int, skipped: int, failed: int | None = None) -> str:
+    """The closing line of ``voxseg predict`` (a pipeline stops at its first failed case)."""
+    failures = "" if failed is None else f", failed {failed}"
+    return f"predicted {done}, skipped {skipped} (already done){failures} → {output}"
+
+
 @app.command(context_settings={"allow_extra_args": True})
 @user_errors
 def predict(
@@ -82,6 +88,7 @@ def predict(
     output_types += [a for a in ctx.args if a.lower() in DICOM_OUTPUT_TYPES]
     ctx.args = [a for a in ctx.args if a.lower() not in DICOM_OUTPUT_TYPES]
     fold_list = collect_folds(folds, ctx)
+    selectors = series_selectors(series_uid, series)
     if _is_pipeline(model):
         # e.g. voxseg auto's model with its small-structure stage: run it as a pipeline
         single_model_only = {
@@ -114,12 +121,9 @@ def predict(
             device=device,
             tta=tta,
             overwrite=overwrite,
-            series=series_selectors(series_uid, series),
+            series=selectors,
         )
-        console.print(
-            f"predicted {len(done['cases'])}, skipped {len(done['skipped'])} (already done) "
-            f"→ {output}"
-        )
+        console.print(_summary(output, len(done["cases"]), len(done["skipped"])))
         return
     predictor = Predictor(
         model,
@@ -145,12 +149,9 @@ def predict(
         output_types=output_types,
         seg_fractional=seg_fractional,
         qc=qc,
-        series=series_selectors(series_uid, series),
+        series=selectors,
     )
-    console.print(
-        f"predicted {len(report.done)}, skipped {len(report.skipped)} (already done), "
-        f"failed {len(report.failed)} → {output}"
-    )
+    console.print(_summary(output, len(report.done), len(report.skipped), len(report.failed)))
     if qc:
         from voxseg.evaluation.qc import QC_CSV
         from voxseg.modelfolder import REPORT
