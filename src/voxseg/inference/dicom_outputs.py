@@ -23,9 +23,9 @@ file under its final name, and the rerun writes it again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
