@@ -86,6 +86,21 @@ def test_gzip_file_and_open_gzip_round_trip(tmp_path, rng):
         assert f.read() == data
 
 
+def test_fast_gzip_writes_the_same_bytes_at_another_time_and_name(tmp_path, rng, monkeypatch):
+    """No time stamp or file name in the gzip header (RFC 1952: MTIME 0, no FNAME), so a
+    rerun of an import or preprocessing gives byte-identical files."""
+    import time
+
+    image = _image(rng, np.int16, shape=(8, 16, 16))
+    write_image(image, tmp_path / "a.nii.gz", fast_gzip=True)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    write_image(image, tmp_path / "b.nii.gz", fast_gzip=True)
+    a, b = (tmp_path / "a.nii.gz").read_bytes(), (tmp_path / "b.nii.gz").read_bytes()
+    assert a == b
+    assert a[3] & 0x08 == 0 and a[4:8] == b"\0\0\0\0"  # FLG without FNAME; MTIME 0
+
+
 def _one_case_dataset(root, rng, damage) -> None:
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()

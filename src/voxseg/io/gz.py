@@ -148,12 +148,14 @@ def gzip_file(
     python-isal is missing). Not atomic: callers write into a temporary folder, as
     :func:`voxseg.io.formats.write_image` does."""
     dst = Path(dst)
-    if igzip is not None:
-        target = igzip.open(dst, "wb", compresslevel=level)
-    else:
-        target = gzip.open(dst, "wb", compresslevel=1)
-    with open(src, "rb") as f, target as g:
-        shutil.copyfileobj(f, g, 4 * CHUNK)
+    # no time stamp and no name in the header: the same bytes in give the same file out
+    make = igzip.IGzipFile if igzip is not None else gzip.GzipFile
+    with open(src, "rb") as f, open(dst, "wb") as raw:
+        with make(
+            filename="", mode="wb", fileobj=raw, mtime=0,
+            compresslevel=level if igzip is not None else 1,
+        ) as g:  # fmt: skip
+            shutil.copyfileobj(f, g, 4 * CHUNK)
     return dst
 
 
