@@ -94,6 +94,30 @@ def test_import_msd_cli_and_overwrite(tmp_path, rng):
     assert "0 error(s)" in result.output
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_an_import_stopped_in_its_closing_check_is_redone(tmp_path, rng, monkeypatch):
+    """The import command ends with the dataset check: a Ctrl-C there (dataset.json already
+    written) leaves the folder marked unfinished, so the same command imports again."""
+    import voxseg.data.check as check
+
+    task = _make_msd(tmp_path, rng)
+    clean = import_msd(task, tmp_path / "clean", num_processes=1)
+    out = tmp_path / "out"
+    args = ["dataset", "import", "msd", str(task), str(out), "-p", "1"]
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(check, "check_dataset", stopped)
+        assert runner.invoke(app, args).exit_code != 0
+    assert (out / "dataset.json").exists() and (out / ".voxseg_import_unfinished").exists()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "did not finish; importing again" in result.output
+    assert _tree(out) == _tree(clean)
+    assert not (out / ".voxseg_import_unfinished").exists()
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
 
 

@@ -47,8 +47,10 @@ def _print_report(report) -> None:
 
 def _finish_import(out: Path, num_processes: int | None) -> None:
     from voxseg.data.check import check_dataset
+    from voxseg.data.importers import unfinished_while
 
-    report = check_dataset(out, num_processes=num_processes)
+    with unfinished_while(out):  # the import is done once its check is
+        report = check_dataset(out, num_processes=num_processes)
     _print_report(report)
     if not report.ok:
         sys.exit(1)

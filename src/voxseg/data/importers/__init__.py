@@ -6,6 +6,8 @@ import), which a DICOM or MSD import, and the worker processes it starts, never 
 
 from importlib import import_module
 
+from voxseg.data.importers._common import unfinished_while
+
 _IMPORTERS = {
     "import_dicom": "dicom",
     "import_folder2d": "folder2d",
@@ -21,4 +23,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = list(_IMPORTERS)
+__all__ = [*_IMPORTERS, "unfinished_while"]

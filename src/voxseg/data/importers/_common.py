@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,16 @@ def prepare_output(out: str | os.PathLike[str], overwrite: bool) -> Path:
 def finish_output(out: Path) -> None:
     """Mark an importer's output folder finished (the last step of every importer)."""
     (out / UNFINISHED).unlink(missing_ok=True)
+
+
+@contextmanager
+def unfinished_while(out: Path) -> Iterator[None]:
+    """Keep ``out`` marked unfinished while the block runs (the import command's closing
+    check): an import stopped there (Ctrl-C, a kill) is redone by the next one instead of
+    being refused as a finished dataset; the mark stays when the block raises."""
+    (Path(out) / UNFINISHED).touch()
+    yield
+    finish_output(Path(out))
 
 
 def write_channels(
