@@ -306,11 +306,15 @@ def incomplete_files(home: Path, outputs: list[str]) -> list[str]:
     return bad
 
 
-def _content(path: Path, timings: list[str]) -> bytes:
-    """The bytes compared: the file's, or for JSON with ``timings`` keys, the rest of it."""
-    if not timings or path.suffix != ".json":
+def _content(path: Path, timings: list[str], home: Path) -> bytes:
+    """The bytes compared: the file's, or for JSON with ``timings`` keys, the rest of it; in
+    JSON and CSV files the run's own folder (each run has its own copy) reads ``$HOME``."""
+    if path.suffix not in (".json", ".csv"):
         return path.read_bytes()
-    data = json.loads(path.read_text())
+    text = path.read_text().replace(str(home), "$HOME")
+    if not timings or path.suffix != ".json":
+        return text.encode()
+    data = json.loads(text)
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k not in timings}
     return json.dumps(data, sort_keys=True).encode()
@@ -320,7 +324,7 @@ def digest(
     home: Path, outputs: list[str], patterns: list[str], timings: list[str] = ()
 ) -> dict[str, str]:
     return {
-        rel: hashlib.sha256(_content(path, list(timings))).hexdigest()
+        rel: hashlib.sha256(_content(path, list(timings), home)).hexdigest()
         for rel, path in files(home, outputs).items()
         if any(fnmatch.fnmatch(rel, f"*{p}") or fnmatch.fnmatch(path.name, p) for p in patterns)
     }
