@@ -46,6 +46,8 @@ TRAINING = [
 #: on all): distinct, so that a briefly trained model predicts clean organs, as a usable
 #: model does (an untrained one's speckle makes tens of thousands of contours per series).
 TISSUE_HU = np.array([0, 60, 160, 110], dtype=np.int16)
+#: The label values of ``label_map``.
+LABELS = {"background": 0, "liver": 1, "kidney": 2, "spleen": 3}
 SERIES_SPACING, TRAIN_SPACING = (1.25, 0.7, 0.7), (2.5, 0.85, 0.85)
 
 
@@ -60,7 +62,6 @@ def write_training_data(raw: Path, series_shape: tuple[int, int, int], cases: in
     from voxseg.data import write_dataset_json
     from voxseg.io import Image, write_image
 
-    names = {"background": 0, "liver": 1, "kidney": 2, "spleen": 3}
     for i in range(cases):
         shape = tuple(
             round(n * a / b)
@@ -70,7 +71,7 @@ def write_training_data(raw: Path, series_shape: tuple[int, int, int], cases: in
         image = ct_values(lab, 100 + i)
         write_image(Image(image, TRAIN_SPACING), raw / "imagesTr" / f"c{i:02d}_0000.nii.gz")
         write_image(Image(lab, TRAIN_SPACING), raw / "labelsTr" / f"c{i:02d}.nii.gz")
-    write_dataset_json(raw, {0: "CT"}, names, cases)
+    write_dataset_json(raw, {0: "CT"}, LABELS, cases)
 
 
 def train_model(home: Path, series_shape: tuple[int, int, int]) -> Path:
@@ -174,6 +175,7 @@ def main() -> None:
 
 def describe_prediction(out: Path, shape: tuple[int, int, int]) -> dict:
     """How clean the timed prediction is: the RTSTRUCT's cost grows with its contours."""
+    from voxseg.evaluation.metrics import overlap_metrics
     from voxseg.io import read_image
     from voxseg.io.contours import mask_to_contours
     from voxseg.io.dicom import read_dicom_folder
@@ -182,14 +184,12 @@ def describe_prediction(out: Path, shape: tuple[int, int, int]) -> dict:
     pred = read_image(out / "patient.nii.gz").array
     truth = label_map(shape)
     _, series = read_dicom_folder(out.parent / "inputs" / "patient")
-    names = ["liver", "kidney", "spleen"]
+    organs = {name: v for name, v in LABELS.items() if v}
     dice = {
-        name: float(
-            2 * ((pred == v) & (truth == v)).sum() / ((pred == v).sum() + (truth == v).sum())
-        )
-        for v, name in enumerate(names, start=1)
+        name: overlap_metrics(pred == v, truth == v, series.geometry.spacing)["dice"]
+        for name, v in organs.items()
     }
-    true_contours = sum(len(mask_to_contours(truth == v, series.geometry)) for v in (1, 2, 3))
+    true_contours = sum(len(mask_to_contours(truth == v, series.geometry)) for v in organs.values())
     contours = sum(len(r.contours) for r in read_rtstruct(out / "patient_RTSTRUCT.dcm").rois)
     return {"contours": contours, "true_contours": true_contours, "dice": dice}
 
