@@ -92,8 +92,18 @@ def test_import_msd_cli_and_overwrite(tmp_path, rng):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "0 error(s)" in result.output
-    again = runner.invoke(app, args)
-    assert again.exit_code == 1 and "--overwrite" in again.output
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    # the same command again finds its own finished output: nothing to do, exit 0
+    again = runner.invoke(app, [*args[:-2], "-p", "2"])
+    assert again.exit_code == 0, again.output
+    assert "already imported" in again.output
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before
+    # a source that changed asks for a new import: the finished folder is refused
+    (task / "imagesTr" / "notes.txt").write_text("added later")
+    changed = runner.invoke(app, args)
+    assert changed.exit_code == 1 and "--overwrite" in changed.output
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
 
 
 def test_an_import_stopped_in_its_closing_check_is_redone(tmp_path, rng, monkeypatch):
@@ -132,7 +142,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 def test_an_interrupted_import_is_redone_by_the_same_command(tmp_path, rng, monkeypatch):
     """An import stopped after its cases (before dataset.json) leaves a folder the same
-    command replaces without --overwrite; a finished import is still refused."""
+    command replaces without --overwrite; the same command then finds it finished."""
     import voxseg.data.importers.msd as msd
 
     task = _make_msd(tmp_path, rng)
@@ -154,7 +164,7 @@ def test_an_interrupted_import_is_redone_by_the_same_command(tmp_path, rng, monk
     assert _tree(out) == _tree(clean)
     assert not (out / ".voxseg_import_unfinished").exists()
     again = runner.invoke(app, args)
-    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert again.exit_code == 0 and "already imported" in again.output
 
 
 # --- ovseg ------------------------------------------------------------------------------

@@ -45,12 +45,31 @@ def _print_report(report) -> None:
     console.print(("[green]" if report.ok else "[red]") + summary + "[/]", highlight=False)
 
 
-def _finish_import(out: Path, num_processes: int | None) -> None:
+def _import_request(kind: str, sources: list[Path], out: Path, overwrite: bool, **options):
+    """The request of an import command, or None when ``out`` already holds its finished,
+    checked result (said on the console; the command then has nothing to do)."""
+    from voxseg.data.importers import already_imported, import_request
+
+    request = import_request(kind, sources, options)
+    if not overwrite and already_imported(out, request):
+        console.print(
+            f"{Path(out).absolute()}: already imported from the same source with the same "
+            "options; nothing to do (--overwrite imports again)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return None
+    return request
+
+
+def _finish_import(out: Path, num_processes: int | None, request) -> None:
     from voxseg.data.check import check_dataset
-    from voxseg.data.importers import unfinished_while
+    from voxseg.data.importers import unfinished_while, write_import_stamp
 
     with unfinished_while(out):  # the import is done once its check is
         report = check_dataset(out, num_processes=num_processes)
+        if report.ok:
+            write_import_stamp(out, request)
     _print_report(report)
     if not report.ok:
         sys.exit(1)
@@ -150,7 +169,11 @@ def import_msd(
     """Medical Segmentation Decathlon task → raw dataset (4D images split into channels)."""
     from voxseg.data.importers import import_msd as run
 
-    _finish_import(run(task_folder, out, overwrite=overwrite, num_processes=num_processes), None)
+    request = _import_request("msd", [task_folder], out, overwrite)
+    if request is None:
+        return
+    out = run(task_folder, out, overwrite=overwrite, num_processes=num_processes)
+    _finish_import(out, None, request)
 
 
 @import_app.command("ovseg")
@@ -170,6 +193,11 @@ def import_ovseg(
     """ovseg images/ + labels/ → raw dataset (4D images split into channels)."""
     from voxseg.data.importers import import_ovseg as run
 
+    request = _import_request(
+        "ovseg", [raw], out, overwrite, channel_names=channel_names, labels=labels
+    )
+    if request is None:
+        return
     out = run(
         raw,
         out,
@@ -178,7 +206,7 @@ def import_ovseg(
         overwrite=overwrite,
         num_processes=num_processes,
     )
-    _finish_import(out, None)
+    _finish_import(out, None, request)
 
 
 @import_app.command("folder2d")
@@ -200,6 +228,18 @@ def import_folder2d(
     """2D images + masks → raw dataset; mask values map to consecutive labels 0..K."""
     from voxseg.data.importers import import_folder2d as run
 
+    request = _import_request(
+        "folder2d",
+        [images, masks],
+        out,
+        overwrite,
+        format=fmt,
+        test_fraction=test_fraction,
+        seed=seed,
+        label_names=label_names,
+    )
+    if request is None:
+        return
     out, mapping = run(
         images,
         masks,
@@ -212,7 +252,7 @@ def import_folder2d(
     )
     shown = ", ".join(f"{k} → {v}" for k, v in mapping.items())
     console.print(f"mask values mapped to labels: {shown}", highlight=False)
-    _finish_import(out, None)
+    _finish_import(out, None, request)
 
 
 @import_app.command("seqseg")
@@ -233,6 +273,17 @@ def import_seqseg(
     """SeqSeg images/ + truths/ + centerlines/ (+ seeds/) → raw dataset with centerlines."""
     from voxseg.data.importers import import_seqseg as run
 
+    request = _import_request(
+        "seqseg",
+        [data],
+        out,
+        overwrite,
+        channel_name=channel_name,
+        label_name=label_name,
+        check_alignment=check_alignment,
+    )
+    if request is None:
+        return
     out = run(
         data,
         out,
@@ -242,7 +293,7 @@ def import_seqseg(
         overwrite=overwrite,
         num_processes=num_processes,
     )
-    _finish_import(out, None)
+    _finish_import(out, None, request)
 
 
 @import_app.command("dicom")
@@ -288,6 +339,22 @@ def import_dicom(
     """DICOM archive with RTSTRUCT or DICOM-SEG (PACS/TPS export) → raw dataset."""
     from voxseg.data.importers import import_dicom as run
 
+    request = _import_request(
+        "dicom",
+        [src],
+        out,
+        overwrite,
+        roi=roi,
+        modality=modality,
+        channels=channel,
+        overlap=overlap,
+        allow_missing=allow_missing,
+        resample_uneven=resample_uneven,
+        index=index,
+        series_uids=series_uid,
+    )
+    if request is None:
+        return
     report = run(
         src,
         out,
@@ -322,7 +389,7 @@ def import_dicom(
         highlight=False,
         soft_wrap=True,
     )
-    _finish_import(report.out, num_processes)
+    _finish_import(report.out, num_processes, request)
     if not report.ok:
         sys.exit(1)
 

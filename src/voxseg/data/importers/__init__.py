@@ -6,7 +6,12 @@ import), which a DICOM or MSD import, and the worker processes it starts, never 
 
 from importlib import import_module
 
-from voxseg.data.importers._common import unfinished_while
+from voxseg.data.importers._common import (
+    already_imported,
+    import_request,
+    unfinished_while,
+    write_import_stamp,
+)
 
 _IMPORTERS = {
     "import_dicom": "dicom",
@@ -23,4 +28,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [*_IMPORTERS, "unfinished_while"]
+__all__ = [
+    *_IMPORTERS,
+    "already_imported",
+    "import_request",
+    "unfinished_while",
+    "write_import_stamp",
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from voxseg.config import write_json
 from voxseg.data.check import unique_values
 from voxseg.data.dataset import DATASET_FOLDERS
 from voxseg.errors import VoxsegError
@@ -23,7 +26,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: What an importer writes into its output folder (removed by ``overwrite=True``).
-OUTPUT_ENTRIES = ("dataset.json", *DATASET_FOLDERS, "splits.json", ".voxseg_check.json")
+OUTPUT_ENTRIES = (
+    "dataset.json",
+    *DATASET_FOLDERS,
+    "splits.json",
+    ".voxseg_check.json",
+    ".voxseg_import.json",
+)
+
+#: Written by an import command once its output is complete and checked: the request it
+#: answered (importer, sources, options). The same command run again finds it and has
+#: nothing to do, so an import killed while it was exiting still reruns with exit 0.
+IMPORT_STAMP = ".voxseg_import.json"
 
 
 #: Marks an output folder while an importer writes it (removed by :func:`finish_output`): a
@@ -65,6 +79,49 @@ def unfinished_while(out: Path) -> Iterator[None]:
     (Path(out) / UNFINISHED).touch()
     yield
     finish_output(Path(out))
+
+
+def import_request(kind: str, sources: Sequence[Path], options: dict[str, Any]) -> dict[str, Any]:
+    """What an import command was asked: the importer, its options and each source folder
+    with a digest of its file listing (relative names and sizes), so a source that gained,
+    lost or changed a file asks for a new import."""
+    listing = []
+    for src in sources:
+        src = Path(src).absolute()
+        digest = hashlib.sha256()
+        if src.is_dir():
+            for dirpath, dirnames, filenames in os.walk(src):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    p = Path(dirpath) / name
+                    try:
+                        size = p.stat().st_size
+                    except OSError:
+                        continue
+                    digest.update(f"{p.relative_to(src).as_posix()}\t{size}\n".encode())
+        listing.append({"path": str(src), "files": digest.hexdigest()})
+    return {
+        "importer": kind,
+        "sources": listing,
+        "options": json.loads(json.dumps(options, default=str)),
+    }
+
+
+def already_imported(out: str | os.PathLike[str], request: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a finished, checked import of exactly ``request``."""
+    out = Path(out).absolute()
+    stamp = out / IMPORT_STAMP
+    if (out / UNFINISHED).exists() or not stamp.is_file():
+        return False
+    try:
+        return json.loads(stamp.read_text(encoding="utf-8")) == request
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def write_import_stamp(out: str | os.PathLike[str], request: dict[str, Any]) -> None:
+    """Record that ``out`` answers ``request`` (while the folder is still marked unfinished)."""
+    write_json(Path(out) / IMPORT_STAMP, request)
 
 
 def write_channels(
