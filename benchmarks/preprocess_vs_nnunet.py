@@ -15,7 +15,8 @@
    of the same spacing. (voxseg's own spacing choice is recorded afterwards, untimed.)
 
 Each command is timed (wall clock) and its whole process tree polled every 50 ms for the
-peak of the summed RSS (and PSS, which splits pages shared between forked workers). voxseg's
+peak of the summed RSS (and every second for PSS, which splits pages shared between forked
+workers). voxseg's
 figures are plan + preprocess: time summed, memory the larger peak. No thread limits are
 imposed: each tool runs with its own defaults (voxseg gives each worker cpu_count / P torch
 threads; nnU-Net's workers are mostly single-threaded NumPy/SciPy, blosc2 with 4 threads).

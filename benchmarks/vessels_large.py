@@ -25,7 +25,7 @@ every step as the ``voxseg`` command a user types:
    (sliding window over the whole image), one fresh process per case and system, TTA as
    ``--tta`` says (off by default) for both. Measured per process: wall seconds (the whole
    command: start, read, predict or trace, write) and the peak memory of its process tree
-   (RSS, polled every 50 ms; PSS beside it), and its CPU seconds (user + system, from
+   (RSS, polled every 50 ms; PSS every second), and its CPU seconds (user + system, from
    ``getrusage``: on a shared machine the comparable figure).
 5. Scored against the target tree only: Dice; centerline overlap (share of the analytic
    centerline inside the prediction); distal branch recall
