@@ -37,12 +37,15 @@ def run(raw: Path, minutes: float, work: Path) -> dict:
         raise SystemExit(f"voxseg auto failed; see {work / 'auto.log'}")
     model = home / "models" / raw.name / "auto"
     state = json.loads((model / "auto_state.json").read_text())
+    summary = json.loads((model / "summary.json").read_text())
     runs = []
-    for path in sorted((home / "models").rglob("budget.json")):
-        b = json.loads(path.read_text())
+    for trained in summary["runs"]:  # each run once (the model folder holds a copy of one)
+        b = trained.get("budget")
+        if not b:
+            continue
         runs.append(
             {
-                "run": str(path.parent.relative_to(home / "models")),
+                "run": f"{trained['configuration']} fold {trained['fold']}",
                 "budget_s": b["budget_seconds"],
                 "spent_s": b["spent_seconds"],
                 "epochs": b["epochs"],
