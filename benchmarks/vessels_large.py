@@ -59,13 +59,6 @@ FIELD = "Dataset612_VesselsCTA"
 CONFIG = "3d_fullres"
 GLOBAL_MODEL = "global"
 FP_MARGIN_MM = 2.0  # a predicted voxel farther than this from the target tree is a false positive
-ADAMW = [  # the adamw recipe (voxseg.training.recipes) as --set values for the pipeline
-    "optimizer.name=adamw",
-    "optimizer.lr=0.001",
-    "optimizer.weight_decay=0.0001",
-    "schedule.name=warmup_cosine",
-    "schedule.warmup_epochs=2",
-]
 TARGETS = {"overlap": 0.95, "memory_ratio": 1 / 3}  # issue 24 (its 128³ Dice gap: vessels.py)
 QUICK = {
     "shape": [64, 64, 64],
@@ -190,13 +183,31 @@ def set_max_steps(pipe: Path, max_steps: int | None) -> None:
     (pipe / "pipeline.json").write_text(json.dumps(spec, indent=2))
 
 
+def recipe_settings(name: str) -> list[str]:
+    """A training recipe (:data:`voxseg.training.recipes.RECIPES`) as ``--set`` values, for
+    the pipeline's stage (``pipeline init`` has no ``--recipe``): what it changes from the
+    defaults, so the global model's ``--recipe`` and the stage train alike."""
+    from voxseg.training.recipes import RECIPES
+
+    optimizer, schedule = RECIPES[name]
+    return [
+        f"{section}.{key}={json.dumps(value)}"
+        for section, config in (("optimizer", optimizer), ("schedule", schedule))
+        for key, value in config.model_dump(exclude_defaults=True).items()
+    ]
+
+
 def train_both(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict:
     """Tracing (the vessels recipe) and the global model, each with the same time budget."""
     logs = home.parent / "logs"
     raw = home / "raw" / TREES
     budget = round(60 * args.train_minutes)
     pipe = home.parent / "pipeline"
-    common = [f"training.time_budget={budget}", "training.val_iterations=0", *ADAMW]
+    common = [
+        f"training.time_budget={budget}",
+        "training.val_iterations=0",
+        *recipe_settings("adamw"),
+    ]
     print("2. tracing: voxseg pipeline init vessels + pipeline train", flush=True)
     sets = [x for s in common for x in ("--set", s)]
     voxseg(
