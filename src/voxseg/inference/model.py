@@ -44,16 +44,12 @@ class ModelFolder:
     WEIGHTS: ClassVar[dict[str, str]] = WEIGHT_FILES
 
     @classmethod
-    def load(
-        cls,
-        folder: str | os.PathLike[str],
-        folds: list[str] | None = None,
-        checkpoint: str = "final",
-    ) -> ModelFolder:
+    def load(cls, folder: str | os.PathLike[str], **options: Any) -> ModelFolder:
         """Any single-model folder (voxseg, nnU-Net v2, ...): the first loader of
-        :data:`voxseg.modelfolder.LOADERS` that matches ``folder`` opens it."""
+        :data:`voxseg.modelfolder.LOADERS` that matches ``folder`` opens it with ``options``
+        (the built-in loaders take those of :meth:`read`: ``folds``, ``checkpoint``)."""
         loader = find_loader(folder)
-        model = loader(folder, folds=folds, checkpoint=checkpoint)
+        model = loader(folder, **options)
         if not isinstance(model, ModelFolder):
             raise VoxsegError(
                 f"{folder}: a {loader.name} folder, not one model"
