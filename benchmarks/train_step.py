@@ -529,7 +529,7 @@ def report(bench: Bench, plan: dict, nn: list[dict] | None, vs: list[dict] | Non
     args = bench.args
     topology = Topology.model_validate(plan["topology"])
     num_classes = 4  # organs: background, liver, kidney, spleen
-    flops = training_flops(topology, args.patch, 1, num_classes, args.batch)
+    flops = training_flops(topology, args.patch, 1, num_classes).at(args.batch)
     iters = args.iterations
     result: dict = {
         "machine": machine_info(),

@@ -97,7 +97,7 @@ def test_gpu_plan_ct_like_dataset_has_lowres_and_cascade():
         p % d == 0 for p, d in zip(full.patch_size, full.topology.total_downsampling, strict=True)
     )
     budget = 8 * 1024**3
-    assert gpu_training_bytes(full.topology, full.patch_size, 1, 3, full.batch_size) <= budget
+    assert gpu_training_bytes(full.topology, full.patch_size, 1, 3).at(full.batch_size) <= budget
     assert full.batch_size >= 2
     assert (
         full.topology.features_per_stage[0] == 32 and max(full.topology.features_per_stage) == 320
@@ -144,8 +144,8 @@ def test_cpu_plan_is_small_and_within_the_compute_budget():
     assert cpu.topology.features_per_stage[0] == 8
     assert max(cpu.topology.features_per_stage) <= 128
     assert math.prod(cpu.patch_size) < math.prod(gpu.patch_size)
-    assert training_flops(cpu.topology, cpu.patch_size, 1, 3, cpu.batch_size) <= 5e9
-    assert training_flops(gpu.topology, gpu.patch_size, 1, 3, 2) > 500 * 5e9
+    assert training_flops(cpu.topology, cpu.patch_size, 1, 3).at(cpu.batch_size) <= 5e9
+    assert training_flops(gpu.topology, gpu.patch_size, 1, 3).at(2) > 500 * 5e9
 
 
 def test_cpu_batch_fills_the_budget_when_the_patch_is_clipped_to_the_image():
@@ -153,11 +153,11 @@ def test_cpu_batch_fills_the_budget_when_the_patch_is_clipped_to_the_image():
     plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu", cpu_gflops_per_iteration=5))
     two_d = plans.configurations["2d"]
     assert two_d.patch_size == [64, 64]  # the whole slice
-    per_sample = training_flops(two_d.topology, two_d.patch_size, 1, 3, 1)
+    per_sample = training_flops(two_d.topology, two_d.patch_size, 1, 3).at(1)
     cover = round(0.05 * 6 * 40 * 64 * 64 / (64 * 64))  # ≤ 5% of the dataset per batch
     assert two_d.batch_size == min(int(5e9 // per_sample), cover) > 2
     full = plans.configurations["3d_fullres"]
-    assert training_flops(full.topology, full.patch_size, 1, 3, full.batch_size) <= 5e9
+    assert training_flops(full.topology, full.patch_size, 1, 3).at(full.batch_size) <= 5e9
 
 
 def test_cpu_plan_with_a_fixed_patch_narrows_the_network_to_the_budget():
@@ -166,7 +166,7 @@ def test_cpu_plan_with_a_fixed_patch_narrows_the_network_to_the_budget():
     full = plan_dataset(fp, _info(), opts).configurations["3d_fullres"]
     assert full.patch_size == [128, 64, 64]  # the user's patch is kept
     assert full.topology.features_per_stage[0] < 8
-    flops = training_flops(full.topology, full.patch_size, 1, 3, 2)
+    flops = training_flops(full.topology, full.patch_size, 1, 3).at(2)
     n = len(full.topology.features_per_stage)
     base = full.topology.features_per_stage[0]
     wider = full.topology.model_copy(
@@ -174,7 +174,7 @@ def test_cpu_plan_with_a_fixed_patch_narrows_the_network_to_the_budget():
     )
     # the narrowest width at or above 4 that meets the budget, or 4 when none does
     assert flops <= 5e9 or full.topology.features_per_stage[0] == 4
-    assert training_flops(wider, full.patch_size, 1, 3, 2) > 5e9
+    assert training_flops(wider, full.patch_size, 1, 3).at(2) > 5e9
     assert "narrowed" in full.explanations["patch_size"]
     user = plan_dataset(fp, _info(), opts.model_copy(update={"base_features": 8}))
     assert user.configurations["3d_fullres"].topology.features_per_stage[0] == 8
@@ -192,16 +192,16 @@ def test_cpu_lowres_holds_the_whole_median_image_within_its_budget(monkeypatch):
         # the whole image in one patch (nnU-Net's lowres stops at a quarter); the plan's
         # median shape is rounded, the patch reaches its whole voxels
         assert all(p >= m - 1 for p, m in zip(low.patch_size, low.median_shape, strict=True))
-        flops = training_flops(low.topology, low.patch_size, 1, 3, 2)
+        flops = training_flops(low.topology, low.patch_size, 1, 3).at(2)
         assert budget / 2 < flops <= budget  # the budget is used, not exceeded
         assert low.topology.features_per_stage[0] == 8
         assert all(a > b for a, b in zip(low.spacing, full.spacing, strict=True))
         # full resolution keeps the base budget
-        assert training_flops(full.topology, full.patch_size, 1, 3, 2) <= 5e9
+        assert training_flops(full.topology, full.patch_size, 1, 3).at(2) <= 5e9
         assert "whole median image" in plans.explanations["3d_lowres"]
     opts = PlannerOptions(device="cpu", cpu_lowres_gflops_per_iteration=5)
     narrow = plan_dataset(fp, _info(), opts).configurations["3d_lowres"]
-    assert 2.5e9 < training_flops(narrow.topology, narrow.patch_size, 1, 3, 2) <= 5e9
+    assert 2.5e9 < training_flops(narrow.topology, narrow.patch_size, 1, 3).at(2) <= 5e9
     assert math.prod(low.median_shape) > 1.5 * math.prod(narrow.median_shape)  # finer
     # a GPU plan keeps nnU-Net's quarter
     gpu = plan_dataset(
@@ -226,7 +226,7 @@ def test_cpu_lowres_budget_follows_a_short_training_time(monkeypatch):
     fp = _fingerprint([(48, 96, 96)] * 4, [(2.5, 0.8, 0.8)] * 4)
     short = plan_dataset(fp, _info(), PlannerOptions(device="cpu", training_seconds=full / 2))
     low = short.configurations["3d_lowres"]
-    assert 5e9 < training_flops(low.topology, low.patch_size, 1, 3, 2) <= 10e9
+    assert 5e9 < training_flops(low.topology, low.patch_size, 1, 3).at(2) <= 10e9
     assert "scaled by the training time" in short.explanations["3d_lowres"]
 
 

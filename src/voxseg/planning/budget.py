@@ -186,7 +186,9 @@ class GpuStrategy(DeviceStrategy):
     gpu_memory_gb: float = 8.0
 
     def cost(self, topo: Topology, patch: list[int], channels: Channels) -> float:
-        return memory.gpu_training_bytes(topo, patch, channels.inputs, channels.outputs, MIN_BATCH)
+        return memory.gpu_training_bytes(topo, patch, channels.inputs, channels.outputs).at(
+            MIN_BATCH
+        )
 
     @property
     def limit(self) -> float:
@@ -196,10 +198,8 @@ class GpuStrategy(DeviceStrategy):
         return f"estimated GPU memory at batch {MIN_BATCH} ≤ {self.gpu_memory_gb:g} GB"
 
     def batch_fit(self, topo: Topology, patch: list[int], channels: Channels) -> tuple[int, str]:
-        one = memory.gpu_training_bytes(topo, patch, channels.inputs, channels.outputs, 1)
-        two = memory.gpu_training_bytes(topo, patch, channels.inputs, channels.outputs, 2)
-        per_sample = two - one
-        fit = int((self.limit - (one - per_sample)) // per_sample)
+        need = memory.gpu_training_bytes(topo, patch, channels.inputs, channels.outputs)
+        fit = int((self.limit - need.fixed) // need.per_sample)
         return fit, f"as many as fit the memory budget ({fit})"
 
     def lowres(self) -> tuple[DeviceStrategy, float, str]:
@@ -217,7 +217,7 @@ class CpuStrategy(DeviceStrategy):
     fixed_width: bool = False
 
     def cost(self, topo: Topology, patch: list[int], channels: Channels) -> float:
-        return memory.training_flops(topo, patch, channels.inputs, channels.outputs, MIN_BATCH)
+        return memory.training_flops(topo, patch, channels.inputs, channels.outputs).at(MIN_BATCH)
 
     @property
     def limit(self) -> float:
@@ -227,7 +227,9 @@ class CpuStrategy(DeviceStrategy):
         return f"training FLOPs per iteration at batch {MIN_BATCH} ≤ {self.gflops:g} GFLOP"
 
     def batch_fit(self, topo: Topology, patch: list[int], channels: Channels) -> tuple[int, str]:
-        per_sample = memory.training_flops(topo, patch, channels.inputs, channels.outputs, 1)
+        per_sample = memory.training_flops(
+            topo, patch, channels.inputs, channels.outputs
+        ).per_sample
         fit = int(self.limit // per_sample) if per_sample > 0 else MIN_BATCH
         return fit, (
             f"as many as fit the per-iteration budget of {self.gflops:g} GFLOP ({fit}; a patch "

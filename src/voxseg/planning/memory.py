@@ -76,20 +76,27 @@ def num_parameters(topology: Topology, in_channels: int, num_classes: int) -> in
     return int(total)
 
 
+@dataclass(frozen=True)
+class BatchCost:
+    """What one training iteration costs at batch size ``b``: ``fixed + b × per_sample``."""
+
+    fixed: float
+    per_sample: float
+
+    def at(self, batch_size: int) -> float:
+        return self.fixed + batch_size * self.per_sample
+
+
 def gpu_training_bytes(
-    topology: Topology,
-    patch_size: Sequence[int],
-    in_channels: int,
-    num_classes: int,
-    batch_size: int,
-) -> float:
-    """Estimated GPU memory of one mixed-precision training step (module docstring)."""
+    topology: Topology, patch_size: Sequence[int], in_channels: int, num_classes: int
+) -> BatchCost:
+    """Estimated GPU memory of one mixed-precision training step (module docstring): the
+    activations per sample, the parameters' state and the CUDA context once."""
     act = activation_elements(topology, patch_size, in_channels, num_classes)
     params = num_parameters(topology, in_channels, num_classes)
-    return (
-        GPU_OVERHEAD * batch_size * act * AMP_BYTES
-        + BYTES_PER_PARAMETER * params
-        + CUDA_CONTEXT_BYTES
+    return BatchCost(
+        fixed=BYTES_PER_PARAMETER * params + CUDA_CONTEXT_BYTES,
+        per_sample=GPU_OVERHEAD * act * AMP_BYTES,
     )
 
 
@@ -115,14 +122,11 @@ def forward_flops(
 
 
 def training_flops(
-    topology: Topology,
-    patch_size: Sequence[int],
-    in_channels: int,
-    num_classes: int,
-    batch_size: int,
-) -> float:
-    """FLOPs of one training iteration: forward + backward ≈ 3 × forward, times the batch."""
-    return 3.0 * batch_size * forward_flops(topology, patch_size, in_channels, num_classes)
+    topology: Topology, patch_size: Sequence[int], in_channels: int, num_classes: int
+) -> BatchCost:
+    """FLOPs of one training iteration: forward + backward ≈ 3 × forward, per sample."""
+    forward = forward_flops(topology, patch_size, in_channels, num_classes)
+    return BatchCost(fixed=0.0, per_sample=3.0 * forward)
 
 
 @dataclass(frozen=True)

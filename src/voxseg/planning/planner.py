@@ -501,10 +501,10 @@ class _Sizer:
             topology=topo,
             data_from=name,
             estimated_gpu_memory_gb=round(
-                gpu_training_bytes(topo, patch, n_in, n_out, batch) / 1024**3, 2
+                gpu_training_bytes(topo, patch, n_in, n_out).at(batch) / 1024**3, 2
             ),
             estimated_training_gflops=round(
-                training_flops(topo, patch, n_in, n_out, batch) / 1e9, 2
+                training_flops(topo, patch, n_in, n_out).at(batch) / 1e9, 2
             ),
             explanations=ex,
         )
