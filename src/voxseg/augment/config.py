@@ -100,25 +100,25 @@ class BlurConfig(_Section):
     in_plane_only: bool = False
 
 
-class BrightnessConfig(_Section):
+class _FactorConfig(_Section):
+    """A factor drawn from ``range`` per sample, shared by its channels or not
+    (batchgeneratorsv2's defaults for brightness and contrast)."""
+
+    p: float = 0.15
+    range: Range = (0.75, 1.25)
+    sampling: Sampling = "split_at_one"
+    p_per_channel: float = 1.0
+    synchronize_channels: bool = False
+
+
+class BrightnessConfig(_FactorConfig):
     """Multiply the intensities by a random factor."""
 
-    p: float = 0.15
-    range: Range = (0.75, 1.25)
-    sampling: Sampling = "split_at_one"
-    p_per_channel: float = 1.0
-    synchronize_channels: bool = False
 
-
-class ContrastConfig(_Section):
+class ContrastConfig(_FactorConfig):
     """Scale intensities around their mean; ``preserve_range`` clips to the old min/max."""
 
-    p: float = 0.15
-    range: Range = (0.75, 1.25)
-    sampling: Sampling = "split_at_one"
     preserve_range: bool = True
-    p_per_channel: float = 1.0
-    synchronize_channels: bool = False
 
 
 class LowResolutionConfig(_Section):

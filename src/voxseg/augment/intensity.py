@@ -20,16 +20,23 @@ def _per_row(values: Tensor, b: int, c: int) -> Tensor:
     return values.expand(b, c).reshape(b * c)
 
 
-@AUGMENTATIONS.register("brightness")
-class Brightness(RowTransform):
-    """Multiply a channel by a factor from ``range``."""
+class _FactorTransform(RowTransform):
+    """Draws a ``[b, c]`` factor from ``range``: one per sample with
+    ``synchronize_channels``, else one per channel."""
 
-    config: BrightnessConfig
+    config: BrightnessConfig | ContrastConfig
 
     def draw(self, b: int, c: int, generator: torch.Generator, device: torch.device) -> Tensor:
         cfg = self.config
         shape = (b, 1 if cfg.synchronize_channels else c)
         return rnd.factor(shape, *cfg.range, cfg.sampling, generator, device).expand(b, c)
+
+
+@AUGMENTATIONS.register("brightness")
+class Brightness(_FactorTransform):
+    """Multiply a channel by a factor from ``range``."""
+
+    config: BrightnessConfig
 
     def apply(
         self, image: Tensor, mask: Tensor, rows: Tensor, factor: Tensor, generator: torch.Generator
@@ -40,15 +47,10 @@ class Brightness(RowTransform):
 
 
 @AUGMENTATIONS.register("contrast")
-class Contrast(RowTransform):
+class Contrast(_FactorTransform):
     """``x -> (x - mean) * f + mean`` per channel, clipped to the old range if asked."""
 
     config: ContrastConfig
-
-    def draw(self, b: int, c: int, generator: torch.Generator, device: torch.device) -> Tensor:
-        cfg = self.config
-        shape = (b, 1 if cfg.synchronize_channels else c)
-        return rnd.factor(shape, *cfg.range, cfg.sampling, generator, device)
 
     def apply(
         self, image: Tensor, mask: Tensor, rows: Tensor, factor: Tensor, generator: torch.Generator
