@@ -165,3 +165,5 @@ def _report_error(exc: VoxsegError) -> None:
 HomeOption = typer.Option(
     None, "--home", help="Workspace root (default: $VOXSEG_HOME, else ./voxseg_home)."
 )
+#: where a prediction runs (``voxseg predict``, ``auto``, ``pipeline predict/evaluate``)
+DeviceOption = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps.")

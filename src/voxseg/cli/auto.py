@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from voxseg.cli._app import HomeOption, app, console, user_errors
+from voxseg.cli._app import DeviceOption, HomeOption, app, console, user_errors
 
 
 @app.command()
@@ -14,7 +14,7 @@ def auto(
     time_budget: str = typer.Option(
         ..., "--time-budget", "-t", help="Everything within this long: 90s, 20m, 2h, 1h30m."
     ),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    device: str = DeviceOption,
     num_processes: int | None = typer.Option(
         None, "--num-processes", "-p", help="Processes for checking and preprocessing."
     ),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from voxseg.cli._app import HomeOption, app, console, user_errors
+from voxseg.cli._app import DeviceOption, HomeOption, app, console, user_errors
 from voxseg.cli._series import SeriesOption, SeriesUidOption, series_selectors
 
 pipeline_app = typer.Typer(
@@ -16,6 +16,11 @@ pipeline_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(pipeline_app, name="pipeline")
+
+#: ``pipeline predict`` and ``pipeline evaluate``: override every stage's own TTA setting
+StageTtaOption = typer.Option(
+    None, "--tta/--no-tta", help="Mirror test-time augmentation (default: each stage's)."
+)
 
 
 def _dataset(dataset: str, home: str | None) -> Path:
@@ -106,10 +111,8 @@ def predict(
     pipeline: Path = typer.Argument(..., help="Pipeline folder."),
     inputs: Path = typer.Argument(..., help="An image, or a folder of images."),
     output: Path = typer.Argument(..., help="Output folder."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
-    tta: bool | None = typer.Option(
-        None, "--tta/--no-tta", help="Mirror test-time augmentation (default: each stage's)."
-    ),
+    device: str = DeviceOption,
+    tta: bool | None = StageTtaOption,
     save_stages: bool = typer.Option(False, "--save-stages", help="Also write stage outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo finished cases."),
     seeds: Path | None = typer.Option(
@@ -157,10 +160,8 @@ def evaluate(
     dataset: str = typer.Argument(..., help="Dataset with labelled held-out cases."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Default: PIPELINE/eval."),
     split: str = typer.Option("Ts", help="Ts (imagesTs/labelsTs) or Tr."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
-    tta: bool | None = typer.Option(
-        None, "--tta/--no-tta", help="Mirror test-time augmentation (default: each stage's)."
-    ),
+    device: str = DeviceOption,
+    tta: bool | None = StageTtaOption,
     home: str | None = HomeOption,
 ) -> None:
     """Predict held-out cases end to end; Dice per label, lesion-wise detection, time."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from voxseg.cli._app import app, console, err_console, user_errors
+from voxseg.cli._app import DeviceOption, app, console, err_console, user_errors
 from voxseg.cli._folds import collect_folds
 from voxseg.cli._series import SeriesOption, SeriesUidOption, series_selectors
 from voxseg.errors import VoxsegError
@@ -35,7 +35,7 @@ def predict(
         None, "--folds", help="Folds to ensemble: --folds 0 1 2 3 4 (default: every trained fold)."
     ),
     checkpoint: str = typer.Option("final", help="final, best or last."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    device: str = DeviceOption,
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Flip test-time augmentation (default: the model's setting)."
     ),
