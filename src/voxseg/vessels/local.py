@@ -58,15 +58,16 @@ class LocalResult:
 
 @dataclass(frozen=True)
 class LocalSettings:
-    """The constants of the local analysis (see :class:`voxseg.vessels.TracingConfig`)."""
+    """The constants of the local analysis: the fields of the same names of
+    :class:`voxseg.vessels.TracingConfig` (their defaults and meaning)."""
 
-    threshold: float = 0.5
-    centre_tolerance: float = 1.0
-    min_cap_voxels: int = 3
-    next_point_fraction: float = 0.8
-    max_angle_deg: float = 135.0
-    path_penalty_scale: float = 1000.0
-    path_penalty_exponent: float = 8.0
+    threshold: float
+    centre_tolerance: float
+    min_cap_voxels: int
+    next_point_fraction: float
+    max_angle_deg: float
+    path_penalty_scale: float
+    path_penalty_exponent: float
 
 
 def analyse(
