@@ -58,6 +58,15 @@ def voxel_measure(shape: Sequence[int], spacing: Sequence[float]) -> float:
     return float(np.prod(spacing))
 
 
+def _mask_pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks as booleans; an error when their shapes differ."""
+    pred = np.asarray(pred, dtype=bool)
+    ref = np.asarray(ref, dtype=bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference {ref.shape}")
+    return pred, ref
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else float("nan")
 
@@ -157,10 +166,7 @@ def binary_metrics(
 ) -> dict:
     """Every metric of :data:`ALL_METRICS` for one class or region (``surface=False``: no
     distances, the surface metrics are left out)."""
-    pred = np.asarray(pred, dtype=bool)
-    ref = np.asarray(ref, dtype=bool)
-    if pred.shape != ref.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from reference {ref.shape}")
+    pred, ref = _mask_pair(pred, ref)
     out = overlap_metrics(pred, ref, spacing)
     if surface:
         out.update(surface_metrics(pred, ref, spacing, nsd_tolerance_mm, threads))
@@ -202,10 +208,7 @@ def lesion_detection(
     sensitivity without reference lesions, precision without predicted lesions, F1 when both
     are NaN; F1 is 0 when one of them is 0.
     """
-    pred = np.asarray(pred, dtype=bool)
-    ref = np.asarray(ref, dtype=bool)
-    if pred.shape != ref.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from reference {ref.shape}")
+    pred, ref = _mask_pair(pred, ref)
     vox = voxel_measure(ref.shape, spacing)
     ref_cc, ref_sizes = _components(ref, connectivity, min_volume_mm3 / vox)
     pred_cc, pred_sizes = _components(pred, connectivity, min_volume_mm3 / vox)
