@@ -193,19 +193,11 @@ def import_ovseg(
     """ovseg images/ + labels/ → raw dataset (4D images split into channels)."""
     from voxseg.data.importers import import_ovseg as run
 
-    request = _import_request(
-        "ovseg", [raw], out, overwrite, channel_names=channel_names, labels=labels
-    )
+    options = {"channel_names": channel_names or None, "labels": _parse_labels(labels)}
+    request = _import_request("ovseg", [raw], out, overwrite, **options)
     if request is None:
         return
-    out = run(
-        raw,
-        out,
-        channel_names=channel_names or None,
-        labels=_parse_labels(labels),
-        overwrite=overwrite,
-        num_processes=num_processes,
-    )
+    out = run(raw, out, **options, overwrite=overwrite, num_processes=num_processes)
     _finish_import(out, None, request)
 
 
@@ -228,28 +220,16 @@ def import_folder2d(
     """2D images + masks → raw dataset; mask values map to consecutive labels 0..K."""
     from voxseg.data.importers import import_folder2d as run
 
-    request = _import_request(
-        "folder2d",
-        [images, masks],
-        out,
-        overwrite,
-        format=fmt,
-        test_fraction=test_fraction,
-        seed=seed,
-        label_names=label_names,
-    )
+    options = {
+        "file_format": fmt,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "label_names": label_names or None,
+    }
+    request = _import_request("folder2d", [images, masks], out, overwrite, **options)
     if request is None:
         return
-    out, mapping = run(
-        images,
-        masks,
-        out,
-        file_format=fmt,
-        test_fraction=test_fraction,
-        seed=seed,
-        label_names=label_names or None,
-        overwrite=overwrite,
-    )
+    out, mapping = run(images, masks, out, **options, overwrite=overwrite)
     shown = ", ".join(f"{k} → {v}" for k, v in mapping.items())
     console.print(f"mask values mapped to labels: {shown}", highlight=False)
     _finish_import(out, None, request)
@@ -273,26 +253,15 @@ def import_seqseg(
     """SeqSeg images/ + truths/ + centerlines/ (+ seeds/) → raw dataset with centerlines."""
     from voxseg.data.importers import import_seqseg as run
 
-    request = _import_request(
-        "seqseg",
-        [data],
-        out,
-        overwrite,
-        channel_name=channel_name,
-        label_name=label_name,
-        check_alignment=check_alignment,
-    )
+    options = {
+        "channel_name": channel_name,
+        "label_name": label_name,
+        "check_alignment": check_alignment,
+    }
+    request = _import_request("seqseg", [data], out, overwrite, **options)
     if request is None:
         return
-    out = run(
-        data,
-        out,
-        channel_name=channel_name,
-        label_name=label_name,
-        check_alignment=check_alignment,
-        overwrite=overwrite,
-        num_processes=num_processes,
-    )
+    out = run(data, out, **options, overwrite=overwrite, num_processes=num_processes)
     _finish_import(out, None, request)
 
 
@@ -339,36 +308,19 @@ def import_dicom(
     """DICOM archive with RTSTRUCT or DICOM-SEG (PACS/TPS export) → raw dataset."""
     from voxseg.data.importers import import_dicom as run
 
-    request = _import_request(
-        "dicom",
-        [src],
-        out,
-        overwrite,
-        roi=roi,
-        modality=modality,
-        channels=channel,
-        overlap=overlap,
-        allow_missing=allow_missing,
-        resample_uneven=resample_uneven,
-        index=index,
-        series_uids=series_uid,
-    )
+    options = {
+        "modality": modality,
+        "channels": channel or (),
+        "overlap": overlap,
+        "allow_missing": allow_missing,
+        "resample_uneven": resample_uneven,
+        "index": index,
+        "series_uids": series_uid or (),
+    }
+    request = _import_request("dicom", [src], out, overwrite, roi=roi, **options)
     if request is None:
         return
-    report = run(
-        src,
-        out,
-        roi,
-        modality=modality,
-        channels=channel or (),
-        overlap=overlap,
-        allow_missing=allow_missing,
-        resample_uneven=resample_uneven,
-        index=index,
-        overwrite=overwrite,
-        num_processes=num_processes,
-        series_uids=series_uid or (),
-    )
+    report = run(src, out, roi, **options, overwrite=overwrite, num_processes=num_processes)
     for w in report.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     for d in report.skipped:

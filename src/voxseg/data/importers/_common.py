@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from voxseg.config import write_json
-from voxseg.data.check import unique_values
+from voxseg.data.check import CACHE_NAME, unique_values
 from voxseg.data.dataset import DATASET_FOLDERS
 from voxseg.errors import VoxsegError
 from voxseg.io import Image, write_image
@@ -25,19 +25,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: What an importer writes into its output folder (removed by ``overwrite=True``).
-OUTPUT_ENTRIES = (
-    "dataset.json",
-    *DATASET_FOLDERS,
-    "splits.json",
-    ".voxseg_check.json",
-    ".voxseg_import.json",
-)
-
 #: Written by an import command once its output is complete and checked: the request it
 #: answered (importer, sources, options). The same command run again finds it and has
 #: nothing to do, so an import killed while it was exiting still reruns with exit 0.
 IMPORT_STAMP = ".voxseg_import.json"
+
+#: What an importer writes into its output folder (removed by ``overwrite=True``).
+OUTPUT_ENTRIES = ("dataset.json", *DATASET_FOLDERS, "splits.json", CACHE_NAME, IMPORT_STAMP)
 
 
 #: Marks an output folder while an importer writes it (removed by :func:`finish_output`): a
