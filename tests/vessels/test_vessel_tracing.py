@@ -312,3 +312,28 @@ def test_block_assembly_matches_a_dense_running_average(rng):
     outside[region.slices] = False
     assert not weight[outside].any()  # every voxel a box reached lies in the region
     np.testing.assert_allclose(asm.probabilities(region), ref[region.slices], atol=1e-5)
+
+
+def test_written_outputs_hold_the_trace_on_the_image_grid(tubes, tmp_path):
+    """The files are written from the traced region only; read back (SimpleITK) they hold
+    the whole-grid segmentation and probabilities, on the image's grid."""
+    from voxseg.io import read_image
+
+    g = _grid(shape=(64, 80, 80), direction=tubes.oblique(10))
+    a, b = _at(g, (-10, 20, 20)), _at(g, (40, 20, 20))
+    ref = [(np.linspace(a, b, 50), np.full(50, 2.0))]
+    image, truth = _setup(tubes, g, ref)
+    seed = Seed(_at(g, (10, 20, 20)), 2.0, g.direction_matrix[:, 0])
+    result = trace(image, [seed], OracleSegmenter(truth), TracingConfig(both_ways=False))
+    assert result.region is not None and np.prod(result.region.size) < np.prod(g.shape)
+    result.write(tmp_path / "out", image=image)
+    result.write_labels(tmp_path / "labels.nii.gz", value=3)
+    seg = read_image(tmp_path / "out" / "segmentation.nii.gz")
+    prob = read_image(tmp_path / "out" / "probabilities.nii.gz")
+    labels = read_image(tmp_path / "labels.nii.gz")
+    for written in (seg, prob, labels):
+        assert written.geometry.is_close(g)
+    np.testing.assert_array_equal(seg.array, result.segmentation.array)
+    np.testing.assert_array_equal(prob.array, result.probabilities.array)
+    np.testing.assert_array_equal(labels.array, (result.segmentation.array > 0) * 3)
+    assert _dice(seg.array > 0, truth.array > 0) > 0.9

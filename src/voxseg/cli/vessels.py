@@ -120,7 +120,7 @@ def trace(
 
     from voxseg.cli._app import err_console
     from voxseg.config import apply_overrides
-    from voxseg.io import Image, file_ending, read_image
+    from voxseg.io import Image, file_ending, read_image, read_image_on_disk
     from voxseg.pipelines.vessels import check_trace, tracing_predictor
     from voxseg.progress import note_step
     from voxseg.vessels import OracleSegmenter, PredictorSegmenter, TracingConfig, read_seeds
@@ -131,14 +131,18 @@ def trace(
         raise VoxsegError("give exactly one of --model (a trained local model) or --oracle")
     config = apply_overrides(TracingConfig(), overrides)
     seed_list = read_seeds(seeds, case=case, radius=seed_radius)
-    channels = [read_image(p) for p in images]
-    first = channels[0]
-    image = Image(
-        np.stack([c.array for c in channels]).astype(np.float32),
-        first.spacing,
-        first.origin,
-        first.direction,
-    )
+    if len(images) == 1:  # the tracer reads the boxes it visits: the voxels stay on disk
+        output.mkdir(parents=True, exist_ok=True)
+        image = read_image_on_disk(images[0], output)
+    else:
+        channels = [read_image(p) for p in images]
+        first = channels[0]
+        image = Image(
+            np.stack([c.array for c in channels]).astype(np.float32),
+            first.spacing,
+            first.origin,
+            first.direction,
+        )
     if oracle is not None:
         segmenter = OracleSegmenter(read_image(oracle))
     else:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from voxseg.errors import VoxsegError
-from voxseg.io import Image, file_ending, read_image, write_image
+from voxseg.io import Image, file_ending, read_image, read_image_on_disk, write_image
 from voxseg.io.dicom import (
     DicomHeader,
     DicomSeries,
@@ -64,9 +64,14 @@ class CaseInput:
         series = assemble_series(headers, source=str(folder))
         return read_series_pixels(series), series
 
-    def read(self) -> Image:
+    def read(self, on_disk: Path | None = None) -> Image:
+        """The case's image; ``on_disk`` (a scratch folder): a single NIfTI file keeps its
+        voxels on disk there (:func:`voxseg.io.read_image_on_disk`), for readers of small
+        parts of a large image."""
         if self.is_dicom:
             return self.read_dicom()[0]
+        if on_disk is not None and len(self.paths) == 1:
+            return read_image_on_disk(self.paths[0], on_disk)
         images = [read_image(p) for p in self.paths]
         if len(images) == 1:
             return images[0]

@@ -1,6 +1,12 @@
 """Image and mesh I/O that keeps geometry (see :mod:`voxseg.io.image` for the axis order)."""
 
-from voxseg.io.formats import file_ending, read_image, write_image
+from voxseg.io.formats import (
+    file_ending,
+    read_image,
+    read_image_on_disk,
+    write_image,
+    write_image_region,
+)
 from voxseg.io.image import (
     PSEUDO_3D_SPACING,
     Geometry,
@@ -9,6 +15,7 @@ from voxseg.io.image import (
     identity_direction,
     to_sitk,
 )
+from voxseg.io.nifti import max_projection, release_pages
 
 _VTP_NAMES = ("PolyData", "mask_to_surface", "read_vtp", "write_stl", "write_vtp")
 
@@ -31,10 +38,14 @@ __all__ = [
     "from_sitk",
     "identity_direction",
     "mask_to_surface",
+    "max_projection",
     "read_image",
+    "read_image_on_disk",
     "read_vtp",
+    "release_pages",
     "to_sitk",
     "write_image",
+    "write_image_region",
     "write_stl",
     "write_vtp",
 ]

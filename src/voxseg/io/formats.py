@@ -37,8 +37,8 @@ import SimpleITK as sitk
 from voxseg.errors import VoxsegError
 from voxseg.io.gz import gzip_file
 from voxseg.io.header import DAMAGED, check_claimed_size, read_header, require_memory
-from voxseg.io.image import PSEUDO_3D_SPACING, Image, from_sitk, to_sitk
-from voxseg.io.nifti import read_nifti_gz
+from voxseg.io.image import PSEUDO_3D_SPACING, Geometry, Image, from_sitk, to_sitk
+from voxseg.io.nifti import map_nifti, read_nifti_gz, write_nifti_region
 
 VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 NATURAL_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -138,6 +138,47 @@ def write_image(
             plain.unlink()
         else:
             sitk.WriteImage(img, str(tmp / path.name), useCompression=compress)
+        _check_written(tmp / path.name, path)
+    return path
+
+
+def read_image_on_disk(path: str | os.PathLike[str], scratch: str | os.PathLike[str]) -> Image:
+    """:func:`read_image` for a reader that looks at small parts of a large image (a tracer
+    following a vessel through a whole-body CT): a plain 3D NIfTI keeps its voxels on disk
+    (a read-only memory map; a ``.nii.gz`` is inflated once into an unnamed temporary file in
+    the folder ``scratch``, see :func:`voxseg.io.nifti.map_nifti`), so only the parts read
+    use memory. Any other file, or a scratch disk without room for the voxels, is read whole
+    as :func:`read_image` reads it."""
+    path = Path(path)
+    if not path.is_file() or file_ending(path) not in (".nii", ".nii.gz"):
+        return read_image(path)
+    header = read_header(path)
+    check_claimed_size(header)
+    if shutil.disk_usage(scratch).free < 2 * header.nbytes:
+        return read_image(path)
+    if file_ending(path) == ".nii":
+        _check_nifti_complete(path)
+    mapped = map_nifti(path, scratch)
+    return mapped if mapped is not None else read_image(path)
+
+
+def write_image_region(
+    path: str | os.PathLike[str], geometry: Geometry, block: np.ndarray, lo: Sequence[int]
+) -> Path:
+    """Write the image of the grid ``geometry`` that holds ``block`` (``[z, y, x]``) at index
+    ``lo`` and zeros elsewhere (a label map whose labels lie in one box), atomically. A NIfTI
+    is written slab by slab (:func:`voxseg.io.nifti.write_nifti_region`), so the whole grid
+    is never in memory; other formats are written whole by :func:`write_image`."""
+    path = Path(path)
+    block = np.asarray(block)
+    if block.dtype == np.bool_:
+        block = block.astype(np.uint8)
+    if file_ending(path) not in (".nii", ".nii.gz"):
+        full = np.zeros(geometry.shape, block.dtype)
+        full[tuple(slice(a, a + n) for a, n in zip(lo, block.shape, strict=True))] = block
+        return write_image(Image.from_geometry(full, geometry), path)
+    with _atomic_dir(path) as tmp:
+        write_nifti_region(tmp / path.name, geometry, block, lo)
         _check_written(tmp / path.name, path)
     return path
 

@@ -31,6 +31,9 @@ except ImportError:  # optional: callers fall back to their zlib readers
 
 #: Bytes inflated (and compressed bytes fed) per step.
 CHUNK = 1 << 20
+#: Compressed bytes read between two releases of the mapping's pages (``madvise``).
+_RELEASE_EVERY = 16 * CHUNK
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -57,6 +60,7 @@ class GzipInflater:
                 raise EOFError(f"{self.path}: empty file")
             self._data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self._fed = 0  # compressed bytes handed to the decompressors so far
+        self._released = 0  # bytes of the mapping dropped from resident memory so far
         self._member = self._new_member()
         self._done = False
 
@@ -76,6 +80,7 @@ class GzipInflater:
                 continue
             data = b""
             if d.needs_input:
+                self._release_read()
                 data = self._data[self._fed : self._fed + CHUNK]
                 self._fed += len(data)
                 if not len(data):
@@ -87,6 +92,17 @@ class GzipInflater:
             if out:
                 return out
         return b""
+
+    def _release_read(self) -> None:
+        """Drop the compressed bytes already fed from this process's mapping (they stay in the
+        page cache): a large file read through does not hold the whole compressed stream in
+        resident memory beside its output."""
+        if _MADV_DONTNEED is None:
+            return
+        done = (self._fed // mmap.PAGESIZE) * mmap.PAGESIZE
+        if done - self._released >= _RELEASE_EVERY:
+            self._data.madvise(_MADV_DONTNEED, 0, done)
+            self._released = done
 
     def read(self, n: int) -> bytes:
         """The next ``n`` decompressed bytes (fewer at the end of the stream)."""
@@ -148,15 +164,19 @@ def gzip_file(
     python-isal is missing). Not atomic: callers write into a temporary folder, as
     :func:`voxseg.io.formats.write_image` does."""
     dst = Path(dst)
-    # no time stamp and no name in the header: the same bytes in give the same file out
-    make = igzip.IGzipFile if igzip is not None else gzip.GzipFile
-    with open(src, "rb") as f, open(dst, "wb") as raw:
-        with make(
-            filename="", mode="wb", fileobj=raw, mtime=0,
-            compresslevel=level if igzip is not None else 1,
-        ) as g:  # fmt: skip
-            shutil.copyfileobj(f, g, 4 * CHUNK)
+    with open(src, "rb") as f, open(dst, "wb") as raw, gzip_writer(raw, level) as g:
+        shutil.copyfileobj(f, g, 4 * CHUNK)
     return dst
+
+
+def gzip_writer(raw: IO[bytes], level: int = FAST_LEVEL) -> IO[bytes]:
+    """A gzip writer into the open binary file ``raw``: ISA-L at ``level`` (zlib at level 1
+    when python-isal is missing), with no time stamp and no name in the header, so the same
+    bytes in give the same file out. Use as a context manager; closing it leaves ``raw``
+    open."""
+    if igzip is not None:
+        return igzip.IGzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level)
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1)
 
 
 def open_gzip(path: str | os.PathLike[str]) -> IO[bytes]:

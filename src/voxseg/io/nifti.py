@@ -12,16 +12,26 @@ Analyze, big-endian, a damaged stream) is left to SimpleITK: :func:`read_nifti_g
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
+import tempfile
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from voxseg.io.gz import GzipInflater, isal_available
-from voxseg.io.image import Geometry, Image, ItkHeader, from_itk_array, sitk_geometry
+from voxseg.io.gz import CHUNK, GzipInflater, gzip_writer, isal_available
+from voxseg.io.image import (
+    Geometry,
+    Image,
+    ItkHeader,
+    from_itk_array,
+    sitk_geometry,
+    to_sitk,
+)
 
 #: NIfTI-1 ``datatype`` codes of scalar types → NumPy (little-endian).
 _NIFTI_DTYPES = {
@@ -176,3 +186,143 @@ def read_nifti_gz_rows(
         return None
     geometry, _ = sitk_geometry(ItkHeader.of(plain.reader))
     return geometry, array.astype(array.dtype.newbyteorder("="), copy=False)
+
+
+# --------------------------------------------------------------------------- large grids
+# A tracer, a viewer or a crop reads a small part of a clinical-size image, and writes a
+# label map whose non-zero part is small. These keep the voxels of the image on disk and
+# write the label map slab by slab, so neither is ever whole in memory.
+
+#: Slices written per slab by :func:`write_nifti_region`.
+_SLAB = 16
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def map_nifti(path: str | os.PathLike[str], scratch: str | os.PathLike[str]) -> Image | None:
+    """The image of a plain 3D NIfTI whose voxels stay on disk: a read-only ``np.memmap``
+    (a ``.nii`` mapped where it is; a ``.nii.gz`` inflated once, one megabyte at a time, into
+    an unnamed temporary file in the folder ``scratch``, which the system removes when the
+    array is gone). Only the parts a caller reads become resident memory, and
+    :func:`release_pages` gives them back. ``None`` for anything else (the caller reads it
+    whole, as :func:`voxseg.io.read_image`)."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".nii"):
+        return _map_plain_nii(path)
+    if not name.endswith(".nii.gz"):
+        return None
+    try:
+        plain = _PlainNifti.open(path)
+        if plain is None:
+            return None
+        with plain.stream:
+            if plain.reader.GetDimension() != 3:
+                return None
+            nbytes = int(np.prod(plain.size, dtype=np.int64)) * plain.dtype.itemsize
+            scratch_file = tempfile.TemporaryFile(dir=scratch)
+            buffer = np.empty(CHUNK, np.uint8)
+            left = nbytes
+            while left:
+                got = plain.stream.readinto(buffer[: min(CHUNK, left)])
+                if not got:
+                    return None  # cut short
+                scratch_file.write(memoryview(buffer)[:got])
+                left -= got
+            if plain.stream.skip(1):  # to the end: the trailer's checksum is checked
+                return None
+            scratch_file.flush()
+            array = np.memmap(scratch_file, plain.dtype, "r", shape=tuple(reversed(plain.size)))
+    except (OSError, EOFError, RuntimeError):
+        return None
+    return plain.image(array)
+
+
+def _map_plain_nii(path: Path) -> Image | None:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        with open(path, "rb") as f:
+            layout = _plain_layout(f.read(_HEADER_BYTES))
+    except (OSError, RuntimeError):
+        return None
+    size = [int(s) for s in reader.GetSize()]
+    if layout is None or reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        return None
+    dtype, offset, voxels = layout
+    if dtype != np.dtype(_SITK_DTYPES.get(reader.GetPixelID(), "V1")):
+        return None
+    if voxels != int(np.prod(size)) or path.stat().st_size < offset + voxels * dtype.itemsize:
+        return None
+    array = np.memmap(path, dtype, "r", offset=offset, shape=tuple(reversed(size)))
+    return from_itk_array(array.astype(dtype.newbyteorder("="), copy=False), ItkHeader.of(reader))
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Give back the resident pages of a disk-backed array (from :func:`map_nifti`) that were
+    read so far; the data stays on disk and is read again when touched. A no-op for an array
+    in memory."""
+    base = array
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    mapping = getattr(base, "_mmap", None)
+    if mapping is not None and _MADV_DONTNEED is not None:
+        mapping.madvise(_MADV_DONTNEED)
+
+
+def max_projection(array: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``array.max(axis)`` of a ``[z, y, x]`` array, read 16 slices at a time along ``z``
+    and, for a disk-backed array, giving the pages read back after each slab (a projection
+    of a mapped clinical-size image holds one slab, not the image)."""
+    if axis != 0 or not array.shape[0]:
+        return array.max(axis=axis)
+    out = None
+    for z in range(0, array.shape[0], _SLAB):
+        part = np.asarray(array[z : z + _SLAB]).max(axis=0)
+        out = part if out is None else np.maximum(out, part)
+        release_pages(array)
+    return out
+
+
+def write_nifti_region(
+    path: str | os.PathLike[str], geometry: Geometry, block: np.ndarray, lo: Sequence[int]
+) -> Path:
+    """Write the NIfTI ``path`` (``.nii`` or ``.nii.gz``, ISA-L level
+    :data:`~voxseg.io.gz.FAST_LEVEL`) of the grid ``geometry`` holding ``block``
+    (``[z, y, x]``) at index ``lo`` and zeros everywhere else, slab by slab: the header is
+    SimpleITK's for this geometry and dtype (written for a 2×2×2 grid, its sizes then set to
+    the grid's; they are the only fields that depend on the size), so the file reads back as
+    SimpleITK would have written the whole array. Not atomic (see
+    :func:`voxseg.io.write_image_region`)."""
+    path = Path(path)
+    shape = tuple(int(n) for n in geometry.shape)
+    lo = tuple(int(v) for v in lo)
+    block = np.asarray(block)
+    if block.ndim != 3 or any(
+        a < 0 or a + n > s for a, n, s in zip(lo, block.shape, shape, strict=True)
+    ):
+        raise ValueError(f"block {block.shape} at {lo} does not fit the grid {shape}")
+    corner = Geometry((2, 2, 2), geometry.spacing, geometry.origin, geometry.direction)
+    small = to_sitk(Image.from_geometry(np.zeros((2, 2, 2), block.dtype), corner))
+    header_file = path.with_name(path.name + ".header.nii")
+    sitk.WriteImage(small, str(header_file), useCompression=False)
+    raw_header = header_file.read_bytes()
+    header_file.unlink()
+    offset = int(struct.unpack_from("<f", raw_header, 108)[0])
+    header = bytearray(raw_header[:offset])
+    struct.pack_into("<3h", header, 42, shape[2], shape[1], shape[0])
+    little = block.dtype.newbyteorder("<")
+    slab = np.zeros((min(_SLAB, shape[0]), *shape[1:]), little)
+    (z0, y0, x0), (bz, by, bx) = lo, block.shape
+    with open(path, "wb") as raw:
+        out = gzip_writer(raw) if path.name.lower().endswith(".gz") else nullcontext(raw)
+        with out as f:
+            f.write(header)
+            for z in range(0, shape[0], _SLAB):
+                part = slab[: min(_SLAB, shape[0] - z)]
+                part.fill(0)
+                a, b = max(z, z0), min(z + len(part), z0 + bz)
+                if a < b:
+                    part[a - z : b - z, y0 : y0 + by, x0 : x0 + bx] = block[a - z0 : b - z0]
+                f.write(memoryview(part).cast("B"))
+    return path

@@ -122,10 +122,7 @@ def trace_folder(
     overview.png). Returns ``{"cases": {id: seconds}, "skipped": [...], "messages": [],
     "warnings": [...]}`` (the short-trace warnings, also printed);
     a short trace is an error unless ``allow_short`` (after every case is written)."""
-    import numpy as np
-
     from voxseg.inference.files import discover_inputs
-    from voxseg.io import write_image
     from voxseg.vessels import TracingConfig, read_seeds, trace
     from voxseg.vessels.outputs import OUTPUT_FILES
 
@@ -145,11 +142,11 @@ def trace_folder(
             continue
         path, name = seed_file(seeds, case.case_id)
         case_seeds = read_seeds(path, case=name, radius=seed_radius)
-        image = case.read()
+        out.mkdir(parents=True, exist_ok=True)
+        image = case.read(on_disk=out)  # a tracer reads the boxes it visits, not the image
         result = trace(image, case_seeds, segmenter_for(case.case_id), config)
         result.write(folder, case.ending, image=image)
-        labels = (np.asarray(result.segmentation.array) > 0).astype(np.uint8) * output_value
-        write_image(result.segmentation.with_array(labels), target)
+        result.write_labels(target, output_value)
         report["cases"][case.case_id] = result.seconds
         if result.warnings:
             report["warnings"] += [f"{case.case_id}: {w}" for w in result.warnings]

@@ -426,10 +426,17 @@ def resample_segments(a: np.ndarray, b: np.ndarray, step: float) -> tuple[np.nda
 
 def components_at(mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The connected components (26-connectivity) of ``mask`` that contain a ``keep`` voxel."""
-    labels = cc3d.connected_components(mask.astype(np.uint8), connectivity=26)
+    labels = cc3d.connected_components(
+        mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), connectivity=26
+    )
     ids = np.unique(labels[keep & mask])
     ids = ids[ids > 0]
-    return np.isin(labels, ids) if len(ids) else np.zeros_like(mask, dtype=bool)
+    if len(ids) > 8:
+        return np.isin(labels, ids)
+    out = np.zeros(mask.shape, dtype=bool)  # a few components: no sorted copy of the labels
+    for i in ids:
+        out |= labels == i
+    return out
 
 
 def require_centerline(poly: PolyData, source: str) -> None:

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from voxseg.config import write_json
-from voxseg.io import Image, mask_to_surface, write_image, write_stl, write_vtp
+from voxseg.io import (
+    Image,
+    mask_to_surface,
+    max_projection,
+    write_image_region,
+    write_stl,
+    write_vtp,
+)
 
 #: File names inside a trace output folder (``{ending}`` is the image file ending).
 OUTPUT_FILES = {
@@ -26,34 +33,58 @@ OUTPUT_FILES = {
 def write_trace(
     result, out: str | os.PathLike[str], file_ending: str = ".nii.gz", image: Image | None = None
 ) -> Path:
-    """Write a :class:`~voxseg.vessels.tracing.TraceResult` into the folder ``out``."""
+    """Write a :class:`~voxseg.vessels.tracing.TraceResult` into the folder ``out``. The
+    segmentation and probabilities cover the image's grid; only the traced region holds
+    values, and a NIfTI is written slab by slab from it (a trace in a clinical-size field
+    never holds the whole grid)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_image(result.segmentation, out / f"segmentation{file_ending}")
-    write_image(result.probabilities, out / f"probabilities{file_ending}")
+    name = {k: v.format(ending=file_ending) for k, v in OUTPUT_FILES.items()}
+    write_label_map(result, out / name["segmentation"], value=None)
+    block, lo = _in_region(result, result.region_probabilities)
+    write_image_region(out / name["probabilities"], result.geometry, block, lo)
     surface = mask_to_surface(_traced_part(result))
-    write_vtp(surface, out / "surface.vtp")
+    write_vtp(surface, out / name["surface"])
     if surface.polys is not None and len(surface.polys):
-        write_stl(surface, out / "surface.stl")
+        write_stl(surface, out / name["surface_stl"])
     if result.centerline is not None and result.centerline.branches:
-        result.centerline.write(out / "centerline.vtp")
-    write_json(out / "steps.json", result.steps_json())
-    overview_png(result, out / "overview.png", image)
+        result.centerline.write(out / name["centerline"])
+    write_json(out / name["steps"], result.steps_json())
+    overview_png(result, out / name["overview"], image)
     return out
 
 
-def _traced_part(result) -> Image:
-    """The segmentation on the traced region grown by a voxel (so the surface closes there),
-    or the whole segmentation when the result has no region."""
-    from voxseg.vessels.subvolume import Box, crop
+def write_label_map(result, path: str | os.PathLike[str], value: int | None = 1) -> Path:
+    """The trace's segmentation on the image's grid as a label map at ``path``: the vessel as
+    ``value`` (``None``: the segmentation's own values), written from the traced region."""
+    block, lo = _in_region(result, result.region_segmentation)
+    if value is not None:
+        block = (block > 0).astype(np.uint8) * np.uint8(value)
+    return write_image_region(path, result.geometry, block, lo)
 
-    seg = result.segmentation
-    region = getattr(result, "region", None)
+
+def _in_region(result, block: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``(block, the region's first index)``; the origin when nothing was traced."""
+    return block, (0, 0, 0) if result.region is None else tuple(result.region.lo)
+
+
+def _traced_part(result) -> Image:
+    """The segmentation on the traced region grown by a voxel (so the surface closes there;
+    the whole grid of zeros when nothing was traced)."""
+    from voxseg.vessels.subvolume import Box, sub_geometry
+
+    region = result.region
     if region is None:
-        return seg
-    lo = tuple(max(v - 1, 0) for v in region.lo)
-    hi = tuple(min(v + 1, n) for v, n in zip(region.hi, region.shape, strict=True))
-    return crop(seg, Box(lo, hi, region.shape))
+        return result.segmentation
+    lo = np.maximum(np.asarray(region.lo) - 1, 0)
+    hi = np.minimum(np.asarray(region.hi) + 1, region.shape)
+    grown = np.zeros(tuple(hi - lo), np.uint8)
+    inner = tuple(
+        slice(a - b, a - b + n) for a, b, n in zip(region.lo, lo, region.size, strict=True)
+    )
+    grown[inner] = result.region_segmentation
+    box = Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi), region.shape)
+    return Image.from_geometry(grown, sub_geometry(result.geometry, box))
 
 
 def overview_png(result, path: str | os.PathLike[str], image: Image | None = None) -> Path:
@@ -65,17 +96,19 @@ def overview_png(result, path: str | os.PathLike[str], image: Image | None = Non
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    geometry = result.probabilities.geometry
-    prob = result.probabilities.array
-    seg = result.segmentation.array > 0
-    values = prob if image is None else (image.array[0] if image.array.ndim == 4 else image.array)
-    mip = values.max(axis=0).astype(np.float32)
+    geometry = result.geometry
+    values = result.probabilities.array if image is None else image.array
+    mip = max_projection(values[0] if values.ndim == 4 else values).astype(np.float32)
+    block, lo = _in_region(result, result.region_segmentation)
+    seg_mip = np.zeros(geometry.shape[1:], bool)
+    if block.size:
+        seg_mip[lo[1] : lo[1] + block.shape[1], lo[2] : lo[2] + block.shape[2]] = block.max(0) > 0
     lo, hi = np.percentile(mip, [1, 99.5])
     aspect = geometry.spacing[1] / geometry.spacing[2]
     fig, ax = plt.subplots(figsize=(6, 6 * mip.shape[0] / max(mip.shape[1], 1) * aspect))
     ax.imshow(mip, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), aspect=aspect, origin="upper")
-    if seg.any():
-        ax.contour(seg.max(axis=0).astype(float), levels=[0.5], colors="yellow", linewidths=0.6)
+    if seg_mip.any():
+        ax.contour(seg_mip.astype(float), levels=[0.5], colors="yellow", linewidths=0.6)
     if result.steps:
         pts = geometry.physical_to_index(np.array([s.point for s in result.steps]))
         branch = np.array([s.branch for s in result.steps])

@@ -66,6 +66,7 @@ def sub_geometry(geometry: Geometry, box: Box) -> Geometry:
 
 
 def crop(image: Image, box: Box) -> Image:
-    """The part of ``image`` inside ``box`` (channels kept) with its own geometry."""
-    arr = image.array[(..., *box.slices)]
-    return Image.from_geometry(np.ascontiguousarray(arr), sub_geometry(image.geometry, box))
+    """The part of ``image`` inside ``box`` (channels kept) with its own geometry, a copy (the
+    image may be a read-only map of a file, :func:`voxseg.io.read_image_on_disk`)."""
+    arr = np.array(image.array[(..., *box.slices)], order="C")
+    return Image.from_geometry(arr, sub_geometry(image.geometry, box))

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxseg.errors import VoxsegError
-from voxseg.io import Image
+from voxseg.io import Geometry, Image
 from voxseg.vessels.centerline import Centerline, components_at, extract_centerline
 from voxseg.vessels.local import LocalResult, LocalSettings, analyse, component_at_centre
 from voxseg.vessels.seeds import Seed
@@ -134,11 +134,15 @@ class BranchStart:
 
 @dataclass
 class TraceResult:
-    """Global segmentation and probability (the image's geometry), the step log and the
-    centerline of the result."""
+    """The trace on the image's grid ``geometry``: segmentation (uint8) and probability
+    (float32) of the traced ``region`` (the index box the local boxes reached; ``None``
+    when no box found a vessel, then both are all zeros), the step log and the centerline.
+    :attr:`segmentation` and :attr:`probabilities` give them on the whole grid."""
 
-    segmentation: Image
-    probabilities: Image
+    geometry: Geometry
+    region: Box | None
+    region_segmentation: np.ndarray
+    region_probabilities: np.ndarray
     steps: list[TraceStep]
     seeds: list[Seed]
     config: TracingConfig
@@ -146,7 +150,20 @@ class TraceResult:
     seconds: float = 0.0
     skipped: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    region: Box | None = None
+
+    @property
+    def segmentation(self) -> Image:
+        return self._on_grid(self.region_segmentation)
+
+    @property
+    def probabilities(self) -> Image:
+        return self._on_grid(self.region_probabilities)
+
+    def _on_grid(self, block: np.ndarray) -> Image:
+        full = np.zeros(self.geometry.shape, block.dtype)
+        if self.region is not None:
+            full[self.region.slices] = block
+        return Image.from_geometry(full, self.geometry)
 
     @property
     def num_branches(self) -> int:
@@ -190,6 +207,12 @@ class TraceResult:
         from voxseg.vessels.outputs import write_trace
 
         return write_trace(self, out, file_ending, image)
+
+    def write_labels(self, path: str | os.PathLike[str], value: int = 1) -> Path:
+        """The segmentation as a label map (the vessel as ``value``) on the image's grid."""
+        from voxseg.vessels.outputs import write_label_map
+
+        return write_label_map(self, path, value)
 
 
 class _Assembly:
@@ -393,24 +416,25 @@ def trace(
         if backward is not None:
             queue.appendleft(backward)
 
-    # Post-processing on the part of the grid the boxes reached, pasted into the full grid.
+    # Post-processing on the part of the grid the boxes reached only (a tree in a large
+    # field of view reaches a part of it); the outputs are written from that part.
     region = assembly.region()
-    seg = np.zeros(geometry.shape, dtype=np.uint8)
-    prob = np.zeros(geometry.shape, dtype=np.float32)
+    prob = np.zeros((0, 0, 0), dtype=np.float32)
+    seg = np.zeros((0, 0, 0), dtype=np.uint8)
     centerline = None
     if region is not None:
         local = sub_geometry(geometry, region)
-        prob[region.slices] = assembly.probabilities(region)
-        seg_region = _keep_seeded(prob[region.slices] >= cfg.global_threshold, local, seeds, tubes)
-        seg[region.slices] = seg_region
-        if cfg.centerline and seg_region.any():
-            mask = Image.from_geometry(seg_region.astype(np.uint8), local)
-            centerline = extract_centerline(mask, root=seeds[0].point)
+        prob = assembly.probabilities(region)
+        del assembly  # its blocks hold two values per voxel they cover
+        seg = _keep_seeded(prob >= cfg.global_threshold, local, seeds, tubes).view(np.uint8)
+        if cfg.centerline and seg.any():
+            centerline = extract_centerline(Image.from_geometry(seg, local), root=seeds[0].point)
             centerline.geometry = geometry
     return TraceResult(
-        segmentation=Image.from_geometry(seg, geometry),
-        probabilities=Image.from_geometry(prob, geometry),
+        geometry=geometry,
         region=region,
+        region_segmentation=seg,
+        region_probabilities=prob,
         steps=steps,
         seeds=list(seeds),
         config=cfg,
