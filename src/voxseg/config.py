@@ -101,12 +101,23 @@ def _check_path(model: BaseModel, key: str) -> None:
             return
 
 
+def new_file_mode(directory: bool = False) -> int:
+    """The mode a plain ``open()`` (``mkdir()``) would give a new file (folder): 0o666
+    (0o777) less the process's umask. Temporary files and folders that are renamed into
+    place get it, so outputs are as readable as any other file a user writes (``mkstemp``
+    and ``mkdtemp`` make them private to their owner)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

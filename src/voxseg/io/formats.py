@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from voxseg.config import new_file_mode
 from voxseg.errors import VoxsegError
 from voxseg.io.gz import gzip_file
 from voxseg.io.header import DAMAGED, check_claimed_size, read_header, require_memory
@@ -357,6 +358,7 @@ class _atomic_dir:
         parent = self.target.parent
         parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
+        self.tmp.chmod(new_file_mode(directory=True))  # a folder target keeps it
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from voxseg.config import new_file_mode
 from voxseg.errors import VoxsegError
 
 #: Prefix of the network's tensors in a training checkpoint (``voxseg.training.checkpoint``
@@ -53,6 +54,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     os.close(fd)
     try:
         save_file(_unique_contiguous(model), tmp, metadata=WEIGHTS_METADATA)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
