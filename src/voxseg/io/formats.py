@@ -157,9 +157,7 @@ def read_image_on_disk(path: str | os.PathLike[str], scratch: str | os.PathLike[
     check_claimed_size(header)
     if shutil.disk_usage(scratch).free < 2 * header.nbytes:
         return read_image(path)
-    if file_ending(path) == ".nii":
-        _check_nifti_complete(path)
-    mapped = map_nifti(path, scratch)
+    mapped = map_nifti(path, scratch)  # None for a file cut short: read_image names it
     return mapped if mapped is not None else read_image(path)
 
 

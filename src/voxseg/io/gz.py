@@ -33,7 +33,7 @@ except ImportError:  # optional: callers fall back to their zlib readers
 CHUNK = 1 << 20
 #: Compressed bytes read between two releases of the mapping's pages (``madvise``).
 _RELEASE_EVERY = 16 * CHUNK
-_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -97,11 +97,11 @@ class GzipInflater:
         """Drop the compressed bytes already fed from this process's mapping (they stay in the
         page cache): a large file read through does not hold the whole compressed stream in
         resident memory beside its output."""
-        if _MADV_DONTNEED is None:
+        if MADV_DONTNEED is None:
             return
         done = (self._fed // mmap.PAGESIZE) * mmap.PAGESIZE
         if done - self._released >= _RELEASE_EVERY:
-            self._data.madvise(_MADV_DONTNEED, 0, done)
+            self._data.madvise(MADV_DONTNEED, 0, done)
             self._released = done
 
     def read(self, n: int) -> bytes:

@@ -12,7 +12,6 @@ Analyze, big-endian, a damaged stream) is left to SimpleITK: :func:`read_nifti_g
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from voxseg.io.gz import CHUNK, GzipInflater, gzip_writer, isal_available
+from voxseg.io.gz import CHUNK, MADV_DONTNEED, GzipInflater, gzip_writer, isal_available
 from voxseg.io.image import (
     Geometry,
     Image,
@@ -195,7 +194,6 @@ def read_nifti_gz_rows(
 
 #: Slices written per slab by :func:`write_nifti_region`.
 _SLAB = 16
-_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
 def map_nifti(path: str | os.PathLike[str], scratch: str | os.PathLike[str]) -> Image | None:
@@ -266,8 +264,8 @@ def release_pages(array: np.ndarray) -> None:
     while base is not None and not isinstance(base, np.memmap):
         base = base.base
     mapping = getattr(base, "_mmap", None)
-    if mapping is not None and _MADV_DONTNEED is not None:
-        mapping.madvise(_MADV_DONTNEED)
+    if mapping is not None and MADV_DONTNEED is not None:
+        mapping.madvise(MADV_DONTNEED)
 
 
 def max_projection(array: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -41,8 +41,9 @@ def write_trace(
     out.mkdir(parents=True, exist_ok=True)
     name = {k: v.format(ending=file_ending) for k, v in OUTPUT_FILES.items()}
     write_label_map(result, out / name["segmentation"], value=None)
-    block, lo = _in_region(result, result.region_probabilities)
-    write_image_region(out / name["probabilities"], result.geometry, block, lo)
+    write_image_region(
+        out / name["probabilities"], result.geometry, result.region_probabilities, result.region_lo
+    )
     surface = mask_to_surface(_traced_part(result))
     write_vtp(surface, out / name["surface"])
     if surface.polys is not None and len(surface.polys):
@@ -57,15 +58,10 @@ def write_trace(
 def write_label_map(result, path: str | os.PathLike[str], value: int | None = 1) -> Path:
     """The trace's segmentation on the image's grid as a label map at ``path``: the vessel as
     ``value`` (``None``: the segmentation's own values), written from the traced region."""
-    block, lo = _in_region(result, result.region_segmentation)
+    block = result.region_segmentation
     if value is not None:
         block = (block > 0).astype(np.uint8) * np.uint8(value)
-    return write_image_region(path, result.geometry, block, lo)
-
-
-def _in_region(result, block: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """``(block, the region's first index)``; the origin when nothing was traced."""
-    return block, (0, 0, 0) if result.region is None else tuple(result.region.lo)
+    return write_image_region(path, result.geometry, block, result.region_lo)
 
 
 def _traced_part(result) -> Image:
@@ -99,7 +95,7 @@ def overview_png(result, path: str | os.PathLike[str], image: Image | None = Non
     geometry = result.geometry
     values = result.probabilities.array if image is None else image.array
     mip = max_projection(values[0] if values.ndim == 4 else values).astype(np.float32)
-    block, lo = _in_region(result, result.region_segmentation)
+    block, lo = result.region_segmentation, result.region_lo
     seg_mip = np.zeros(geometry.shape[1:], bool)
     if block.size:
         seg_mip[lo[1] : lo[1] + block.shape[1], lo[2] : lo[2] + block.shape[2]] = block.max(0) > 0

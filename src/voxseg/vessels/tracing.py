@@ -152,6 +152,11 @@ class TraceResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def region_lo(self) -> tuple[int, int, int]:
+        """The traced region's first index (the origin when nothing was traced)."""
+        return (0, 0, 0) if self.region is None else tuple(self.region.lo)
+
+    @property
     def segmentation(self) -> Image:
         return self._on_grid(self.region_segmentation)
 
