@@ -50,6 +50,16 @@ VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
         ["augmentation.rotation.p=0.5", "augmentation.scaling.p=0.5"],
         "rotation and scaling on half the samples (nnU-Net: 0.2 each)",
     ),
+    "elastic": ([], ["augmentation.elastic.p=0.2"], "elastic deformation, p 0.2"),
+    "strongaug": (
+        [],
+        [
+            "augmentation.rotation.p=0.5",
+            "augmentation.scaling.p=0.5",
+            "augmentation.elastic.p=0.2",
+        ],
+        "rotation and scaling on half the samples, elastic on a fifth",
+    ),
     "nods": ([], ["network.deep_supervision=false"], "no deep supervision"),
     "nott": ([], ["prediction.tta=false"], "no flip test-time augmentation"),
     # a fixed peak: the short-run rule (the adamw recipe's schedule.short_run_iterations)
