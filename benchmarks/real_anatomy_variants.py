@@ -60,6 +60,11 @@ VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
         ],
         "rotation and scaling on half the samples, elastic on a fifth",
     ),
+    "swa25": (
+        [],
+        ["training.average_last=0.25"],
+        "export the mean weights of the last 25 % of epochs",
+    ),
     "nods": ([], ["network.deep_supervision=false"], "no deep supervision"),
     "nott": ([], ["prediction.tta=false"], "no flip test-time augmentation"),
     # a fixed peak: the short-run rule (the adamw recipe's schedule.short_run_iterations)

@@ -126,6 +126,13 @@ class TrainingConfig(_Strict):
     seed: int = 0
     num_workers: int | None = Field(None, ge=0, description="data loader workers; None: auto")
     ema_alpha: float = Field(0.9, ge=0, lt=1, description="EMA of validation Dice for 'best'")
+    average_last: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="export the mean of the weights after each of this last fraction of the "
+        "epochs (stochastic weight averaging); 0: the last weights",
+    )
     channels_last: bool | Literal["auto"] = Field(
         "auto",
         description="channels-last network and batches; auto: 3D on the CPU, else off",

@@ -7,6 +7,8 @@ from safetensors.torch import load_file
 
 from voxseg.errors import VoxsegError
 from voxseg.training import ModelConfig, train_fold
+from voxseg.training import trainer as trainer_module
+from voxseg.training.averaging import WeightAverage
 from voxseg.training.schedules import learning_rate
 
 FAST = [
@@ -251,3 +253,75 @@ def test_recipes_set_the_optimiser_and_schedule_and_set_overrides_win(tiny_home)
     assert back.schedule.name == "poly" and back.training.epochs == 3
     with pytest.raises(VoxsegError, match="unknown training recipe 'adam'.*nnunet, adamw"):
         apply_recipe(back, "adam")
+
+
+# ---------------------------------------------------------------- weight averaging
+
+
+def _record_epochs(monkeypatch) -> list[dict[str, np.ndarray]]:
+    """The network's floating-point weights at each epoch's checkpoint, in order."""
+    seen: list[dict[str, np.ndarray]] = []
+    real = trainer_module.save_checkpoint
+
+    def spy(path, model, optimizer, state, average=None):
+        if path.name == trainer_module.CHECKPOINT_LAST:
+            seen.append(
+                {
+                    k: v.detach().float().contiguous().numpy().copy()
+                    for k, v in model.state_dict().items()
+                    if v.is_floating_point()
+                }
+            )
+        return real(path, model, optimizer, state, average=average)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", spy)
+    return seen
+
+
+def test_exported_weights_are_the_mean_of_the_last_epochs(tiny_home, monkeypatch):
+    seen = _record_epochs(monkeypatch)
+    folder = train_fold(_config("model_name=avg", "training.average_last=0.5", epochs=4), "all")
+    exported = load_file(folder / "weights.safetensors")
+    assert len(seen) == 4
+    assert set(exported) <= set(seen[2])
+    for name, value in exported.items():
+        expected = (seen[2][name].astype(np.float64) + seen[3][name]) / 2
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # and differs from the last epoch's weights (the average is really exported)
+    assert any(not np.allclose(v.numpy(), seen[3][k]) for k, v in exported.items())
+
+
+def test_no_averaging_exports_the_last_weights(tiny_home, monkeypatch):
+    seen = _record_epochs(monkeypatch)
+    folder = train_fold(_config("model_name=last", epochs=2), "all")
+    exported = load_file(folder / "weights.safetensors")
+    assert set(exported) <= set(seen[-1])
+    for name, value in exported.items():
+        np.testing.assert_array_equal(value.numpy(), seen[-1][name])
+
+
+def test_a_resumed_run_averages_as_if_it_had_not_stopped(tiny_home, monkeypatch):
+    straight = train_fold(_config("model_name=a", "training.average_last=0.5", epochs=4), "all")
+    # stop the second run after three epochs (one of them averaged), then resume it
+    stop_after = {"epochs": 3}
+    real = trainer_module.Trainer._should_stop
+
+    def should_stop(self):
+        return self.state.epoch >= stop_after["epochs"] or real(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_should_stop", should_stop)
+    cfg = _config("model_name=b", "training.average_last=0.5", epochs=4)
+    train_fold(cfg, "all")
+    stop_after["epochs"] = 99
+    resumed = train_fold(cfg, "all", resume=True)
+    a = load_file(straight / "weights.safetensors")
+    b = load_file(resumed / "weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "epochs", "first"), [(0.0, 10, 10), (0.25, 10, 7), (0.25, 2, 1), (1.0, 5, 0)]
+)
+def test_which_epochs_are_averaged(fraction, epochs, first):
+    assert WeightAverage(fraction).first_epoch(epochs) == first

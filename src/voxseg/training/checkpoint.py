@@ -19,6 +19,7 @@ from voxseg.nets.weights import CHECKPOINT_NETWORK_PREFIX as _MODEL
 
 _OPT = "optim."
 _RNG = "rng."
+_AVG = "average."
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     config_hash: str = ""
     seconds: float = 0.0  # of a time budget, spent up to this checkpoint
+    averaged: int = 0  # epochs in the weight average the checkpoint holds
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -60,8 +62,10 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     state: TrainState,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Atomically write a checkpoint (temporary file, then rename)."""
+    """Atomically write a checkpoint (temporary file, then rename); ``average`` is a
+    running weight average to keep beside the weights."""
     path = Path(path)
     # clone: some networks (dynamic-network-architectures' U-Net) expose one tensor under
     # two names, which safetensors refuses to store twice without copies; contiguous:
@@ -70,6 +74,8 @@ def save_checkpoint(
         f"{_MODEL}{k}": v.detach().cpu().clone(memory_format=torch.contiguous_format)
         for k, v in model.state_dict().items()
     }
+    for k, v in (average or {}).items():
+        tensors[f"{_AVG}{k}"] = v.detach().cpu().clone(memory_format=torch.contiguous_format)
     meta: dict[str, Any] = {"train_state": state.__dict__}
     if optimizer is not None:
         opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
@@ -114,3 +120,9 @@ def load_checkpoint(
             if len(states) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(states)
     return TrainState(**meta["train_state"])
+
+
+def load_average(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The weight average a checkpoint holds (empty when it holds none)."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k[len(_AVG) :]: f.get_tensor(k) for k in f.keys() if k.startswith(_AVG)}

@@ -46,7 +46,13 @@ from voxseg.progress import ProgressReporter
 from voxseg.sampling import PatchBatches, build_sampler
 from voxseg.spatial.tiling import sliding_window_starts
 from voxseg.training import budget as tb
-from voxseg.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from voxseg.training.averaging import WeightAverage
+from voxseg.training.checkpoint import (
+    TrainState,
+    load_average,
+    load_checkpoint,
+    save_checkpoint,
+)
 from voxseg.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from voxseg.training.logs import Trackers, plot_progress, save_snapshot, write_csv_log
 from voxseg.training.schedules import learning_rate
@@ -169,6 +175,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
 
         self.state = TrainState(config_hash=config_hash(self.cfg))
+        self.average = WeightAverage(self.tcfg.average_last)
         self._val_cache: list[dict[str, torch.Tensor]] | None = None
         self._val_cache_full = False
         self._plotted = -math.inf
@@ -283,6 +290,7 @@ class Trainer:
         new_hash = self.state.config_hash
         self.state = load_checkpoint(last, self.network, self.optimizer)
         self.state.config_hash = new_hash
+        self.average.restore(load_average(last), self.state.averaged)
         fixed = saved.get("training", {})
         if self.tcfg.time_budget is not None and fixed.get("budget"):
             # the epoch length and count this run fixed from its budget (the batch indices
@@ -379,6 +387,9 @@ class Trainer:
                 else:
                     losses = self._train_steps(batches, self.iterations_per_epoch, progress)
                 train_loss = self._mean_loss(losses)
+                if self.average.due(epoch, self.epochs):
+                    self.average.update(self.network)
+                    self.state.averaged = self.average.count
                 val = self._validate(epoch)
                 row, improved = self._record(epoch, lr, train_loss, val, self._clock() - tic)
                 if budgeted:
@@ -401,6 +412,9 @@ class Trainer:
         if self.dist.is_main:
             from voxseg.nets import save_weights
 
+            if self.average.count:
+                self.average.apply(self.network)
+                log.info("exporting the mean weights of the last %d epochs", self.average.count)
             save_weights(self.network, self.folder / FINAL_WEIGHTS)
             if stopped_early:
                 log.info("early stopping after epoch %d", self.state.epoch)
@@ -721,7 +735,13 @@ class Trainer:
 
     def _save(self, improved: bool, final: bool = False) -> None:
         s = self.state
-        save_checkpoint(self.folder / CHECKPOINT_LAST, self.network, self.optimizer, s)
+        save_checkpoint(
+            self.folder / CHECKPOINT_LAST,
+            self.network,
+            self.optimizer,
+            s,
+            average=self.average.tensors or None,
+        )
         if improved:
             save_checkpoint(self.folder / CHECKPOINT_BEST, self.network, None, s)
         write_csv_log(self.folder / TRAINING_LOG, s.history)
