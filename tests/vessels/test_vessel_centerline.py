@@ -13,7 +13,13 @@ import pytest
 
 from voxseg.io import Geometry, identity_direction, read_vtp
 from voxseg.io.vtp import BIFURCATION_ID, CENTERLINE_ID, CENTERLINE_RADIUS
-from voxseg.vessels.centerline import Centerline, extract_centerline, read_centerline_json
+from voxseg.vessels.centerline import (
+    Centerline,
+    extract_centerline,
+    polyline_segments,
+    read_centerline_json,
+    resample_segments,
+)
 
 
 def _phantom(tubes, shape, spacing, direction, rel_tubes):
@@ -117,3 +123,76 @@ def test_empty_mask_gives_empty_centerline():
 
     cl = extract_centerline(Image(np.zeros((10, 10, 10), np.uint8)))
     assert cl.branches == [] and cl.to_polydata().num_points == 0
+
+
+def _samples(cl: Centerline):
+    """Points every 0.2 mm along the centerline's unique segments, with their lengths."""
+    return resample_segments(*polyline_segments(cl.to_polydata()), 0.2)
+
+
+def test_centerline_in_slabs_matches_the_analytic_and_the_single_call(tmp_path):
+    """A generated tree skeletonized in four slabs (a forced small ``chunk_voxels``) is one
+    connected tree on the analytic centerline, as the single call's."""
+    from voxseg.data import Dataset
+    from voxseg.synth import generate
+
+    root = generate("vessels", tmp_path / "raw", num_train=1, num_test=0, seed=7)
+    ds = Dataset(root)
+    case = next(iter(ds.cases()))
+    _, mask = ds.load_case(case)
+    ref, ref_w = resample_segments(*polyline_segments(read_vtp(case.extras["centerline"])), 0.2)
+    single = extract_centerline(mask, chunk_voxels=None)
+    plane = mask.array.size // max(mask.array.shape)
+    slabs = extract_centerline(mask, chunk_voxels=20 * plane)  # 64 planes: 4 slabs
+    for cl in (single, slabs):
+        assert sum(b.parent < 0 for b in cl.branches) == 1  # one tree: the slabs are joined
+        pts, w = _samples(cl)
+        to_ref = np.min(np.linalg.norm(pts[:, None] - ref[None], axis=2), axis=1)
+        from_ref = np.min(np.linalg.norm(ref[:, None] - pts[None], axis=2), axis=1)
+        assert np.average(to_ref, weights=w) < 0.35  # on the analytic centerline
+        assert ref_w[from_ref < 1.0].sum() / ref_w.sum() > 0.97  # and covering it
+    assert len(slabs.branches) == len(single.branches)
+    assert slabs.length == pytest.approx(single.length, rel=0.05)
+    pts, _ = _samples(slabs)
+    single_pts = np.concatenate([b.points for b in single.branches])
+    single_r = np.concatenate([b.radii for b in single.branches])
+    slab_pts = np.concatenate([b.points for b in slabs.branches])
+    slab_r = np.concatenate([b.radii for b in slabs.branches])
+    d = np.linalg.norm(slab_pts[:, None] - single_pts[None], axis=2)
+    near = d.min(axis=1) < 0.3
+    assert near.mean() > 0.9
+    assert np.abs(slab_r[near] - single_r[d.argmin(axis=1)[near]]).mean() < 0.1
+
+
+def test_slab_distance_is_the_distance_transform_of_the_whole_mask(rng):
+    """Slab by slab with a margin beyond the largest distance, the transform at any point is
+    the one of the whole mask (edt's, no border as background)."""
+    import edt
+
+    from voxseg.vessels.centerline import SlabDistance, sample_distance
+
+    mask = np.zeros((50, 20, 24), bool)
+    mask[2:48, 4:15, 5:19] = True
+    mask[20:30, 8:12, :] = True  # touches the grid's faces
+    spacing = np.array([0.8, 0.5, 0.6])
+    whole = edt.edt(mask, anisotropy=tuple(spacing), parallel=1)
+    points = rng.uniform(0, 1, (300, 3)) * (np.asarray(mask.shape) - 1)
+    slabs = SlabDistance(mask, spacing, 0, 7, int(np.ceil(whole.max() / 0.8)) + 2)
+    np.testing.assert_allclose(slabs(points), sample_distance(whole, points), atol=1e-5)
+
+
+def test_dust_is_dropped_in_slabs_as_in_the_single_call(tubes):
+    """Specks of dust_voxels or fewer voxels give no branch, with or without slabs; a slab
+    keeps the piece of a long vessel that it cuts, however small."""
+    ref = [(_line([0, 0, -18], [0, 0, 18], 40), np.full(40, 2.0))]
+    mask, _ = _phantom(tubes, (60, 20, 20), (1.0, 1.0, 1.0), identity_direction(), ref)
+    arr = mask.array.copy()
+    arr[10:12, 2:4, 2:4] = 1  # 8 voxels, apart from the tube
+    arr[40:43, 15:17, 2:4] = 1  # 12 voxels
+    speckled = mask.with_array(arr)
+    single = extract_centerline(speckled, chunk_voxels=None)
+    slabs = extract_centerline(speckled, chunk_voxels=20 * 20 * 16)
+    for cl in (single, slabs):
+        assert len(cl.branches) == 1
+        assert cl.length == pytest.approx(36.0, abs=4.0)
+    assert slabs.length == pytest.approx(single.length, abs=1.0)

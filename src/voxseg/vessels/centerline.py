@@ -17,6 +17,7 @@ root→outlet path, ``MaximumInscribedSphereRadius``, ``CenterlineId``, ``Bifurc
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ from voxseg.config import read_json, write_json
 from voxseg.errors import VoxsegError
 from voxseg.io import Geometry, Image, PolyData, write_vtp
 from voxseg.io.vtp import CENTERLINE_RADIUS, tree_polydata
+
+#: Masks with more voxels are skeletonized in slabs of about this many voxels: kimimaro's
+#: TEASAR needs roughly 20 bytes per voxel of what it is given (distance fields, path costs).
+CHUNK_VOXELS = 8_000_000
+#: Fewest planes per slab: TEASAR near a slab's face sees only one side of the vessel.
+MIN_SLAB = 16
 
 
 @dataclass
@@ -149,6 +156,7 @@ def extract_centerline(
     spur_factor: float = 2.0,
     smoothing: float = 1.5,
     dust_voxels: int = 20,
+    chunk_voxels: int | None = CHUNK_VOXELS,
 ) -> Centerline:
     """Centerline of a vessel mask, in physical LPS millimetres with radii in mm.
 
@@ -159,9 +167,15 @@ def extract_centerline(
     shorter than ``spur_factor`` × the radius at their branching point are pruned.
     ``smoothing`` is the Gaussian sigma, in skeleton points, applied along each branch.
     Components smaller than ``dust_voxels`` are ignored.
+
+    A mask with more than ``chunk_voxels`` voxels (``None``: no limit) is skeletonized in
+    slabs along its longest axis (:func:`_skeleton_in_slabs`) and its distance transform is
+    computed slab by slab, so memory stays bounded on a large field of view.
     """
     arr = mask.array[0] if mask.array.ndim == 4 else mask.array
-    if label is None:
+    if label is None and arr.dtype in (np.bool_, np.uint8) and arr.size and arr.max() <= 1:
+        binary = arr.view(bool)  # already 0/1: no copy (it is only read)
+    elif label is None:
         binary = arr > 0
     else:
         binary = np.isin(arr, np.atleast_1d(np.asarray(label)))
@@ -170,34 +184,36 @@ def extract_centerline(
         return Centerline([], geometry)
     spacing = np.asarray(mask.spacing, dtype=float)
     const = float(2.0 * spacing.mean() if const_mm is None else const_mm)
-    skeletons = kimimaro.skeletonize(
-        np.ascontiguousarray(binary, dtype=np.uint8),
-        teasar_params={
-            "scale": scale,
-            "const": const,
-            "pdrf_scale": 100000,
-            "pdrf_exponent": 4,
-            "soma_detection_threshold": 1e9,
-            "soma_acceptance_threshold": 1e9,
-        },
-        anisotropy=tuple(spacing),
-        dust_threshold=dust_voxels,
-        fix_branching=True,
-        fix_borders=True,
-        progress=False,
-        parallel=1,
-    )
-    skel = skeletons.get(1)
-    if skel is None or len(skel.vertices) == 0:
+    params = {
+        "scale": scale,
+        "const": const,
+        "pdrf_scale": 100000,
+        "pdrf_exponent": 4,
+        "soma_detection_threshold": 1e9,
+        "soma_acceptance_threshold": 1e9,
+    }
+    axis = int(np.argmax(binary.shape))
+    plane = binary.size // binary.shape[axis]
+    if chunk_voxels is None or binary.size <= chunk_voxels:
+        thickness = binary.shape[axis]
+        skeleton = _skeleton(binary, spacing, params, dust_voxels)
+    else:
+        thickness = max(int(chunk_voxels) // plane, MIN_SLAB)
+        skeleton = _skeleton_in_slabs(binary, spacing, params, dust_voxels, axis, thickness)
+    if skeleton is None:
         return Centerline([], geometry)
-    index = np.asarray(skel.vertices, dtype=float) / spacing
-    dist = edt.edt(binary, anisotropy=tuple(spacing), parallel=1)
+    index, edges, max_radius = skeleton
+    # The distance transform is exact at a point whose nearest background voxel lies within
+    # the slab's margin; no skeleton point (nor a point moved from one by the refinement)
+    # lies deeper than the largest skeleton radius, an upper bound from the skeletonization.
+    margin = int(np.ceil(max_radius / spacing[axis])) + 4
+    dist = SlabDistance(binary, spacing, axis, thickness, margin)
     radii = inscribed_radius(dist, index, spacing)
     points = geometry.index_to_physical(index)
 
     graph = nx.Graph()
     graph.add_nodes_from(range(len(points)))
-    graph.add_edges_from((int(a), int(b)) for a, b in skel.edges if a != b)
+    graph.add_edges_from((int(a), int(b)) for a, b in edges if a != b)
     branches: list[CenterlineBranch] = []
     components = sorted(nx.connected_components(graph), key=len, reverse=True)
     root_pt = None if root is None else np.asarray(root, dtype=float)
@@ -231,10 +247,175 @@ def extract_centerline(
     return Centerline(branches, geometry)
 
 
-def inscribed_radius(dist: np.ndarray, index: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+def inscribed_radius(
+    dist: np.ndarray | SlabDistance, index: np.ndarray, spacing: np.ndarray
+) -> np.ndarray:
     """Radius (mm) at continuous indices: the distance transform, less half a voxel."""
-    values = map_coordinates(dist, index.T, order=1, mode="nearest")
+    values = sample_distance(dist, index)
     return np.maximum(values - 0.5 * float(np.min(spacing)), 0.5 * float(np.min(spacing)))
+
+
+def sample_distance(dist: np.ndarray | SlabDistance, index: np.ndarray) -> np.ndarray:
+    """The distance transform (an array or a :class:`SlabDistance`) at continuous indices
+    ``(n, 3)``, trilinear."""
+    if isinstance(dist, SlabDistance):
+        return dist(index)
+    return map_coordinates(dist, np.asarray(index, dtype=float).T, order=1, mode="nearest")
+
+
+class SlabDistance:
+    """The anisotropic Euclidean distance transform of ``binary`` (mm), evaluated at points
+    slab by slab along ``axis``: slabs of ``thickness`` voxels with ``margin`` voxels on
+    either side, one slab in memory at a time (the last one is kept for the next call).
+    Exact at a point whose nearest background voxel is within the margin, as with the
+    transform of the whole mask (the grid's faces are not background in either)."""
+
+    def __init__(
+        self, binary: np.ndarray, spacing: np.ndarray, axis: int, thickness: int, margin: int
+    ) -> None:
+        self.binary, self.spacing = binary, tuple(float(s) for s in spacing)
+        self.axis, self.thickness, self.margin = axis, max(int(thickness), 1), max(int(margin), 1)
+        self._cached: tuple[int, int, np.ndarray] | None = None
+
+    def _slab(self, k: int) -> tuple[int, np.ndarray]:
+        if self._cached is None or self._cached[0] != k:
+            self._cached = None  # free the previous slab first
+            n = self.binary.shape[self.axis]
+            lo = max(k * self.thickness - self.margin, 0)
+            hi = min((k + 1) * self.thickness + self.margin, n)
+            sl = [slice(None)] * 3
+            sl[self.axis] = slice(lo, hi)
+            part = np.ascontiguousarray(self.binary[tuple(sl)])
+            self._cached = (k, lo, edt.edt(part, anisotropy=self.spacing, parallel=1))
+        return self._cached[1], self._cached[2]
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        index = np.asarray(index, dtype=float).reshape(-1, 3)
+        out = np.zeros(len(index))
+        n = self.binary.shape[self.axis]
+        along = np.clip(np.floor(index[:, self.axis] + 0.5), 0, n - 1).astype(int)
+        slab = along // self.thickness
+        order = np.unique(slab)
+        if self._cached is not None and self._cached[0] in order:  # the kept slab first
+            order = np.r_[self._cached[0], order[order != self._cached[0]]]
+        for k in order:
+            sel = slab == k
+            lo, dist = self._slab(int(k))
+            shifted = index[sel].copy()
+            shifted[:, self.axis] -= lo
+            out[sel] = map_coordinates(dist, shifted.T, order=1, mode="nearest")
+        return out
+
+
+def _teasar(
+    binary: np.ndarray, spacing: np.ndarray, params: dict[str, Any], dust_voxels: int
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """kimimaro's TEASAR skeleton of a binary array: integer voxel indices ``(n, 3)``, edges
+    ``(m, 2)`` and the largest radius (mm); None when it is empty."""
+    skeletons = kimimaro.skeletonize(
+        np.ascontiguousarray(binary, dtype=np.uint8),
+        teasar_params=params,
+        anisotropy=tuple(spacing),
+        dust_threshold=dust_voxels,
+        fix_branching=True,
+        fix_borders=True,
+        progress=False,
+        parallel=1,
+    )
+    skel = skeletons.get(1)
+    if skel is None or len(skel.vertices) == 0:
+        return None
+    index = np.rint(np.asarray(skel.vertices, dtype=float) / spacing).astype(np.int64)
+    radius = float(np.max(skel.radii)) if len(skel.radii) else 0.0
+    return index, np.asarray(skel.edges, dtype=np.int64).reshape(-1, 2), radius
+
+
+def _skeleton(
+    binary: np.ndarray, spacing: np.ndarray, params: dict[str, Any], dust_voxels: int
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The skeleton of the whole mask in one call (see :func:`_teasar`); indices as floats."""
+    out = _teasar(binary, spacing, params, dust_voxels)
+    return None if out is None else (out[0].astype(float), out[1], out[2])
+
+
+def _skeleton_in_slabs(
+    binary: np.ndarray,
+    spacing: np.ndarray,
+    params: dict[str, Any],
+    dust_voxels: int,
+    axis: int,
+    thickness: int,
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The skeleton of a large mask from slabs of ``thickness`` voxels along ``axis``.
+
+    Neighbouring slabs share one plane. kimimaro's ``fix_borders`` puts a skeleton point at
+    the same place of every piece of the mask cut by a slab's face (the maximum of the
+    piece's 2-D distance transform in that plane), from the plane alone, so both slabs
+    reach the same voxel there: the slab skeletons are joined at the vertices they share.
+    A slab drops its components of ``dust_voxels`` or fewer voxels that touch no shared
+    plane (whole components, as in the single call); a piece that touches one belongs to a
+    component reaching into the next slab and is kept."""
+    n = binary.shape[axis]
+    pieces, edges, offset, radius = [], [], 0, 0.0
+    cuts = [0, *_cut_planes(binary, axis, thickness), n - 1]
+    for lo, last in itertools.pairwise(cuts):
+        hi = last + 1
+        sl = [slice(None)] * 3
+        sl[axis] = slice(lo, hi)
+        slab = np.ascontiguousarray(binary[tuple(sl)], dtype=np.uint8)
+        if dust_voxels > 0:
+            _dust_inside(slab, dust_voxels, axis, lo > 0, hi < n)
+        part = _teasar(slab, spacing, params, 0)
+        del slab
+        if part is None:
+            continue
+        index, e, r = part
+        index[:, axis] += lo
+        pieces.append(index)
+        edges.append(e + offset)
+        offset += len(index)
+        radius = max(radius, r)
+    if not pieces:
+        return None
+    index, inverse = np.unique(np.concatenate(pieces), axis=0, return_inverse=True)
+    e = inverse.reshape(-1)[np.concatenate(edges)]
+    e = np.unique(np.sort(e[e[:, 0] != e[:, 1]], axis=1), axis=0)
+    return index.astype(float), e, radius
+
+
+def _cut_planes(binary: np.ndarray, axis: int, thickness: int) -> list[int]:
+    """Planes along ``axis`` where neighbouring slabs meet: about every ``thickness`` planes,
+    each the plane with the fewest mask voxels within a quarter slab of that, so that a
+    slab's face crosses vessels rather than running along one (a vessel cut lengthwise has
+    a skeleton in the face itself in both slabs, two paths side by side)."""
+    n = binary.shape[axis]
+    counts = np.count_nonzero(binary, axis=tuple(a for a in range(3) if a != axis))
+    reach = thickness // 4
+    cuts = []
+    for nominal in range(thickness, n - 1, thickness):
+        lo, hi = max(nominal - reach, 1), min(nominal + reach + 1, n - 1)
+        if hi <= lo:
+            continue
+        window = np.arange(lo, hi)
+        cuts.append(int(window[np.lexsort((np.abs(window - nominal), counts[lo:hi]))[0]]))
+    return cuts
+
+
+def _dust_inside(slab: np.ndarray, dust_voxels: int, axis: int, first: bool, last: bool) -> None:
+    """Zero, in place, the components (26-connected) of ``slab`` with at most ``dust_voxels``
+    voxels that touch neither its first nor its last plane along ``axis`` (those shared with
+    a neighbouring slab, as ``first`` and ``last`` say)."""
+    labels, n = cc3d.connected_components(slab, connectivity=26, return_N=True)
+    if n == 0:
+        return
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    small = counts <= dust_voxels
+    small[0] = False
+    for face, shared in ((0, first), (-1, last)):
+        if shared:
+            small[np.take(labels, face, axis=axis)] = False
+    if small.any():
+        slab[small[labels]] = 0
 
 
 def _tree_branches(
@@ -303,7 +484,7 @@ def refine_cross_sections(
     points: np.ndarray,
     radii: np.ndarray,
     binary: np.ndarray,
-    dist: np.ndarray,
+    dist: np.ndarray | SlabDistance,
     geometry: Geometry,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sub-voxel centring and radius from the cross-section of the mask at each point.
@@ -314,8 +495,8 @@ def refine_cross_sections(
     capped at one voxel), and their share of the disc's area gives the cross-section area
     ``A`` and the equivalent radius ``sqrt(A / π)``. At a branching
     point the cross-section covers several vessels, so the radius is capped at the distance
-    transform ``dist`` (mm) at the point plus half a voxel, an upper bound of the maximum
-    inscribed sphere.
+    transform ``dist`` (mm; an array or a :class:`SlabDistance`) at the point plus half a
+    voxel, an upper bound of the maximum inscribed sphere.
     """
     if len(points) < 2:
         return points, radii
@@ -325,6 +506,7 @@ def refine_cross_sections(
     tangents /= np.maximum(np.linalg.norm(tangents, axis=1, keepdims=True), 1e-12)
     shape = np.asarray(binary.shape)
     out_p, out_r = points.copy(), radii.copy()
+    refined: list[int] = []
     for i, (p, t, r) in enumerate(zip(points, tangents, radii, strict=True)):
         reach = 1.5 * r + thick
         centre = geometry.physical_to_index(p)
@@ -352,11 +534,11 @@ def refine_cross_sections(
         # Share of the disc's voxels inside the vessel × the disc's area: the grid border
         # clips numerator and denominator alike.
         area = sel.sum() / in_disc.sum() * np.pi * reach**2
-        area_radius = float(np.sqrt(area / np.pi))
-        bound = map_coordinates(
-            dist, geometry.physical_to_index(out_p[i])[:, None], order=1, mode="nearest"
-        )[0]
-        out_r[i] = min(area_radius, float(bound) + 0.5 * thick)
+        out_r[i] = float(np.sqrt(area / np.pi))
+        refined.append(i)
+    if refined:
+        bound = sample_distance(dist, geometry.physical_to_index(out_p[refined]))
+        out_r[refined] = np.minimum(out_r[refined], bound + 0.5 * thick)
     return out_p, out_r
 
 
@@ -424,18 +606,25 @@ def resample_segments(a: np.ndarray, b: np.ndarray, step: float) -> tuple[np.nda
     return pts, lengths[seg] / counts[seg]
 
 
-def components_at(mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """The connected components (26-connectivity) of ``mask`` that contain a ``keep`` voxel."""
-    labels = cc3d.connected_components(
-        mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), connectivity=26
+def components_at(
+    mask: np.ndarray, points: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The connected components (26-connectivity) of the bool ``mask`` that hold one of the
+    voxels ``points`` (integer indices ``(n, 3)``), as a bool array: ``out`` when given (it
+    may be ``mask`` itself, which is then overwritten), else a new one. Holds one label
+    volume (cc3d's smallest sufficient integer type) beside the mask."""
+    labels, n = cc3d.connected_components(
+        mask.view(np.uint8) if mask.dtype == bool else (mask != 0).view(np.uint8),
+        connectivity=26,
+        return_N=True,
     )
-    ids = np.unique(labels[keep & mask])
-    ids = ids[ids > 0]
-    if len(ids) > 8:
-        return np.isin(labels, ids)
-    out = np.zeros(mask.shape, dtype=bool)  # a few components: no sorted copy of the labels
-    for i in ids:
-        out |= labels == i
+    keep = np.zeros(n + 1, dtype=bool)
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 3)
+    keep[labels[tuple(pts.T)]] = True
+    keep[0] = False
+    if out is None:
+        out = np.empty(mask.shape, dtype=bool)
+    np.take(keep, labels, out=out, mode="clip")  # "clip": no buffered copy; labels <= n
     return out
 
 
