@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxseg.errors import VoxsegError
-from voxseg.io import Geometry, Image
+from voxseg.io import Geometry, Image, release_pages
 from voxseg.vessels.centerline import Centerline, components_at, extract_centerline
 from voxseg.vessels.local import LocalResult, LocalSettings, analyse, component_at_centre
 from voxseg.vessels.seeds import Seed
@@ -265,14 +265,16 @@ class _Assembly:
         hi = np.minimum((keys.max(axis=0) + 1) * self.block, self.shape)
         return Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi), self.shape)
 
-    def probabilities(self, region: Box | None = None) -> np.ndarray:
+    def probabilities(self, region: Box | None = None, release: bool = False) -> np.ndarray:
         """The averaged probability on ``region`` (default: the whole grid); 0 where no box
-        reached."""
+        reached. ``release`` empties the assembly block by block as they are read (its blocks
+        hold two values per voxel they cover; the result's pages fill as they go)."""
         if region is None:
             region = Box((0, 0, 0), self.shape, self.shape)
         out = np.zeros(region.size, dtype=np.float32)
         rlo, rhi, b = np.asarray(region.lo), np.asarray(region.hi), self.block
-        for key, block in self.blocks.items():
+        for key in list(self.blocks):
+            block = self.blocks.pop(key) if release else self.blocks[key]
             start = np.asarray(key) * b
             a, z = np.maximum(rlo, start), np.minimum(rhi, start + b)
             if np.any(z <= a):
@@ -429,8 +431,8 @@ def trace(
     centerline = None
     if region is not None:
         local = sub_geometry(geometry, region)
-        prob = assembly.probabilities(region)
-        del assembly  # its blocks hold two values per voxel they cover
+        prob = assembly.probabilities(region, release=True)
+        del assembly
         seg = _keep_seeded(prob >= cfg.global_threshold, local, seeds, tubes).view(np.uint8)
         if cfg.centerline and seg.any():
             centerline = extract_centerline(Image.from_geometry(seg, local), root=seeds[0].point)
@@ -541,7 +543,9 @@ def _with_radius(
     for _ in range(4):
         box = box_around(geometry, seed.point, side, cfg.min_box_voxels, cfg.max_box_voxels)
         assert box is not None  # the seed lies in the image (checked before)
-        prob = segmenter(crop(image, box))
+        sub = crop(image, box)
+        release_pages(image.array)
+        prob = segmenter(sub)
         mask = np.asarray(prob.array) >= cfg.threshold
         component = component_at_centre(mask, prob.geometry, seed.point, float(spacing.max()))
         if component is None:
@@ -614,6 +618,7 @@ def _local_step(
                 return LocalResult(None, [], None, [], "point outside the image"), None, 0
             continue
         sub = crop(image, box)
+        release_pages(image.array)  # a disk-backed image keeps no pages a box has read
         prob = segmenter(sub)
         local = analyse(prob, box, point, direction, radius, settings)
         if local.candidates:
@@ -630,32 +635,32 @@ def _next_radius(old: float, new: float, cfg: TracingConfig) -> float:
 
 
 def _keep_seeded(seg: np.ndarray, geometry, seeds: Sequence[Seed], tubes: _Tubes) -> np.ndarray:
-    """Keep the components touching a seed (its ball), else those holding a traced point."""
+    """Keep the components touching a seed (its ball), else those holding a traced point;
+    ``seg`` (bool) is overwritten with the result."""
     if not seg.any():
         return seg
-    keep = np.zeros_like(seg)
-    for s in seeds:
-        keep |= _ball(geometry, s.point, s.radius)
-    out = components_at(seg, keep)
-    if not out.any() and tubes.points:
+    shape = np.asarray(seg.shape)
+    keep = np.concatenate([_ball(geometry, s.point, s.radius) for s in seeds])
+    if not seg[tuple(keep.T)].any() and tubes.points:
         idx = np.round(geometry.physical_to_index(np.asarray(tubes.points))).astype(int)
-        ok = np.all((idx >= 0) & (idx < np.asarray(seg.shape)), axis=1)
-        keep[tuple(idx[ok].T)] = True
-        out = components_at(seg, keep)
-    return out
+        keep = idx[np.all((idx >= 0) & (idx < shape), axis=1)]
+    if not len(keep) or not seg[tuple(keep.T)].any():
+        seg[...] = False
+        return seg
+    return components_at(seg, keep, out=seg)
 
 
 def _ball(geometry, centre: np.ndarray, radius: float) -> np.ndarray:
-    mask = np.zeros(geometry.shape, dtype=bool)
+    """Indices ``(n, 3)`` of the grid's voxels within ``radius`` (at least one voxel) of
+    ``centre``."""
     box = box_around(geometry, centre, 2 * radius, 1)
     if box is None:
-        return mask
+        return np.zeros((0, 3), dtype=int)
     idx = np.argwhere(np.ones(box.size, dtype=bool)) + np.asarray(box.lo)
     inside = np.linalg.norm(geometry.index_to_physical(idx) - centre, axis=1) <= max(
         radius, float(np.max(geometry.spacing))
     )
-    mask[tuple(idx[inside].T)] = True
-    return mask
+    return idx[inside]
 
 
 def _round(v: np.ndarray) -> list[float]:
