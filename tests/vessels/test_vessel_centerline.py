@@ -196,3 +196,21 @@ def test_dust_is_dropped_in_slabs_as_in_the_single_call(tubes):
         assert len(cl.branches) == 1
         assert cl.length == pytest.approx(36.0, abs=4.0)
     assert slabs.length == pytest.approx(single.length, abs=1.0)
+
+
+def test_components_at_keeps_the_components_holding_the_points(rng):
+    """Against scipy's labelling (26-connectivity); written into the mask when asked."""
+    from scipy import ndimage
+
+    from voxseg.vessels.centerline import components_at
+
+    mask = rng.random((40, 30, 20)) > 0.7
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    points = np.argwhere(mask)[rng.choice(int(mask.sum()), 5)]
+    points = np.concatenate([points, np.argwhere(~mask)[:3]])  # background points keep nothing
+    want = np.isin(labels, labels[tuple(points.T)]) & mask
+    assert 0 < want.sum() < mask.sum()
+    np.testing.assert_array_equal(components_at(mask, points), want)
+    inplace = mask.copy()
+    assert components_at(inplace, points, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, want)
