@@ -1,4 +1,5 @@
-"""determine_postprocessing keeps a step only when mean Dice improves and no label gets worse."""
+"""determine_postprocessing keeps a step only when mean Dice improves by at least
+``MIN_GAIN`` and no label gets worse (``min_gain=0``: nnU-Net's rule, any gain)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _reference(i: int, touching: bool) -> np.ndarray:
     return seg
 
 
-def _cases(tmp_path, touching: bool, spurious: bool, second_true: bool = False):
+def _cases(tmp_path, touching: bool, spurious: bool, second_true: bool = False, speck: int = 3):
     pred_dir, ref_dir = tmp_path / "cv", tmp_path / "ref"
     rng = np.random.default_rng(0)
     for i in range(4):
@@ -40,8 +41,8 @@ def _cases(tmp_path, touching: bool, spurious: bool, second_true: bool = False):
         pred[2:7, 3 + i, 3:11] = 0  # imperfect but overlapping
         if spurious:
             z, y = int(rng.integers(0, 2)), int(rng.integers(18, 21))
-            pred[z, y : y + 2, 20:22] = 1  # false-positive specks far away
-            pred[9, 1:3, y - 2] = 2
+            pred[z, y : y + speck, 20 - speck : 22] = 1  # false-positive specks far away
+            pred[9, 1 : 1 + speck, y - 2] = 2
         _write(ref_dir, f"case_{i}", ref)
         _write(pred_dir, f"case_{i}", pred)
     return pred_dir, ref_dir
@@ -57,6 +58,22 @@ def test_keeps_per_class_largest_for_spurious_blobs(tmp_path):
     first = report["candidates"][0]
     assert not first["accepted"] and "b" in first["reason"]
     assert all(c["accepted"] for c in report["candidates"][1:])
+
+
+def test_a_gain_below_the_minimum_keeps_nothing_unless_asked(tmp_path):
+    """Specks of 1-3 voxels: removing them gains under MIN_GAIN of mean Dice, so the default
+    keeps no step and says why; nnU-Net's rule (any gain) keeps both per-label steps."""
+    from voxseg.postprocess.determine import MIN_GAIN
+
+    pred_dir, ref_dir = _cases(tmp_path, touching=False, spurious=True, speck=1)
+    assert determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2}, output_dir=tmp_path) == []
+    report = json.loads((tmp_path / "postprocessing_report.json").read_text())
+    assert report["min_gain"] == MIN_GAIN == 0.005
+    for c in report["candidates"][1:]:
+        gain = c["foreground_dice_after"] - c["foreground_dice_before"]
+        assert 0 < gain < MIN_GAIN and "less than 0.005" in c["reason"]
+    steps = determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2}, min_gain=0)
+    assert steps == [{"name": "keep_largest_component", "labels": [1, 2], "per_class": True}]
 
 
 def test_keeps_all_foreground_when_labels_touch(tmp_path):

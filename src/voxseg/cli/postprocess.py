@@ -29,9 +29,17 @@ def determine(
     labels: list[str] | None = typer.Option(None, "--labels", help="name=VALUE; repeat."),
     dataset: Path | None = typer.Option(None, "--dataset", help="dataset.json naming labels."),
     num_processes: int = typer.Option(1, "--num-processes", "-np", help="Cases in parallel."),
+    min_gain: float | None = typer.Option(
+        None,
+        "--min-gain",
+        min=0,
+        help="Foreground mean Dice a step must add to be kept (default 0.005; 0: nnU-Net's "
+        "rule, any gain).",
+    ),
 ) -> None:
     """Keep the largest component (all foreground, then per label) where it helps Dice."""
     from voxseg.postprocess import determine_postprocessing
+    from voxseg.postprocess.determine import MIN_GAIN
 
     steps = determine_postprocessing(
         pred,
@@ -40,12 +48,13 @@ def determine(
         output_dir=output,
         dataset=dataset,
         num_processes=num_processes,
+        min_gain=MIN_GAIN if min_gain is None else min_gain,
     )
     if steps:
         for step in steps:
             console.print(f"kept: {step}")
     else:
-        console.print("no post-processing step improves Dice: none kept")
+        console.print("no post-processing step improves Dice enough: none kept")
     console.print(f"{output / 'postprocessing.json'} written (details: postprocessing_report.json)")
 
 
