@@ -75,7 +75,14 @@ def test_typical_object_volume_against_scipy_components(planned):
     found = find_small_structures(fp, plans, "3d_lowres")
     (spots,) = found.classes
     assert (spots.name, spots.value, spots.num_objects) == ("spots", 2, 6)
-    typical = np.percentile(volumes, SMALL_OBJECT_PERCENTILE)
+    # the volume under which SMALL_OBJECT_PERCENTILE % of the spots' volume lies, by hand
+    ordered = sorted(volumes)
+    total, running, typical = sum(ordered), 0.0, None
+    for v in ordered:
+        running += v
+        if running >= SMALL_OBJECT_PERCENTILE / 100 * total:
+            typical = v
+            break
     assert spots.typical_mm3 == pytest.approx(typical)
     assert spots.typical_voxels == pytest.approx(typical / voxel)
     assert spots.typical_voxels < SMALL_OBJECT_VOXELS
@@ -115,3 +122,28 @@ def test_auto_adds_the_full_resolution_stage_only_for_a_small_class(planned):
     rule = small_structure_rule(fp_big, plans_big, ["3d_lowres"], None)
     assert rule["stage"] is False and rule["classes"] == []
     assert "no class is too small" in rule["why"]
+
+
+def test_a_large_tissue_with_small_fragments_is_not_small():
+    """Counted, most objects are 1 mm³ fragments; by volume, 10 % of the class lies in
+    objects up to the large piece: typical = the large piece (a known answer by hand)."""
+    from voxseg.planning.small import volume_weighted_percentile
+
+    volumes = [1.0] * 80 + [5_000.0, 100_000.0]
+    assert np.percentile(volumes, SMALL_OBJECT_PERCENTILE) == 1.0
+    assert volume_weighted_percentile(volumes, SMALL_OBJECT_PERCENTILE) == 100_000.0
+    assert volume_weighted_percentile(volumes, 2.0) == 5_000.0
+    assert volume_weighted_percentile([40.0, 60.0, 500.0], 10.0) == 60.0
+    assert volume_weighted_percentile([40.0, 60.0, 500.0], 6.0) == 40.0
+
+
+def test_every_class_small_adds_no_stage_and_says_why(planned, monkeypatch):
+    """With no whole-image class left to guide it, the small stage is not added (it would
+    have no prediction channels to take) and the rule names 3d_fullres instead."""
+    import voxseg.planning.small as small
+
+    _, fp, plans = planned[True]
+    monkeypatch.setattr(small, "SMALL_OBJECT_VOXELS", 1e12)  # every class is small
+    rule = small_structure_rule(fp, plans, ["3d_lowres"], None)
+    assert [c["name"] for c in rule["classes"]] == ["organ", "spots"]
+    assert rule["stage"] is False and "every class is small" in rule["why"]

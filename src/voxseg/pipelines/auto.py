@@ -118,8 +118,14 @@ def small_structure_rule(
     record: dict[str, Any] = {"stage": False, **found.to_dict()}
     if not found.classes:
         return record
+    foreground = [v for n, v in plans.labels.items() if isinstance(v, int) and v and n != "ignore"]
     if "3d_fullres" not in plans.configurations:
         record["why"] += "; no 3d_fullres is planned to train a full-resolution stage on"
+    elif len(found.classes) == len(foreground):
+        record["why"] += (
+            f"; every class is small for {coarse}, so no whole-image prediction is left to guide "
+            "a full-resolution stage: train 3d_fullres for them (voxseg train -c 3d_fullres)"
+        )
     elif labels_problem is not None:
         record["why"] += f"; no full-resolution stage: {labels_problem}"
     else:
