@@ -13,6 +13,9 @@ from voxseg.io import Image, read_image, write_image
 from voxseg.postprocess import apply_postprocessing, determine_postprocessing, load_postprocessing
 
 SPACING = (2.0, 1.0, 1.0)
+#: the label-1 speck of ``_cases`` (``speck`` × (``speck`` + 2) voxels) in mm³: the largest
+#: component a kept step removes on those cases
+SPECK_MM3 = {3: 3 * 5 * 2.0, 1: 1 * 3 * 2.0}
 runner = CliRunner()
 
 
@@ -52,7 +55,14 @@ def test_keeps_per_class_largest_for_spurious_blobs(tmp_path):
     pred_dir, ref_dir = _cases(tmp_path, touching=False, spurious=True)
     steps = determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2}, output_dir=tmp_path)
     # all-foreground would delete the separate label 2: rejected; per label: kept for both
-    assert steps == [{"name": "keep_largest_component", "labels": [1, 2], "per_class": True}]
+    assert steps == [
+        {
+            "name": "keep_largest_component",
+            "labels": [1, 2],
+            "per_class": True,
+            "max_removed_mm3": SPECK_MM3[3],
+        }
+    ]
     assert load_postprocessing(tmp_path / "postprocessing.json") == steps
     report = json.loads((tmp_path / "postprocessing_report.json").read_text())
     first = report["candidates"][0]
@@ -73,17 +83,44 @@ def test_a_gain_below_the_minimum_keeps_nothing_unless_asked(tmp_path):
         gain = c["foreground_dice_after"] - c["foreground_dice_before"]
         assert 0 < gain < MIN_GAIN and "less than 0.005" in c["reason"]
     steps = determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2}, min_gain=0)
-    assert steps == [{"name": "keep_largest_component", "labels": [1, 2], "per_class": True}]
+    assert [(s["labels"], s["per_class"], s["max_removed_mm3"]) for s in steps] == [
+        ([1, 2], True, SPECK_MM3[1])
+    ]
 
 
 def test_keeps_all_foreground_when_labels_touch(tmp_path):
     pred_dir, ref_dir = _cases(tmp_path, touching=True, spurious=True)
     steps = determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2})
-    assert steps == [{"name": "keep_largest_component", "labels": None, "per_class": False}]
+    assert steps == [
+        {
+            "name": "keep_largest_component",
+            "labels": None,
+            "per_class": False,
+            "max_removed_mm3": SPECK_MM3[3],
+        }
+    ]
     pred = read_image(pred_dir / "case_0.nii.gz")
     ref = read_image(ref_dir / "case_0.nii.gz").array
     out = apply_postprocessing(pred.array, pred.spacing, steps)
     assert not (out.astype(bool) & ~ref.astype(bool)).any()  # every false positive removed
+
+
+def test_a_kept_step_keeps_components_larger_than_any_it_removed_on_validation(tmp_path):
+    """Chosen on cases whose only stray components are specks, the step still removes a
+    speck on a new case but keeps a second structure larger than any speck (the nnU-Net
+    step, unbounded, deletes it)."""
+    from voxseg.postprocess.steps import KeepLargestComponent
+
+    pred_dir, ref_dir = _cases(tmp_path, touching=True, spurious=True)
+    steps = determine_postprocessing(pred_dir, ref_dir, {"a": 1, "b": 2})
+    new = _reference(0, touching=True)
+    new[7:10, 14:22, 14:22] = 1  # a true second structure: 192 voxels, 384 mm³
+    new[0, 20:22, 1:3] = 2  # a speck: 4 voxels, 8 mm³
+    out = apply_postprocessing(new, SPACING, steps)
+    assert (out[7:10, 14:22, 14:22] == 1).all()
+    assert not out[0, 20:22, 1:3].any()
+    unbounded = KeepLargestComponent(per_class=False)(new, SPACING)
+    assert not unbounded[7:10, 14:22, 14:22].any()
 
 
 def test_rejects_when_a_true_second_component_would_go(tmp_path):

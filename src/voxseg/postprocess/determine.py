@@ -9,7 +9,11 @@ Candidates, each judged on the mean Dice over cases (NaN cases left out, as in e
 
 A candidate is kept only if the foreground mean Dice (the mean over labels of the per-label
 mean Dice) improves by at least ``MIN_GAIN`` and no label's mean Dice gets worse. The
-per-label candidates touch disjoint voxels, so those kept are combined into one step.
+per-label candidates touch disjoint voxels, so those kept are combined into one step. A kept
+step removes only components up to the largest it removed on these cases
+(``max_removed_mm3``): the cases are evidence about spurious components of that size, none
+about larger ones, so the validation Dice is the same and a new case keeps a large component
+that is not the largest (a brain slice's temporal lobe) instead of losing it.
 
 nnU-Net keeps a step for any gain (``min_gain=0`` here). Keeping the largest component is a
 bet that every other component is a false positive; a few validation cases of one kind can
@@ -43,12 +47,23 @@ from voxseg.evaluation.evaluate import (
 )
 from voxseg.io import read_image
 from voxseg.modelfolder import ModelLayout
-from voxseg.postprocess.steps import KeepLargestComponent, PostprocessingStepConfig
+from voxseg.postprocess.steps import (
+    KeepLargestComponent,
+    PostprocessingStepConfig,
+    largest_component_removals,
+)
 
 #: A label's mean Dice may drop by at most this much and still count as "not worse".
 NOT_WORSE_TOLERANCE = 1e-9
 #: A step must raise the foreground mean Dice by at least this much to be kept.
 MIN_GAIN = 0.005
+#: a case's entry: per candidate, the largest component volume (mm³) it removed
+_REMOVED = "max_removed_mm3"
+
+
+def _bound(cases: list[dict], keys: Sequence[str]) -> float:
+    """The largest component volume the candidates ``keys`` removed on any case."""
+    return max((c[_REMOVED].get(k, 0.0) for c in cases for k in keys), default=0.0)
 
 
 def _dice_per_label(pred, ref, labels, ignore_label) -> dict[str, float]:
@@ -66,6 +81,8 @@ def _case_candidates(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[s
         out = {"raw": _dice_per_label(pred, ref, labels, ignore)}
         largest_all = KeepLargestComponent(per_class=False)(pred.array, spacing)
         out["all"] = _dice_per_label(pred.with_array(largest_all), ref, labels, ignore)
+        foreground = [int(v) for v in np.unique(pred.array) if v != 0]
+        removed = {"all": largest_component_removals(pred.array, spacing, foreground)}
         classes = kwargs["classes"]
         if classes is None:
             classes = [v for v in labels.values() if not isinstance(v, (list, tuple))]
@@ -75,6 +92,8 @@ def _case_candidates(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[s
                 out[f"{base}+{value}"] = _dice_per_label(
                     pred.with_array(step(arr, spacing)), ref, labels, ignore
                 )
+                removed[f"{base}+{value}"] = largest_component_removals(arr, spacing, [value])
+        out[_REMOVED] = removed
         return out
     except VoxsegError as exc:
         raise VoxsegError(f"{pair.prediction}: {exc}") from None
@@ -173,9 +192,19 @@ def determine_postprocessing(
         if ok:
             kept_classes.append(value)
 
-    steps: list[dict[str, Any]] = [step_all] if accept_all else []
+    steps: list[dict[str, Any]] = []
+    if accept_all:
+        steps.append({**step_all, _REMOVED: _bound(cases, ["all"])})
     if kept_classes:
-        steps.append({"name": "keep_largest_component", "labels": kept_classes, "per_class": True})
+        bound = _bound(cases, [f"{base}+{v}" for v in kept_classes])
+        steps.append(
+            {
+                "name": "keep_largest_component",
+                "labels": kept_classes,
+                "per_class": True,
+                _REMOVED: bound,
+            }
+        )
     if output_dir is not None:
         output_dir = Path(output_dir)
         layout = ModelLayout(output_dir)
@@ -188,7 +217,8 @@ def determine_postprocessing(
                 "num_cases": len(pairs),
                 "labels": names,
                 "rule": f"keep a step if the foreground mean Dice improves by at least "
-                f"{min_gain:g} and no label gets worse",
+                f"{min_gain:g} and no label gets worse; it removes components up to the "
+                "largest it removed here",
                 "min_gain": min_gain,
                 "foreground_dice_raw": _foreground(raw),
                 "candidates": candidates,

@@ -79,11 +79,14 @@ class KeepLargestComponent:
 
     ``per_class``: for each label separately; otherwise of the union of ``labels`` (default:
     all foreground, nnU-Net's "all foreground as one region"), other components removed whole.
+    ``max_removed_mm3``: only components up to this volume (2D: mm²) are removed, larger
+    ones stay beside the largest (``None``: every other component goes, as in nnU-Net).
     """
 
     labels: tuple[int, ...] | None = None
     per_class: bool = True
     connectivity: int = 26
+    max_removed_mm3: float | None = None
 
     def __call__(self, seg: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         values = _label_values(seg, self.labels)
@@ -96,8 +99,26 @@ class KeepLargestComponent:
             components = cc3d.connected_components(mask, connectivity=self.connectivity)
             sizes = _sizes(components)
             sizes[0] = 0
-            out[mask & (components != int(np.argmax(sizes)))] = 0
+            remove = np.ones(len(sizes), bool)
+            remove[[0, int(np.argmax(sizes))]] = False
+            if self.max_removed_mm3 is not None:
+                remove &= sizes * voxel_measure(seg.shape, spacing) <= self.max_removed_mm3
+            out[remove[components]] = 0
         return out
+
+
+def largest_component_removals(
+    seg: np.ndarray, spacing: Sequence[float], group: Sequence[int], connectivity: int = 26
+) -> float:
+    """The volume (mm³; 2D: mm²) of the largest component that keeping the largest component
+    of the voxels in ``group`` removes (0 when there is at most one)."""
+    mask = np.isin(seg, group)
+    components = cc3d.connected_components(mask, connectivity=connectivity)
+    sizes = _sizes(components)
+    sizes[0] = 0
+    if np.count_nonzero(sizes) < 2:
+        return 0.0
+    return float(np.sort(sizes)[-2]) * voxel_measure(seg.shape, spacing)
 
 
 @POSTPROCESSING.register("fill_holes")
