@@ -624,7 +624,10 @@ def components_at(
     keep[0] = False
     if out is None:
         out = np.empty(mask.shape, dtype=bool)
-    np.take(keep, labels, out=out, mode="clip")  # "clip": no buffered copy; labels <= n
+    # The lookup casts the labels it reads to 8-byte indices: a few planes at a time.
+    step = max(1, (1 << 21) // max(1, labels[0].size))
+    for z in range(0, labels.shape[0], step):
+        out[z : z + step] = keep[labels[z : z + step]]
     return out
 
 
