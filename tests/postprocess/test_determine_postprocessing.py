@@ -149,3 +149,20 @@ def test_cli_determine_then_apply(tmp_path):
     assert done.geometry.is_close(original.geometry)
     ref = read_image(ref_dir / "case_1.nii.gz").array
     assert not (done.array.astype(bool) & ~ref.astype(bool)).any()
+
+
+def test_largest_false_removal_ignores_the_true_components_it_would_remove():
+    from voxseg.postprocess.steps import largest_false_removal
+
+    seg = np.zeros((1, 40, 40), np.uint8)
+    seg[0, 0:10, 0:10] = 1  # the largest: 100 px
+    seg[0, 20:25, 20:30] = 1  # true second structure: 50 px, all in the reference
+    seg[0, 30:32, 0:5] = 1  # false: 10 px, none in the reference
+    seg[0, 35:38, 30:34] = 1  # 12 px, exactly half in the reference: counts as true
+    truth = np.zeros_like(seg, bool)
+    truth[0, 0:10, 0:10] = truth[0, 20:25, 20:30] = True
+    truth[0, 35:38, 30:32] = True  # 6 of the 12
+    spacing = (3.0, 0.5, 0.5)  # a 2D slice: pixel area 0.25 mm²
+    assert largest_false_removal(seg, spacing, [1], truth) == 10 * 0.25
+    assert largest_false_removal(seg, spacing, [1], np.zeros_like(truth)) == 50 * 0.25
+    assert largest_false_removal(seg[:, :12, :12], spacing, [1], truth[:, :12, :12]) == 0.0

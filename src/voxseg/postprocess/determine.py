@@ -10,10 +10,12 @@ Candidates, each judged on the mean Dice over cases (NaN cases left out, as in e
 A candidate is kept only if the foreground mean Dice (the mean over labels of the per-label
 mean Dice) improves by at least ``MIN_GAIN`` and no label's mean Dice gets worse. The
 per-label candidates touch disjoint voxels, so those kept are combined into one step. A kept
-step removes only components up to the largest it removed on these cases
-(``max_removed_mm3``): the cases are evidence about spurious components of that size, none
-about larger ones, so the validation Dice is the same and a new case keeps a large component
-that is not the largest (a brain slice's temporal lobe) instead of losing it.
+step removes only components up to the largest *false* one it removed on these cases (less
+than half of it in the reference; ``max_removed_mm3``): the cases are evidence about
+spurious components of that size, none about larger ones. Every false component it removed
+here is still removed (true ones larger than all of them are kept, so the Dice is at least
+as good), and a new case keeps a large component that is not the largest (a brain slice's
+temporal lobe) instead of losing it.
 
 nnU-Net keeps a step for any gain (``min_gain=0`` here). Keeping the largest component is a
 bet that every other component is a false positive; a few validation cases of one kind can
@@ -50,14 +52,14 @@ from voxseg.modelfolder import ModelLayout
 from voxseg.postprocess.steps import (
     KeepLargestComponent,
     PostprocessingStepConfig,
-    largest_component_removals,
+    largest_false_removal,
 )
 
 #: A label's mean Dice may drop by at most this much and still count as "not worse".
 NOT_WORSE_TOLERANCE = 1e-9
 #: A step must raise the foreground mean Dice by at least this much to be kept.
 MIN_GAIN = 0.005
-#: a case's entry: per candidate, the largest component volume (mm³) it removed
+#: a case's entry: per candidate, the largest false component (mm³) it removed
 _REMOVED = "max_removed_mm3"
 
 
@@ -82,7 +84,8 @@ def _case_candidates(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[s
         largest_all = KeepLargestComponent(per_class=False)(pred.array, spacing)
         out["all"] = _dice_per_label(pred.with_array(largest_all), ref, labels, ignore)
         foreground = [int(v) for v in np.unique(pred.array) if v != 0]
-        removed = {"all": largest_component_removals(pred.array, spacing, foreground)}
+        truth = (ref.array != 0) if ignore is None else (ref.array != 0) & (ref.array != ignore)
+        removed = {"all": largest_false_removal(pred.array, spacing, foreground, truth)}
         classes = kwargs["classes"]
         if classes is None:
             classes = [v for v in labels.values() if not isinstance(v, (list, tuple))]
@@ -92,7 +95,9 @@ def _case_candidates(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[s
                 out[f"{base}+{value}"] = _dice_per_label(
                     pred.with_array(step(arr, spacing)), ref, labels, ignore
                 )
-                removed[f"{base}+{value}"] = largest_component_removals(arr, spacing, [value])
+                removed[f"{base}+{value}"] = largest_false_removal(
+                    arr, spacing, [value], ref.array == value
+                )
         out[_REMOVED] = removed
         return out
     except VoxsegError as exc:
@@ -218,7 +223,7 @@ def determine_postprocessing(
                 "labels": names,
                 "rule": f"keep a step if the foreground mean Dice improves by at least "
                 f"{min_gain:g} and no label gets worse; it removes components up to the "
-                "largest it removed here",
+                "largest false one it removed here",
                 "min_gain": min_gain,
                 "foreground_dice_raw": _foreground(raw),
                 "candidates": candidates,

@@ -107,18 +107,26 @@ class KeepLargestComponent:
         return out
 
 
-def largest_component_removals(
-    seg: np.ndarray, spacing: Sequence[float], group: Sequence[int], connectivity: int = 26
+def largest_false_removal(
+    seg: np.ndarray,
+    spacing: Sequence[float],
+    group: Sequence[int],
+    truth: np.ndarray,
+    connectivity: int = 26,
 ) -> float:
     """The volume (mm³; 2D: mm²) of the largest component that keeping the largest component
-    of the voxels in ``group`` removes (0 when there is at most one)."""
+    of the voxels in ``group`` removes and that is false: less than half of it lies in
+    ``truth`` (a boolean mask of the reference). 0 when it removes no false component."""
     mask = np.isin(seg, group)
     components = cc3d.connected_components(mask, connectivity=connectivity)
     sizes = _sizes(components)
     sizes[0] = 0
     if np.count_nonzero(sizes) < 2:
         return 0.0
-    return float(np.sort(sizes)[-2]) * voxel_measure(seg.shape, spacing)
+    inside = np.bincount(components[truth], minlength=len(sizes))
+    false = 2 * inside < sizes
+    false[[0, int(np.argmax(sizes))]] = False
+    return float(sizes[false].max(initial=0)) * voxel_measure(seg.shape, spacing)
 
 
 @POSTPROCESSING.register("fill_holes")
