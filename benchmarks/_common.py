@@ -165,6 +165,15 @@ def run_measured(
     return result
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned text table (first column left-aligned, the others right-aligned)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

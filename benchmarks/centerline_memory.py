@@ -25,13 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from _common import current_rss_mb as _rss_mb
 
 
 def _samples(cl):

@@ -24,18 +24,11 @@ import time
 from pathlib import Path
 
 from _common import WORK, format_table, machine_info
+from _common import current_rss_mb as _current_rss_mb
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def place(image, offset):
