@@ -152,7 +152,10 @@ def test_cli_determine_then_apply(tmp_path):
 
 
 def test_largest_false_removal_ignores_the_true_components_it_would_remove():
-    from voxseg.postprocess.steps import largest_false_removal
+    from voxseg.postprocess.steps import keep_largest_measured
+
+    def largest_false_removal(seg, spacing, group, truth):
+        return keep_largest_measured(seg, spacing, group, truth)[1]
 
     seg = np.zeros((1, 40, 40), np.uint8)
     seg[0, 0:10, 0:10] = 1  # the largest: 100 px

@@ -49,11 +49,7 @@ from voxseg.evaluation.evaluate import (
 )
 from voxseg.io import read_image
 from voxseg.modelfolder import ModelLayout
-from voxseg.postprocess.steps import (
-    KeepLargestComponent,
-    PostprocessingStepConfig,
-    largest_false_removal,
-)
+from voxseg.postprocess.steps import PostprocessingStepConfig, keep_largest_measured
 
 #: A label's mean Dice may drop by at most this much and still count as "not worse".
 NOT_WORSE_TOLERANCE = 1e-9
@@ -81,23 +77,20 @@ def _case_candidates(pair: CasePair, kwargs: dict[str, Any]) -> dict[str, dict[s
         labels = kwargs["labels"] or labels_found(ref.array, pred.array, ignore_label=ignore)
         spacing = ref.spacing
         out = {"raw": _dice_per_label(pred, ref, labels, ignore)}
-        largest_all = KeepLargestComponent(per_class=False)(pred.array, spacing)
-        out["all"] = _dice_per_label(pred.with_array(largest_all), ref, labels, ignore)
         foreground = [int(v) for v in np.unique(pred.array) if v != 0]
         truth = (ref.array != 0) if ignore is None else (ref.array != 0) & (ref.array != ignore)
-        removed = {"all": largest_false_removal(pred.array, spacing, foreground, truth)}
+        largest_all, removed_all = keep_largest_measured(pred.array, spacing, foreground, truth)
+        out["all"] = _dice_per_label(pred.with_array(largest_all), ref, labels, ignore)
+        removed = {"all": removed_all}
         classes = kwargs["classes"]
         if classes is None:
             classes = [v for v in labels.values() if not isinstance(v, (list, tuple))]
         for value in classes:
-            step = KeepLargestComponent(labels=(value,))
             for base, arr in (("raw", pred.array), ("all", largest_all)):
-                out[f"{base}+{value}"] = _dice_per_label(
-                    pred.with_array(step(arr, spacing)), ref, labels, ignore
-                )
-                removed[f"{base}+{value}"] = largest_false_removal(
+                kept, removed[f"{base}+{value}"] = keep_largest_measured(
                     arr, spacing, [value], ref.array == value
                 )
+                out[f"{base}+{value}"] = _dice_per_label(pred.with_array(kept), ref, labels, ignore)
         out[_REMOVED] = removed
         return out
     except VoxsegError as exc:

@@ -107,26 +107,30 @@ class KeepLargestComponent:
         return out
 
 
-def largest_false_removal(
+def keep_largest_measured(
     seg: np.ndarray,
     spacing: Sequence[float],
     group: Sequence[int],
     truth: np.ndarray,
     connectivity: int = 26,
-) -> float:
-    """The volume (mm³; 2D: mm²) of the largest component that keeping the largest component
-    of the voxels in ``group`` removes and that is false: less than half of it lies in
-    ``truth`` (a boolean mask of the reference). 0 when it removes no false component."""
+) -> tuple[np.ndarray, float]:
+    """``seg`` with only the largest component of the voxels in ``group`` kept (as
+    :class:`KeepLargestComponent` over ``group`` as one region), and the volume (mm³; 2D: mm²)
+    of the largest *false* component it removed: less than half of it in ``truth`` (a
+    boolean mask of the reference). 0 when it removes no false component."""
     mask = np.isin(seg, group)
     components = cc3d.connected_components(mask, connectivity=connectivity)
     sizes = _sizes(components)
     sizes[0] = 0
+    out = seg.copy()
     if np.count_nonzero(sizes) < 2:
-        return 0.0
+        return out, 0.0
+    largest = int(np.argmax(sizes))
+    out[mask & (components != largest)] = 0
     inside = np.bincount(components[truth], minlength=len(sizes))
     false = 2 * inside < sizes
-    false[[0, int(np.argmax(sizes))]] = False
-    return float(sizes[false].max(initial=0)) * voxel_measure(seg.shape, spacing)
+    false[[0, largest]] = False
+    return out, float(sizes[false].max(initial=0)) * voxel_measure(seg.shape, spacing)
 
 
 @POSTPROCESSING.register("fill_holes")
