@@ -43,6 +43,12 @@ VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
     ),
     "lowres10": (["--cpu-lowres-gflops", "10"], [], "3D: whole-image stage at 10 GFLOP/it"),
     "lowres5": (["--cpu-lowres-gflops", "5"], [], "3D: whole-image stage at 5 GFLOP/it"),
+    "lowres40": (["--cpu-lowres-gflops", "40"], [], "3D: whole-image stage at 40 GFLOP/it"),
+    "fullres20": (
+        ["--cpu-gflops", "20"],
+        [],
+        "3D: 3d_fullres patches at 20 GFLOP/it instead of the whole image at 3d_lowres",
+    ),
     "nodecay": ([], ["optimizer.weight_decay=0"], "no weight decay"),
     "wd1e-2": ([], ["optimizer.weight_decay=0.01"], "weight decay 1e-2 (AdamW's usual)"),
     "spatial05": (
@@ -91,6 +97,8 @@ VARIANTS: dict[str, tuple[list[str], list[str], str]] = {
         "no rotation or scaling",
     ),
 }
+#: variants that train another configuration than the task's (``configuration`` in main)
+CONFIGURATION = {"fullres20": "3d_fullres"}
 
 
 def _log(text: str) -> None:
@@ -193,7 +201,13 @@ def main() -> None:
     for name in args.variants:
         _log(f"{args.task}: {name} ({VARIANTS[name][2]}) ...")
         r = run_variant(
-            configuration, name, raw, args.train_seconds, work, schedule, args.lowres_gflops
+            CONFIGURATION.get(name, configuration),
+            name,
+            raw,
+            args.train_seconds,
+            work,
+            schedule,
+            args.lowres_gflops,
         )
         r.update(command=command, task=tag, when=time.strftime("%Y-%m-%d %H:%M"))
         results["runs"].append(r)
