@@ -105,7 +105,14 @@ def small_structure_rule(
     the module docstring); ``labels_problem`` says why the dataset cannot have one."""
     from voxseg.planning.small import find_small_structures
 
-    full = [c for c in configurations if c in FULL_RESOLUTION]
+    full_spacing = (
+        plans.configuration("3d_fullres").spacing if "3d_fullres" in plans.configurations else None
+    )
+    full = [
+        c
+        for c in configurations
+        if c in FULL_RESOLUTION or plans.configuration(c).spacing == full_spacing
+    ]
     if full:
         return {
             "stage": False,
