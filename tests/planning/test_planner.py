@@ -230,6 +230,28 @@ def test_cpu_lowres_budget_follows_a_short_training_time(monkeypatch):
     assert "scaled by the training time" in short.explanations["3d_lowres"]
 
 
+def test_cpu_whole_image_stage_keeps_full_resolution_when_a_patch_covers_a_quarter(monkeypatch):
+    """Brain slabs (27×112×94 at 1.5 mm): at the whole-image stage's 20 GFLOP a patch on the
+    full-resolution grid already covers ≥ 25 % of the median image, so the grid is not
+    coarsened and no cascade is planned; a short training's smaller budget coarsens it."""
+    import voxseg.devices
+
+    monkeypatch.setattr(voxseg.devices, "cpu_has_fast_bf16", lambda: False)
+    fp = _fingerprint([(27, 112, 94)] * 4, [(1.5, 1.5, 1.5)] * 4)
+    plans = plan_dataset(fp, _info(), PlannerOptions(device="cpu"))
+    full, low = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
+    assert math.prod(full.patch_size) / math.prod(full.median_shape) < 0.25
+    assert low.spacing == full.spacing and low.data_from == "3d_fullres"
+    assert math.prod(low.patch_size) / (27 * 112 * 94) >= 0.25
+    assert 10e9 < training_flops(low.topology, low.patch_size, 1, 3).at(2) <= 20e9
+    assert "3d_cascade_fullres" not in plans.configurations
+    assert "spacing is kept" in plans.explanations["3d_lowres"]
+    short = plan_dataset(fp, _info(), PlannerOptions(device="cpu", training_seconds=270))
+    coarse = short.configurations["3d_lowres"]
+    assert all(a > b for a, b in zip(coarse.spacing, full.spacing, strict=True))
+    assert "3d_cascade_fullres" in short.configurations
+
+
 def test_cpu_whole_image_lowres_of_thick_slices_terminates(monkeypatch):
     """A patch clipped to a fractional median shape (7.8 slices → 7) still covers it: the
     coarsening stops instead of shrinking the image to nothing (cord-like scans)."""

@@ -21,6 +21,9 @@ from voxseg.planning.small import (
 )
 
 SPACING = (3.0, 0.8, 0.8)
+#: large enough in-plane that a full-resolution patch at the CPU's whole-image budget covers
+#: less than a quarter of the image, so the whole-image stage coarsens the grid
+SHAPE = (24, 160, 160)
 
 
 def _dataset(root, spots: bool, inside: bool = False):
@@ -29,9 +32,9 @@ def _dataset(root, spots: bool, inside: bool = False):
     rng = np.random.default_rng(0)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
-    z, y, x = np.indices((24, 96, 96)) * np.reshape(SPACING, (3, 1, 1, 1))
+    z, y, x = np.indices(SHAPE) * np.reshape(SPACING, (3, 1, 1, 1))
     for i in range(3):
-        seg = np.zeros((24, 96, 96), np.uint8)
+        seg = np.zeros(SHAPE, np.uint8)
         seg[(((z - 36) / 25) ** 2 + ((y - 38) / 22) ** 2 + ((x - 38) / 22) ** 2) < 1] = 1
         if spots:
             centres = [(55, 55), (60, 20), (20, 60)]
