@@ -90,3 +90,33 @@ def test_roi_sampler_only_centres_in_roi():
 def test_unknown_sampler_lists_registered_names():
     with pytest.raises(Exception, match="foreground"):
         build_sampler(SamplingConfig(name="nope"))
+
+
+def _two_objects():
+    """One class in one case: a 10×10×10 block (1 000 voxels) and a 2×2×2 one (8 voxels),
+    every voxel a stored location, and a patch centre's object read from the data."""
+    data = np.zeros((1, 40, 40, 40), np.float32)
+    seg = np.zeros((1, 40, 40, 40), np.int8)
+    seg[0, 2:12, 2:12, 2:12] = 1
+    seg[0, 30:32, 30:32, 30:32] = 1
+    data[0, 2:12, 2:12, 2:12] = 1.0  # the large object
+    data[0, 30:32, 30:32, 30:32] = 2.0  # the small one
+    locs = {"1": np.argwhere(seg[0] == 1).tolist()}
+    return data, seg, SimpleNamespace(foreground_locations=locs)
+
+
+@pytest.mark.parametrize("balance", ["voxels", "objects"])
+def test_object_balance_centres_small_objects_as_often_as_large_ones(balance):
+    store = _Store({"a": _two_objects()})
+    sampler = build_sampler(SamplingConfig(balance=balance))
+    ds = PatchBatches(store, ["a"], (4, 4, 4), 1, sampler, foreground_fraction=1.0, seed=2)
+    small = sum(int(ds[i]["image"][0, 0, 2, 2, 2] == 2.0) for i in range(400))
+    if balance == "voxels":  # nnU-Net: in proportion to the voxels, 8 / 1 008 ≈ 0.8 %
+        assert small <= 12
+    else:  # each object equally likely: binomial(400, 0.5), sd 10
+        assert 160 < small < 240
+
+
+def test_object_balance_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="balance"):
+        build_sampler(SamplingConfig(name="foreground", kwargs={"balance": "lesions"}))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from voxseg.sampling.samplers import Sampler
+from voxseg.sampling.samplers import LOCATION_OBJECTS, Sampler
 
 
 def read_crop(array: Any, start: Sequence[int], size: Sequence[int], fill: float = 0) -> np.ndarray:
@@ -77,6 +77,7 @@ class PatchBatches(TorchDataset):
         self.extras = extras or {}
         self.image_dtype = image_dtype
         self._open: dict[str, tuple[Any, Any, Any]] = {}
+        self._objects: dict[str, dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.length
@@ -89,20 +90,40 @@ class PatchBatches(TorchDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_open"] = {}
+        state["_objects"] = {}
         return state
+
+    def _location_objects(self, case_id: str, seg: Any, meta: Any) -> dict[str, np.ndarray]:
+        """Per stored class: the connected object (26-connected) of each stored location,
+        labelled once per case and worker."""
+        if case_id not in self._objects:
+            import cc3d
+
+            labels = np.asarray(seg[0])
+            out: dict[str, np.ndarray] = {}
+            for key, locs in meta.foreground_locations.items():
+                if not len(locs):
+                    continue
+                objects = cc3d.connected_components(labels == int(key), connectivity=26)
+                out[key] = objects[tuple(np.asarray(locs).T)]
+            self._objects[case_id] = out
+        return self._objects[case_id]
 
     def sample(self, case_id: str, rng: np.random.Generator, force_foreground: bool):
         """One crop of ``case_id``: ``(image [c, *size], seg [1, *size])``."""
         data, seg, meta = self._case(case_id)
         shape = tuple(data.shape[1:])
         size = self.input_size if len(self.input_size) == 3 else (1, *self.input_size)
+        extra = self.extras.get(case_id, {})
+        if force_foreground and seg is not None and getattr(self.sampler, "needs_objects", False):
+            extra = {**extra, LOCATION_OBJECTS: self._location_objects(case_id, seg, meta)}
         start = self.sampler(
             shape,
             size,
             rng,
             force_foreground=force_foreground,
             foreground_locations=meta.foreground_locations,
-            extra=self.extras.get(case_id, {}),
+            extra=extra,
         )
         image = read_crop(data, start, size, 0)
         label = (

@@ -9,7 +9,7 @@ same patches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -46,6 +46,13 @@ class SamplingConfig(BaseModel):
     roi_label: int | None = Field(
         None, description="roi sampler: centres restricted to voxels of this stored class"
     )
+    balance: Literal["voxels", "objects"] = Field(
+        "voxels",
+        description="foreground sampler: a forced centre is a stored voxel of the class "
+        "('voxels', nnU-Net: large objects are centred on in proportion to their size) or "
+        "a stored voxel of one of the class's connected objects drawn uniformly ('objects': "
+        "a 3 mm lesion as often as a 3 cm one)",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -77,14 +84,24 @@ class UniformSampler:
         return _random_start(shape, size, rng)
 
 
+#: ``extra`` key under which the batch source gives an object-balanced sampler, per class
+#: key, the connected object (26-connected, numbered from 1) of each stored location
+LOCATION_OBJECTS = "location_objects"
+
+
 @SAMPLERS.register("foreground")
 class ForegroundSampler:
     """nnU-Net's oversampling: forced samples are centred on a stored foreground location
     of a class drawn uniformly among the classes present (classes balanced); the rest are
-    uniform."""
+    uniform. With ``balance="objects"`` the location is drawn from one of the class's
+    connected objects in the case, each object equally likely (the batch source supplies
+    ``extra[LOCATION_OBJECTS]`` when :attr:`needs_objects`)."""
 
-    def __init__(self, classes: list[int] | None = None, **_: Any) -> None:
+    def __init__(self, classes: list[int] | None = None, balance: str = "voxels", **_: Any) -> None:
+        if balance not in ("voxels", "objects"):
+            raise ValueError(f"sampling.balance must be 'voxels' or 'objects', got {balance!r}")
         self.classes = None if classes is None else {str(c) for c in classes}
+        self.needs_objects = balance == "objects"
 
     def __call__(self, shape, size, rng, *, force_foreground, foreground_locations, extra):
         if force_foreground:
@@ -94,9 +111,16 @@ class ForegroundSampler:
                 if len(locs) and (self.classes is None or k in self.classes)
             ]
             if present:
-                locs = foreground_locations[present[rng.integers(len(present))]]
-                centre = np.asarray(locs[rng.integers(len(locs))])
-                return _start_around(centre, shape, size)
+                key = present[rng.integers(len(present))]
+                locs = foreground_locations[key]
+                objects = (extra.get(LOCATION_OBJECTS) or {}).get(key)
+                if self.needs_objects and objects is not None and len(objects) == len(locs):
+                    ids = np.asarray(objects)
+                    chosen = rng.choice(np.unique(ids))
+                    pick = rng.choice(np.flatnonzero(ids == chosen))
+                else:
+                    pick = rng.integers(len(locs))
+                return _start_around(np.asarray(locs[pick]), shape, size)
         return _random_start(shape, size, rng)
 
 
@@ -141,4 +165,6 @@ def build_sampler(config: SamplingConfig) -> Sampler:
         kwargs.setdefault("classes", config.classes)
     if config.roi_label is not None:
         kwargs.setdefault("roi_label", config.roi_label)
+    if config.balance != "voxels":
+        kwargs.setdefault("balance", config.balance)
     return SAMPLERS.build(config.name, **kwargs)
