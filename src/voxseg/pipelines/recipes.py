@@ -27,11 +27,6 @@ RECIPES = ("cord-lesion", "spine", "cascade", "vessels")
 #: < 1 % of the cord window, and on ``voxseg synth cord`` the stage learned nothing in
 #: 1 000 iterations at 1/3, while at 3/4 its validation Dice left 0 after ≈ 1 300.
 LESION_SETTINGS = ("sampling.foreground_fraction=0.75",)
-#: The small-structure stage of ``voxseg auto`` also draws its lesion-centred patches per
-#: object (``sampling.balance=objects``): drawn per voxel, a 25-voxel lesion beside a
-#: 350-voxel one is centred on in 7 % of its case's forced patches, and the three smallest
-#: held-out liver lesions (23–43 voxels) were never found (benchmarks/RESULTS.md).
-SMALL_STAGE_SETTINGS = (*LESION_SETTINGS, "sampling.balance=objects")
 #: The cord-lesion recipe's cord (localisation) stage: its grid is at least this coarse (mm).
 CORD_INPLANE_SPACING = 1.0
 #: The cord is one tube: the cord stage keeps its largest connected component, so that a
@@ -281,7 +276,7 @@ def small_structures(
                 plan=PlanSettings(device=device),
                 folds=["0"],
                 mask_augmentation=True,
-                settings=[*SMALL_STAGE_SETTINGS, *(settings or [])],
+                settings=[*LESION_SETTINGS, *(settings or [])],
                 output=dict(small_labels),
                 inside=hosts,
             ),
