@@ -228,6 +228,10 @@ def test_small_stage_objects_outside_their_host_organ_are_dropped(rng):
     small[5:7, 22:27, 10:13] = 1  # 2 of 5 columns inside, 2 more within the margin: kept
     small[5:7, 31:34, 31:34] = 1  # inside organ 2: dropped
     small[0:2, 30:33, 5:8] = 1  # background: dropped
+    # a lesion the whole stage saw (its own lesion label, a hole in no organ, 6+ voxels from
+    # either): the small stage's object there is kept
+    whole[5:10, 28:38, 4:14] = 3
+    small[6:9, 30:36, 6:12] = 1
     spec = PipelineSpec(
         name="t",
         channel_names={"0": "CT"},
@@ -250,9 +254,10 @@ def test_small_stage_objects_outside_their_host_organ_are_dropped(rng):
     runner = PipelineRunner("unused", spec=spec)
     runner._predictors = {"whole": _Map(whole), "small": _Map(small)}
     out = runner.predict(image).segmentation.array
-    expected = whole.copy()
+    expected = np.where(whole == 3, 0, whole)  # the whole stage's lesions are not written
     expected[5:7, 10:13, 10:13] = 3
     expected[5:7, 22:27, 10:13] = 3
+    expected[6:9, 30:36, 6:12] = 3
     np.testing.assert_array_equal(out, expected)
     # without the rule every object is written
     spec.stages[1].inside = {}

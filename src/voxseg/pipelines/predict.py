@@ -51,7 +51,8 @@ def _inside(
     stage: StageSpec, spec: PipelineSpec, out: np.ndarray, outputs: dict[str, np.ndarray]
 ) -> np.ndarray:
     """``out`` without the objects that ``stage.inside`` requires to lie in a source label
-    and that lie elsewhere."""
+    and that lie elsewhere. Where the source stage predicted the label itself, that is host
+    too: a lesion the whole-image stage saw is a hole in its organ, not outside it."""
     if not stage.inside:
         return out
     from voxseg.postprocess.steps import keep_objects_inside
@@ -59,7 +60,10 @@ def _inside(
     source = outputs[stage.source]
     source_labels = spec.stage(stage.source).stage_labels
     for label, host in stage.inside.items():
-        out = keep_objects_inside(out, stage.stage_labels[label], source == source_labels[host])
+        region = source == source_labels[host]
+        if label in source_labels:
+            region |= source == source_labels[label]
+        out = keep_objects_inside(out, stage.stage_labels[label], region)
     return out
 
 

@@ -152,7 +152,8 @@ class StageSpec(_Strict):
         default_factory=dict,
         description="stage label name → a label of the source stage: a predicted object of "
         "the label is kept only when most of it lies in (or within INSIDE_MARGIN_VOXELS of) "
-        "the source stage's prediction of that label (lesions inside their organ)",
+        "the source stage's prediction of that label or of the label itself (lesions inside "
+        "their organ)",
     )
 
     @property
