@@ -232,6 +232,10 @@ def test_small_stage_objects_outside_their_host_organ_are_dropped(rng):
     # either): the small stage's object there is kept
     whole[5:10, 28:38, 4:14] = 3
     small[6:9, 30:36, 6:12] = 1
+    # a lesion the whole stage left as a gap (background) in the organ, 3+ voxels from its
+    # walls: inside the organ, kept
+    whole[3:9, 12:22, 12:22] = 0
+    small[5:7, 14:20, 14:20] = 1
     spec = PipelineSpec(
         name="t",
         channel_names={"0": "CT"},
@@ -258,6 +262,7 @@ def test_small_stage_objects_outside_their_host_organ_are_dropped(rng):
     expected[5:7, 10:13, 10:13] = 3
     expected[5:7, 22:27, 10:13] = 3
     expected[6:9, 30:36, 6:12] = 3
+    expected[5:7, 14:20, 14:20] = 3
     np.testing.assert_array_equal(out, expected)
     # without the rule every object is written
     spec.stages[1].inside = {}

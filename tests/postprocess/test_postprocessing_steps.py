@@ -156,3 +156,32 @@ def test_keep_objects_inside_against_a_brute_force_count():
             expected[obj] = 0
     np.testing.assert_array_equal(out, expected)
     assert 0 < (out == 4).sum() < (seg == 4).sum()
+
+
+def test_with_holes_fills_3d_cavities_and_gaps_enclosed_in_any_slice():
+    from scipy import ndimage
+
+    from voxseg.postprocess.steps import with_holes
+
+    host = np.zeros((16, 24, 28), bool)
+    host[2:14, 3:21, 4:24] = True
+    host[5:9, 8:12, 8:12] = False  # a cavity: enclosed in 3D
+    host[2:14, 14:18, 15:19] = False  # a tube through z: enclosed only in z slices
+    host[6:9, 3:7, 4:8] = False  # a notch on an edge, open in every slice: not a hole
+    out = with_holes(host)
+    assert out[5:9, 8:12, 8:12].all() and out[2:14, 14:18, 15:19].all()
+    assert not out[6:9, 3:7, 4:8].any()
+    # the same, slice by slice with scipy's 2D fill along each axis, and its 3D fill
+    expected = ndimage.binary_fill_holes(host)
+    for axis in range(3):
+        slices = [ndimage.binary_fill_holes(s) for s in np.moveaxis(host, axis, 0)]
+        expected |= np.stack(slices, axis=axis)
+    rng = np.random.default_rng(5)
+    noisy = host & (rng.random(host.shape) > 0.05)
+    expected_noisy = ndimage.binary_fill_holes(noisy)
+    for axis in range(3):
+        slices = [ndimage.binary_fill_holes(s) for s in np.moveaxis(noisy, axis, 0)]
+        expected_noisy |= np.stack(slices, axis=axis)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(with_holes(noisy), expected_noisy)
+    assert not with_holes(np.zeros((4, 4, 4), bool)).any()

@@ -171,6 +171,26 @@ class FillHoles:
 INSIDE_MARGIN_VOXELS = 2
 
 
+def with_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled: the background enclosed in 3D or within any slice
+    along any axis (a lesion that a coarse stage left as a gap in its organ is enclosed
+    in its slices even where the gap opens to the outside between slices)."""
+    box = ndimage.find_objects(mask.astype(np.uint8))
+    if not box or mask[box[0]].all():
+        return mask
+    sub = mask[box[0]]  # outside the box is background: filling inside it is the same
+    filled = ndimage.binary_fill_holes(sub)
+    if sub.ndim == 3:
+        plane = ndimage.generate_binary_structure(2, 1)
+        for axis in range(3):
+            structure = np.zeros((3, 3, 3), dtype=bool)
+            np.moveaxis(structure, axis, 0)[1] = plane  # connectivity within the slice only
+            filled |= ndimage.binary_fill_holes(sub, structure=structure)
+    out = mask.copy()
+    out[box[0]] = filled
+    return out
+
+
 def keep_objects_inside(
     seg: np.ndarray,
     value: int,
@@ -181,11 +201,13 @@ def keep_objects_inside(
     connectivity: int = 26,
 ) -> np.ndarray:
     """``seg`` without the connected objects of ``value`` of which less than
-    ``min_fraction`` lies inside the boolean ``host`` mask grown by ``margin`` voxels
-    (6-connected steps); removed voxels become background."""
+    ``min_fraction`` lies inside the boolean ``host`` mask, its holes filled
+    (:func:`with_holes`) and grown by ``margin`` voxels (6-connected steps); removed voxels
+    become background."""
     mask = seg == value
     if not mask.any():
         return seg
+    host = with_holes(host)
     grown = ndimage.binary_dilation(host, iterations=margin) if margin > 0 else host
     components = cc3d.connected_components(mask, connectivity=connectivity)
     sizes = _sizes(components)
