@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -191,6 +192,10 @@ def test_ignored_voxels_have_zero_gradient(name: str, region_based: bool) -> Non
         target, ignored = _with_ignore(target)
         channels = 3
     logits.requires_grad_(True)
+    if name == "blob_dice" and region_based:  # objects need integer labels
+        with pytest.raises(VoxsegError, match="integer labels"):
+            build_loss(name, num_classes=channels, region_based=True, ignore_label=IGNORE)
+        return
     loss = build_loss(name, num_classes=channels, region_based=region_based, ignore_label=IGNORE)
     loss(logits, target).backward()
     grad = logits.grad.abs().sum(1, keepdim=True)
@@ -314,3 +319,54 @@ def test_loss_config_round_trips_and_takes_overrides() -> None:
     assert loss.loss.dice.batch_dice and loss.loss.weight_ce == 0.5
     with pytest.raises(VoxsegError, match="at least one term"):
         build_loss({"name": "combo", "terms": []}, num_classes=3)
+
+
+def test_blob_dice_weighs_every_object_equally() -> None:
+    from voxseg.losses.blob import BlobDiceLoss
+
+    target = torch.zeros(1, 1, 12, 20, 20, dtype=torch.long)
+    target[0, 0, 2:12, 2:12, 2:12] = 1  # 1 000 voxels
+    target[0, 0, 5:7, 15:17, 15:17] = 1  # 8 voxels
+    onehot = F.one_hot(target[:, 0], 2).movedim(-1, 1).float()
+    loss = BlobDiceLoss(num_classes=2)
+    found_big = onehot.clone()
+    found_big[0, :, 5:7, 15:17, 15:17] = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
+    # the small object missed: its Dice 0, the big one's 1 → mean 0.5 (voxel-wise Dice ~1)
+    assert float(loss(found_big * 40, target)) == pytest.approx(0.5, abs=1e-4)
+    # both found: each object's Dice ignores the other object's voxels → 0
+    assert float(loss(onehot * 40, target)) == pytest.approx(0.0, abs=1e-4)
+    # no objects in the batch: 0, with a gradient path
+    empty = torch.zeros_like(target)
+    logits = torch.randn(1, 2, 12, 20, 20, requires_grad=True)
+    out = loss(logits, empty)
+    out.backward()
+    assert out.item() == 0.0 and logits.grad is not None
+
+
+def test_blob_dice_matches_monai_dice_per_masked_object() -> None:
+    from scipy import ndimage
+
+    from voxseg.losses.blob import BlobDiceLoss
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.zeros(2, 1, 10, 16, 16, dtype=torch.long)
+    target[0, 0, 1:5, 2:8, 2:8] = 1
+    target[0, 0, 6:9, 10:14, 9:12] = 1
+    target[0, 0, 2:4, 11:15, 2:5] = 2
+    target[1, 0, 3:8, 3:9, 4:12] = 2
+    logits = torch.randn(2, 3, 10, 16, 16, generator=g)
+    probs = torch.softmax(logits, 1)
+    reference = MonaiDice(include_background=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    values = []
+    for b in range(2):
+        for c in (1, 2):
+            cls = (target[b, 0] == c).numpy()
+            objects, n = ndimage.label(cls, structure=np.ones((3, 3, 3)))
+            for k in range(1, n + 1):
+                obj = torch.from_numpy(objects == k)
+                region = obj | ~torch.from_numpy(cls)
+                p = (probs[b, c] * region)[None, None]
+                values.append(1 - float(reference(p, obj.float()[None, None])))
+    expected = 1 - np.mean(values)
+    assert len(values) == 4
+    assert float(BlobDiceLoss(num_classes=3)(logits, target)) == pytest.approx(expected, rel=1e-5)

@@ -5,7 +5,7 @@ logits may be a deep-supervision list (highest resolution first). Losses live on
 per module and register themselves on import.
 """
 
-from voxseg.losses import ce, compound, dice
+from voxseg.losses import blob, ce, compound, dice
 from voxseg.losses._registry import (
     LOSSES,
     DeepSupervisionLoss,
@@ -15,6 +15,7 @@ from voxseg.losses._registry import (
     register_loss,
 )
 from voxseg.losses._targets import labels_to_regions
+from voxseg.losses.blob import BlobDiceLoss
 from voxseg.losses.ce import CrossEntropyLoss, FocalLoss
 from voxseg.losses.compound import CombinedLoss, DiceCELoss
 from voxseg.losses.dice import DiceLoss, TverskyLoss
@@ -22,6 +23,7 @@ from voxseg.losses.heatmap import HeatmapLoss, HeatmapMSELoss
 
 __all__ = [
     "LOSSES",
+    "BlobDiceLoss",
     "CombinedLoss",
     "CrossEntropyLoss",
     "DeepSupervisionLoss",
@@ -32,6 +34,7 @@ __all__ = [
     "HeatmapMSELoss",
     "LossConfig",
     "TverskyLoss",
+    "blob",
     "build_loss",
     "ce",
     "compound",
