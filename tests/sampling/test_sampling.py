@@ -120,3 +120,36 @@ def test_object_balance_centres_small_objects_as_often_as_large_ones(balance):
 def test_object_balance_rejects_an_unknown_rule():
     with pytest.raises(ValueError, match="balance"):
         build_sampler(SamplingConfig(name="foreground", kwargs={"balance": "lesions"}))
+
+
+@pytest.mark.parametrize("placement", ["centre", "anywhere"])
+def test_forced_voxel_placement_in_the_crop(placement):
+    sampler = build_sampler(SamplingConfig(placement=placement))
+    shape, size, voxel = (60, 60, 60), np.array([6, 8, 10]), np.array([30, 30, 30])
+    rng = np.random.default_rng(0)
+    offsets = np.array(
+        [
+            voxel
+            - sampler(
+                shape,
+                size,
+                rng,
+                force_foreground=True,
+                foreground_locations={"1": [voxel.tolist()]},
+                extra={},
+            )
+            for _ in range(3000)
+        ]
+    )
+    if placement == "centre":  # nnU-Net: the crop's centre voxel, size // 2
+        assert (offsets == size // 2).all()
+    else:  # every position in the crop, uniformly: per axis counts of 3000 / size
+        for axis, n in enumerate(size):
+            counts = np.bincount(offsets[:, axis], minlength=n)
+            assert counts.size == n and counts.min() > 0.7 * 3000 / n
+            assert counts.max() < 1.3 * 3000 / n
+
+
+def test_placement_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="placement"):
+        build_sampler(SamplingConfig(name="foreground", kwargs={"placement": "edge"}))

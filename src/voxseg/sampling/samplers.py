@@ -53,6 +53,12 @@ class SamplingConfig(BaseModel):
         "a stored voxel of one of the class's connected objects drawn uniformly ('objects': "
         "a 3 mm lesion as often as a 3 cm one)",
     )
+    placement: Literal["centre", "anywhere"] = Field(
+        "centre",
+        description="foreground sampler: the forced voxel is the crop's centre ('centre', "
+        "nnU-Net) or lies anywhere in the crop, uniformly ('anywhere': a small object is not "
+        "always at the centre of what the network sees)",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -64,10 +70,14 @@ def _random_start(shape, size, rng) -> np.ndarray:
     return np.array([rng.integers(lo, hi + 1) for lo, hi in zip(low, high, strict=True)])
 
 
-def _start_around(centre, shape, size) -> np.ndarray:
-    """Start so ``centre`` is the crop centre, clipped so the crop overlaps the image."""
+def _start_around(centre, shape, size, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Start so ``centre`` is the crop centre (with ``rng``: anywhere in the crop, uniformly),
+    clipped so the crop overlaps the image."""
     centre, shape, size = np.asarray(centre), np.asarray(shape), np.asarray(size)
-    start = centre - size // 2
+    if rng is None:
+        start = centre - size // 2
+    else:
+        start = centre - np.array([rng.integers(s) for s in size])
     low = np.minimum(0, shape - size)
     high = np.maximum(shape - size, 0)
     return np.clip(start, low, high)
@@ -97,11 +107,22 @@ class ForegroundSampler:
     connected objects in the case, each object equally likely (the batch source supplies
     ``extra[LOCATION_OBJECTS]`` when :attr:`needs_objects`)."""
 
-    def __init__(self, classes: list[int] | None = None, balance: str = "voxels", **_: Any) -> None:
+    def __init__(
+        self,
+        classes: list[int] | None = None,
+        balance: str = "voxels",
+        placement: str = "centre",
+        **_: Any,
+    ) -> None:
         if balance not in ("voxels", "objects"):
             raise ValueError(f"sampling.balance must be 'voxels' or 'objects', got {balance!r}")
+        if placement not in ("centre", "anywhere"):
+            raise ValueError(
+                f"sampling.placement must be 'centre' or 'anywhere', got {placement!r}"
+            )
         self.classes = None if classes is None else {str(c) for c in classes}
         self.needs_objects = balance == "objects"
+        self.anywhere = placement == "anywhere"
 
     def __call__(self, shape, size, rng, *, force_foreground, foreground_locations, extra):
         if force_foreground:
@@ -120,7 +141,9 @@ class ForegroundSampler:
                     pick = rng.choice(np.flatnonzero(ids == chosen))
                 else:
                     pick = rng.integers(len(locs))
-                return _start_around(np.asarray(locs[pick]), shape, size)
+                return _start_around(
+                    np.asarray(locs[pick]), shape, size, rng if self.anywhere else None
+                )
         return _random_start(shape, size, rng)
 
 
@@ -167,4 +190,6 @@ def build_sampler(config: SamplingConfig) -> Sampler:
         kwargs.setdefault("roi_label", config.roi_label)
     if config.balance != "voxels":
         kwargs.setdefault("balance", config.balance)
+    if config.placement != "centre":
+        kwargs.setdefault("placement", config.placement)
     return SAMPLERS.build(config.name, **kwargs)
