@@ -73,7 +73,7 @@ def generate(args: argparse.Namespace) -> Path:
     return raw
 
 
-def score(pred_dir: Path, raw: Path) -> dict:
+def score(pred_dir: Path, raw: Path, split: str = "Ts") -> dict:
     """Dice per label, pooled lesion Dice, lesion-wise sensitivity and precision."""
     import cc3d
     import numpy as np
@@ -81,12 +81,12 @@ def score(pred_dir: Path, raw: Path) -> dict:
     from voxseg.evaluation import evaluate_folder, lesion_detection
     from voxseg.io import read_image
 
-    summary = evaluate_folder(pred_dir, raw / "labelsTs", labels=LABELS, surface=False)
+    summary = evaluate_folder(pred_dir, raw / f"labels{split}", labels=LABELS, surface=False)
     dice = {k: summary["mean"][k]["dice"] for k in LABELS}
     overlap = pred_sum = ref_sum = 0
     counts = np.zeros(4, dtype=np.int64)
     by_size = np.zeros((len(SIZE_BINS) + 1, 2), dtype=np.int64)  # detected, reference
-    for ref_path in sorted((raw / "labelsTs").glob("*.nii.gz")):
+    for ref_path in sorted((raw / f"labels{split}").glob("*.nii.gz")):
         ref = read_image(ref_path)
         pred = read_image(pred_dir / ref_path.name).array == LABELS["lesion"]
         truth = ref.array == LABELS["lesion"]
