@@ -4,11 +4,11 @@ semantic segmentation", IPMI 2023).
 
 A voxel-wise loss (cross-entropy, or Dice over a patch or batch) is dominated by the large
 objects: missing a small lesion costs a few voxels' worth. ``blob_dice`` finds the objects
-of every foreground class in the target (26-connected components, ``cc3d`` on the CPU), and
-for each object computes the soft Dice of that class's probability against the object
-alone, over the object plus every voxel that is not of that class (the other objects of the
-class are masked out, as in the paper), and returns ``1 − mean`` over all objects of the
-batch. A batch without objects gives 0. Use it as a term beside a global loss::
+of every foreground class in the target (26-connected components, 8 in 2D; ``cc3d`` on the
+CPU), and for each object computes the soft Dice of that class's probability against the
+object alone, over the object plus every voxel that is not of that class (the other objects
+of the class are masked out, as in the paper), and returns ``1 − mean`` over all objects of
+the batch. A batch without objects gives 0. Use it as a term beside a global loss::
 
     loss={"name": "combo", "terms": [{"name": "dice_ce", "weight": 2}, {"name": "blob_dice"}]}
 
