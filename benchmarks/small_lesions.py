@@ -41,7 +41,7 @@ LABELS = {"liver": 1, "kidney": 2, "spleen": 3, "lesion": 4}
 SIZE_BINS = (6.0, 8.0)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=15.0, help="voxseg auto's time budget")
     p.add_argument("--num-train", type=int, default=24)
@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--processes", type=int, default=2, help="voxseg auto -p")
     p.add_argument("--work", type=Path, default=WORK / "small_lesions")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def generate(args: argparse.Namespace) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from _common import WORK, machine_info
 from small_lesions import generate, score
+from small_lesions import parse_args as small_lesions_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,10 +51,8 @@ def main() -> None:
     from voxseg.training import apply_recipe, train_fold
 
     args = parse_args()
-    data = argparse.Namespace(
-        num_train=24, num_test=args.num_test, shape=[48, 96, 96], seed=0, work=args.work
-    )
-    raw = generate(data)
+    # small_lesions.py's own defaults, with this run's test cases and work folder
+    raw = generate(small_lesions_args(["--num-test", str(args.num_test), "--work", str(args.work)]))
     run = args.run or args.work / f"auto_15min_{raw.parent.name}"
     source = run / "home" / "models" / raw.name / "auto"
     if not (source / "pipeline.json").is_file():

@@ -9,7 +9,7 @@ same patches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -31,6 +31,9 @@ class Sampler(Protocol):
 
 
 SAMPLERS: Registry[Sampler] = Registry("samplers")
+#: the foreground sampler's rules: which stored voxel it centres on, and where it puts it
+Balance = Literal["voxels", "objects"]
+Placement = Literal["centre", "anywhere"]
 
 
 class SamplingConfig(BaseModel):
@@ -46,14 +49,14 @@ class SamplingConfig(BaseModel):
     roi_label: int | None = Field(
         None, description="roi sampler: centres restricted to voxels of this stored class"
     )
-    balance: Literal["voxels", "objects"] = Field(
+    balance: Balance = Field(
         "voxels",
         description="foreground sampler: a forced centre is a stored voxel of the class "
         "('voxels', nnU-Net: large objects are centred on in proportion to their size) or "
         "a stored voxel of one of the class's connected objects drawn uniformly ('objects': "
         "a 3 mm lesion as often as a 3 cm one)",
     )
-    placement: Literal["centre", "anywhere"] = Field(
+    placement: Placement = Field(
         "centre",
         description="foreground sampler: the forced voxel is the crop's centre ('centre', "
         "nnU-Net) or lies anywhere in the crop, uniformly ('anywhere': a small object is not "
@@ -114,12 +117,15 @@ class ForegroundSampler:
         placement: str = "centre",
         **_: Any,
     ) -> None:
-        if balance not in ("voxels", "objects"):
-            raise ValueError(f"sampling.balance must be 'voxels' or 'objects', got {balance!r}")
-        if placement not in ("centre", "anywhere"):
-            raise ValueError(
-                f"sampling.placement must be 'centre' or 'anywhere', got {placement!r}"
-            )
+        for name, value, rule in (
+            ("balance", balance, Balance),
+            ("placement", placement, Placement),
+        ):
+            if value not in get_args(rule):
+                raise ValueError(
+                    f"sampling.{name} must be {' or '.join(map(repr, get_args(rule)))}, "
+                    f"got {value!r}"
+                )
         self.classes = None if classes is None else {str(c) for c in classes}
         self.needs_objects = balance == "objects"
         self.anywhere = placement == "anywhere"
