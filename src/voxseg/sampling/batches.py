@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from voxseg.sampling.paste import PasteConfig, PasteObject, make_object, object_boxes, paste_objects
 from voxseg.sampling.samplers import LOCATION_OBJECTS, Sampler
 
 
@@ -45,7 +46,9 @@ class PatchBatches(TorchDataset):
 
     ``input_size`` is the crop read from the store (it may exceed the patch size when the
     augmentation rotates or scales, as ovseg does); ``spatial_dims == 2`` reads one slice
-    (``input_size`` of two values) along the first axis and drops that axis.
+    (``input_size`` of two values) along the first axis and drops that axis. With ``paste``
+    a share of the crops receive objects copied from other cases of ``case_ids``
+    (:mod:`voxseg.sampling.paste`).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class PatchBatches(TorchDataset):
         length: int = 10**9,
         extras: dict[str, dict[str, Any]] | None = None,
         image_dtype: torch.dtype = torch.float32,
+        paste: PasteConfig | None = None,
     ) -> None:
         if not case_ids:
             raise ValueError("no cases to sample from")
@@ -76,8 +80,10 @@ class PatchBatches(TorchDataset):
         self.length = int(length)
         self.extras = extras or {}
         self.image_dtype = image_dtype
+        self.paste = paste
         self._open: dict[str, tuple[Any, Any, Any]] = {}
         self._objects: dict[str, dict[str, np.ndarray]] = {}
+        self._pastable: dict[str, list[PasteObject]] = {}
 
     def __len__(self) -> int:
         return self.length
@@ -91,6 +97,7 @@ class PatchBatches(TorchDataset):
         state = self.__dict__.copy()
         state["_open"] = {}
         state["_objects"] = {}
+        state["_pastable"] = {}
         return state
 
     def _location_objects(self, case_id: str, seg: Any, meta: Any) -> dict[str, np.ndarray]:
@@ -132,9 +139,51 @@ class PatchBatches(TorchDataset):
             else np.zeros((1, *size), dtype=np.int16)
         )
         label = np.maximum(label, 0)  # -1 marks "outside the nonzero mask": background
+        if self.paste is not None and rng.uniform() < self.paste.probability:
+            image = np.array(image, dtype=np.float32)  # a crop may be a read-only view
+            label = np.array(label)
+            paste_objects(image, label, self._donors(rng), rng, self.paste)
         if len(self.input_size) == 2:
             image, label = image[:, 0], label[:, 0]
         return image, label
+
+    def _pastable_objects(self, case_id: str) -> list[PasteObject]:
+        """The objects of ``case_id`` that ``paste`` may copy, read once per case and worker."""
+        if case_id not in self._pastable:
+            cfg = self.paste
+            assert cfg is not None
+            data, seg, _ = self._case(case_id)
+            objects = []
+            if seg is not None:
+                for value, start, size in object_boxes(
+                    np.asarray(seg[0]), cfg.classes, cfg.max_extent
+                ):
+                    image = read_crop(data, start, size, 0).astype(np.float32)
+                    labels = read_crop(seg, start, size, 0)[0]
+                    if cfg.host_channel is not None:
+                        host = image[cfg.host_channel] > 0.5
+                    elif cfg.host_label is not None:
+                        host = labels == cfg.host_label
+                    else:
+                        host = labels == 0
+                    obj = make_object(value, image, labels, host)
+                    if obj is not None:
+                        objects.append(obj)
+            self._pastable[case_id] = objects
+        return self._pastable[case_id]
+
+    def _donors(self, rng: np.random.Generator) -> list[PasteObject]:
+        """1 to ``paste.max_objects`` objects, each from a case drawn at random among those
+        that hold one (an object drawn uniformly within it)."""
+        assert self.paste is not None
+        out: list[PasteObject] = []
+        for _ in range(int(rng.integers(1, self.paste.max_objects + 1))):
+            for _ in range(len(self.case_ids)):
+                objects = self._pastable_objects(self.case_ids[rng.integers(len(self.case_ids))])
+                if objects:
+                    out.append(objects[rng.integers(len(objects))])
+                    break
+        return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.rank, int(index)])

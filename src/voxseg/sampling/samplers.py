@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from voxseg._registry import Registry
+from voxseg.sampling.paste import PasteConfig
 
 
 class Sampler(Protocol):
@@ -61,6 +62,11 @@ class SamplingConfig(BaseModel):
         description="foreground sampler: the forced voxel is the crop's centre ('centre', "
         "nnU-Net) or lies anywhere in the crop, uniformly ('anywhere': a small object is not "
         "always at the centre of what the network sees)",
+    )
+    paste: PasteConfig | None = Field(
+        None,
+        description="copy objects of some classes into other training patches, inside a host "
+        "channel or label (voxseg.sampling.paste); off by default",
     )
     kwargs: dict[str, Any] = Field(default_factory=dict)
 

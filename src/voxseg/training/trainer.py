@@ -306,7 +306,9 @@ class Trainer:
             self.setup.config = self.cfg
 
     # ----------------------------------------------------------------- data
-    def _loader(self, case_ids, *, start: int, stop: int, seed: int, fg: float, size) -> Any:
+    def _loader(
+        self, case_ids, *, start: int, stop: int, seed: int, fg: float, size, paste: bool = False
+    ) -> Any:
         batches = PatchBatches(
             self.setup.store,
             case_ids,
@@ -317,6 +319,7 @@ class Trainer:
             seed=seed,
             rank=self.dist.rank,
             extras=self.setup.sampling_extras,
+            paste=self.cfg.sampling.paste if paste else None,
         )
         workers = self.tcfg.num_workers
         if workers is None:
@@ -362,6 +365,7 @@ class Trainer:
             seed=self.tcfg.seed,
             fg=self.cfg.sampling.foreground_fraction,
             size=self.input_size,
+            paste=True,
         )
         batches = iter(loader)
         stopped_early = False
