@@ -30,6 +30,9 @@ from pydantic import BaseModel, Field, model_validator
 #: voxels kept around an object's box: its rim (1) and the shell whose mean is its
 #: surroundings (2)
 MARGIN = 2
+#: places drawn for one object before it is left out of the patch (later objects may find
+#: a drawn place taken by an earlier one)
+TRIES = 10
 
 
 class PasteConfig(BaseModel):
@@ -157,30 +160,43 @@ def _oriented(obj: PasteObject, rng: np.random.Generator, size: Sequence[int]):
     return image, mask
 
 
-def _place(free: np.ndarray, support: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """A corner where the box of ``support`` lies inside ``free``'s array and ``support`` on
-    ``free`` voxels, drawn uniformly among the box centres whose distance to the nearest
-    voxel that is not free exceeds the support's reach from that centre (a sphere around
-    it: exact for round objects, safe for others); None when there is none. Axes one voxel
-    thick (a 2D patch) are left out of the distances."""
+def _clearance(free: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Each voxel's distance to the nearest voxel that is not free (the patch's outside is
+    not free), over the axes thicker than one voxel (a 2D patch drops its thin axis), and
+    those axes."""
     import edt
 
+    axes = [a for a, n in enumerate(free.shape) if n > 1]
+    flat = free.reshape([free.shape[a] for a in axes])
+    return edt.edt(np.pad(flat, 1), black_border=True, parallel=1)[
+        (slice(1, -1),) * len(axes)
+    ], axes
+
+
+def _place(
+    free: np.ndarray,
+    clearance: tuple[np.ndarray, list[int]],
+    support: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray | None:
+    """A corner where the box of ``support`` lies inside the patch and ``support`` on
+    ``free`` voxels: drawn among the box centres whose clearance (computed before the
+    patch's earlier objects took their place) exceeds the support's reach from the centre,
+    checked against ``free`` as it is now; None when ``TRIES`` draws find none."""
+    distance, axes = clearance
     box = np.array(support.shape)
     centre = box // 2
-    axes = [a for a, n in enumerate(free.shape) if n > 1]
     offsets = (np.argwhere(support) - centre)[:, axes]
     reach = np.sqrt((offsets**2).sum(axis=1)).max()
-    flat = free.reshape([free.shape[a] for a in axes])
-    # the distance to the nearest voxel that is not free; the patch's outside is not free
-    distance = edt.edt(np.pad(flat, 1), black_border=True, parallel=1)
-    inside = tuple(slice(1 + centre[a], 1 + free.shape[a] - box[a] + centre[a] + 1) for a in axes)
-    ok = distance[inside] > reach
-    if not ok.any():
-        return None
-    choices = np.argwhere(ok)
-    corner = np.zeros(free.ndim, dtype=int)
-    corner[axes] = choices[rng.integers(len(choices))]
-    return corner
+    inside = tuple(slice(centre[a], free.shape[a] - box[a] + centre[a] + 1) for a in axes)
+    choices = np.argwhere(distance[inside] > reach)
+    for _ in range(min(TRIES, len(choices))):
+        corner = np.zeros(free.ndim, dtype=int)
+        corner[axes] = choices[rng.integers(len(choices))]
+        region = tuple(slice(a, a + b) for a, b in zip(corner, box, strict=True))
+        if free[region][support].all():
+            return corner
+    return None
 
 
 def paste_objects(
@@ -201,6 +217,7 @@ def paste_objects(
         if config.host_channel is not None:
             free &= image[config.host_channel] > 0.5
     channels = list(range(image.shape[0])) if config.channels is None else config.channels
+    clearance = _clearance(free)
     placed = 0
     for obj in objects:
         values, mask = _oriented(obj, rng, label.shape[1:])
@@ -209,7 +226,7 @@ def paste_objects(
             continue
         rim, shell = _shell(mask)
         support = mask | rim
-        start = _place(free, support, rng)
+        start = _place(free, clearance, support, rng)
         if start is None:
             continue
         region = tuple(slice(a, a + b) for a, b in zip(start, box, strict=True))
