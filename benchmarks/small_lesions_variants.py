@@ -102,6 +102,8 @@ def main() -> None:
         f"{scores['lesion_sensitivity']:.3f} ({scores['detected_lesions']}/"
         f"{scores['reference_lesions']}), precision {scores['lesion_precision']:.3f}, by size "
         + ", ".join(f"{k} {a}/{b}" for k, (a, b) in scores["detected_by_diameter"].items())
+        + "; by visibility "
+        + ", ".join(f"{k} {a}/{b}" for k, (a, b) in scores["detected_by_visibility"].items())
     )
 
 

@@ -290,3 +290,42 @@ def test_spec_rejects_an_inside_label_the_source_does_not_have():
                 ),
             ],
         )
+
+
+@pytest.mark.parametrize("host", ["liver", "spleen"])
+def test_paste_host_channel_is_the_hosts_derived_channel(host):
+    """``paste_settings`` names the channel that ``derive`` fills with the host's mask."""
+    from voxseg.pipelines.derive import fill_labels
+    from voxseg.pipelines.spec import PreviousPredictionInput
+    from voxseg.pipelines.train import paste_settings
+
+    names = {"liver": 1, "kidney": 2, "lesion": 3, "spleen": 4}
+    whole = StageSpec(name="whole", labels={k: [v] for k, v in names.items()})
+    small = StageSpec(
+        name="small",
+        labels={"lesion": [3]},
+        input=PreviousPredictionInput(source="whole", fill=[3]),
+        inside={"lesion": host},
+        paste=True,
+    )
+    spec = PipelineSpec(
+        name="p",
+        channel_names={"0": "CT", "1": "PET"},
+        labels={"background": 0, **names},
+        stages=[whole, small],
+    )
+    rng = np.random.default_rng(2)
+    seg = rng.integers(0, 5, (6, 9, 8)).astype(np.uint8)
+    image = Image(np.stack([rng.normal(size=seg.shape)] * 2).astype(np.float32), (1, 1, 1))
+    derived = derive(small, image, {"whole": seg}, None, {"whole": 4})
+    cfg = paste_settings(spec, small, n_img=2)
+    assert cfg == {
+        "classes": [1],
+        "host_channel": cfg["host_channel"],
+        "channels": [0, 1],
+    }
+    filled = fill_labels(seg, [3], (1, 1, 1))
+    np.testing.assert_array_equal(derived.image.array[cfg["host_channel"]], filled == names[host])
+    # without paste, or without a host channel, nothing is pasted
+    assert paste_settings(spec, small.model_copy(update={"paste": False}), 2) is None
+    assert paste_settings(spec, small.model_copy(update={"inside": {}}), 2) is None

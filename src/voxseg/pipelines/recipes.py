@@ -233,6 +233,7 @@ def small_structures(
     device: str | None = None,
     settings: list[str] | None = None,
     inside: dict[int, int] | None = None,
+    paste: bool = False,
 ) -> PipelineSpec:
     """A whole-image model of every class (``whole``, trained elsewhere on the dataset
     itself, e.g. by ``voxseg auto``) → a full-resolution stage for the ``small`` classes
@@ -243,7 +244,8 @@ def small_structures(
     patches on a small object (``LESION_SETTINGS``); its classes are written over the whole
     stage's output. ``inside`` (small class value → host class value, from
     :func:`voxseg.planning.small.host_label`) keeps a small class's predicted objects only
-    inside the whole stage's host class."""
+    inside the whole stage's host class; with ``paste`` the small stage also trains on its
+    objects copied to other places inside that host (:mod:`voxseg.sampling.paste`)."""
     reason = small_stage_unsupported(ds)
     if reason is not None:
         raise VoxsegError(f"{reason}: the small-structure pipeline needs labels 1..K")
@@ -279,6 +281,7 @@ def small_structures(
                 settings=[*LESION_SETTINGS, *(settings or [])],
                 output=dict(small_labels),
                 inside=hosts,
+                paste=paste,
             ),
         ],
     )

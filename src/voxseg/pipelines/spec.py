@@ -141,6 +141,12 @@ class StageSpec(_Strict):
     mask_augmentation: bool = Field(
         False, description="ovseg's morphology augmentation of previous-prediction channels"
     )
+    paste: bool = Field(
+        False,
+        description="while training, copy the stage's objects into other patches inside the "
+        "previous-prediction channel of their 'inside' host (sampling.paste: more places and "
+        "contrasts for a class with few objects)",
+    )
     heatmap_sigma: float = Field(2.0, gt=0, description="heatmap Gaussian sigma in voxels")
     heatmap_loss: Literal["bce_dice", "mse"] = Field(
         "bce_dice", description="heatmap loss: BCE + soft Dice, or the spine repo's MSE"

@@ -39,6 +39,7 @@ from voxseg.pipelines.spec import (
     stage_dir,
     work_dir,
 )
+from voxseg.sampling.paste import PasteConfig
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +274,30 @@ def make_stage_plans(stage: StageSpec, dataset: Dataset, home: Path):
 
 
 # --------------------------------------------------------------------------- model
-def stage_model_config(stage: StageSpec, dataset: Dataset, device: str | None = None):
-    """The stage's ``ModelConfig``: heatmap loss, mask augmentation and its settings."""
+def paste_settings(spec: PipelineSpec, stage: StageSpec, n_img: int) -> dict[str, Any] | None:
+    """``sampling.paste`` for a stage with ``paste``: its objects go inside the previous-
+    prediction channel of their ``inside`` host, only the image channels carry values. One
+    host per stage (the classes inside it are pasted); None without a host channel."""
+    if not stage.paste or not isinstance(stage.input, PreviousPredictionInput):
+        return None
+    source = spec.stage(stage.input.source)
+    kept = [v for v in range(1, len(source.labels) + 1) if v not in stage.input.fill]
+    hosts = {name: list(source.labels).index(host) + 1 for name, host in stage.inside.items()}
+    if not hosts or len(set(hosts.values())) > 1 or next(iter(hosts.values())) not in kept:
+        return None
+    host = next(iter(hosts.values()))
+    return {
+        "classes": [stage.stage_labels[name] for name in hosts],
+        "host_channel": n_img + kept.index(host),
+        "channels": list(range(n_img)),
+    }
+
+
+def stage_model_config(
+    stage: StageSpec, dataset: Dataset, device: str | None = None, spec: PipelineSpec | None = None
+):
+    """The stage's ``ModelConfig``: heatmap loss, mask augmentation, copy-paste (needs the
+    pipeline ``spec``) and its settings."""
     from voxseg.training import ModelConfig
 
     cfg = ModelConfig(
@@ -290,8 +313,8 @@ def stage_model_config(stage: StageSpec, dataset: Dataset, device: str | None = 
         loss = {"name": HEATMAP_LOSS, "sigma": stage.heatmap_sigma, "kind": stage.heatmap_loss}
         cfg = ModelConfig.model_validate({**cfg.model_dump(mode="json"), "loss": loss})
         overrides.append("network.deep_supervision=false")
+    n_img = sum(1 for v in dataset.info.channel_names.values() if v != EXTRA_CHANNEL)
     if stage.mask_augmentation and isinstance(stage.input, PreviousPredictionInput):
-        n_img = sum(1 for v in dataset.info.channel_names.values() if v != EXTRA_CHANNEL)
         extra = list(range(n_img, dataset.info.num_channels))
         aug = cfg.augmentation.model_copy(
             update={
@@ -300,6 +323,10 @@ def stage_model_config(stage: StageSpec, dataset: Dataset, device: str | None = 
             }
         )
         cfg = cfg.model_copy(update={"augmentation": aug})
+    paste = None if spec is None else paste_settings(spec, stage, n_img)
+    if paste is not None:
+        sampling = cfg.sampling.model_copy(update={"paste": PasteConfig(**paste)})
+        cfg = cfg.model_copy(update={"sampling": sampling})
     if device is not None:
         overrides.append(f"training.device={device}")
     return apply_overrides(cfg, [*overrides, *stage.settings])
@@ -379,7 +406,7 @@ def prepare_stage(
         stage.plan.configuration,
         ws.preprocessed_dir(ds.name, PLAN_NAME, cfg_plan.data_from),
     )
-    cfg = stage_model_config(stage, ds, device)
+    cfg = stage_model_config(stage, ds, device, spec)
     return PreparedStage(ds, cfg, home, ws.model_dir(ds.name, PLAN_NAME, stage.name))
 
 
