@@ -158,6 +158,9 @@ def test_auto_adds_the_small_stage_for_lesions_inside_the_liver(tmp_path):
     spec = json.loads((folder / "pipeline.json").read_text())
     small = spec["stages"][1]
     assert small["name"] == "small" and small["inside"] == {"lesion": "liver"}
+    assert small["paste"] is True  # lesions also copied to other places in the liver
+    config = json.loads((folder / "stages" / "small" / "fold_0" / "config.json").read_text())
+    assert config["sampling"]["paste"]["host_channel"] == 1  # the image, then the liver
     assert "lesion" not in spec["stages"][0]["output"]  # only the small stage writes lesions
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["small_structures"]["classes"][0]["inside"] == 1

@@ -139,7 +139,8 @@ def small_structure_rule(
         record["stage"] = True
         record["why"] += (
             f"; a full-resolution stage ({SMALL_STAGE!r}: the image plus the {coarse} "
-            "prediction of the other classes, most patches centred on the small objects) "
+            "prediction of the other classes, most patches centred on the small objects, "
+            "which are also copied to other places in their host) "
             "is trained for them and writes them over the whole-image prediction"
         )
     return record

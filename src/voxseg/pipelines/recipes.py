@@ -233,7 +233,7 @@ def small_structures(
     device: str | None = None,
     settings: list[str] | None = None,
     inside: dict[int, int] | None = None,
-    paste: bool = False,
+    paste: bool = True,
 ) -> PipelineSpec:
     """A whole-image model of every class (``whole``, trained elsewhere on the dataset
     itself, e.g. by ``voxseg auto``) → a full-resolution stage for the ``small`` classes
