@@ -138,6 +138,14 @@ def test_a_two_d_patch_receives_one_slice_of_the_object():
     assert 1 <= area <= 29
 
 
+def test_a_channel_the_input_lacks_is_named():
+    objects = _objects(*_donor())
+    image, label = _target()
+    cfg = PasteConfig(classes=[LESION], host_channel=5)
+    with pytest.raises(ValueError, match="channel 5, but the input has 2 channels"):
+        paste_objects(image, label, objects, np.random.default_rng(0), cfg)
+
+
 def test_the_config_names_one_host():
     with pytest.raises(ValidationError, match="not both"):
         PasteConfig(classes=[1], host_channel=1, host_label=1)

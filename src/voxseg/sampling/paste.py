@@ -8,9 +8,9 @@ contrast scaled, shows the network the same lesions on other backgrounds and fai
 An object is a 26-connected component of a pasted class in a training case, kept with a
 margin of ``MARGIN`` voxels. It is pasted where its mask, grown by one voxel, lies on free
 host voxels of the patch (the host channel or label, and no foreground label yet). Per image
-channel, the object's values are taken relative to the mean of its own surroundings (a
-shell one to two voxels out) and added to the mean of the target's surroundings, scaled by
-a contrast drawn from ``contrast``:
+channel, the object's values are taken relative to the mean of its own surroundings (the
+shell two voxels out, beyond the one-voxel rim) and added to the mean of the target's
+surroundings, scaled by a contrast drawn from ``contrast``:
 
     new = host_mean + g · (donor − donor_mean)
 
@@ -213,6 +213,13 @@ def paste_objects(
     """Paste ``objects`` into the patch ``image [c, *size]`` / ``label [1, *size]`` in
     place, each with its whole box inside the patch; returns how many found a place."""
     size = np.array(label.shape[1:])
+    wanted = [config.host_channel] if config.host_channel is not None else []
+    wanted += config.channels or []
+    if wanted and max(wanted) >= image.shape[0]:
+        raise ValueError(
+            f"sampling.paste names channel {max(wanted)}, but the input has {image.shape[0]} "
+            f"channels (0–{image.shape[0] - 1})"
+        )
     if config.host_label is not None:
         # the host label itself is free: an object goes onto it, not beside it
         free = label[0] == config.host_label
