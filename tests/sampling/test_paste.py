@@ -142,7 +142,7 @@ def test_a_channel_the_input_lacks_is_named():
     objects = _objects(*_donor())
     image, label = _target()
     cfg = PasteConfig(classes=[LESION], host_channel=5)
-    with pytest.raises(ValueError, match="channel 5, but the input has 2 channels"):
+    with pytest.raises(ValueError, match=r"channel 5, but the input has 2 channel\(s\)"):
         paste_objects(image, label, objects, np.random.default_rng(0), cfg)
 
 

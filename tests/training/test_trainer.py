@@ -123,6 +123,18 @@ def test_resume_refuses_a_changed_config(tiny_home):
         train_fold(_config(epochs=1), "all")
 
 
+def test_paste_trains_and_a_channel_the_input_lacks_is_refused_before_training(tiny_home):
+    folder = train_fold(
+        _config('sampling.paste={"classes": [1, 2], "host_label": 0}', epochs=1), "all"
+    )
+    assert json.loads((folder / "config.json").read_text())["sampling"]["paste"]["classes"] == [
+        1,
+        2,
+    ]
+    with pytest.raises(VoxsegError, match="dataset.json: sampling.paste names channel 3"):
+        train_fold(_config('sampling.paste={"classes": [1], "host_channel": 3}'), "all", force=True)
+
+
 def test_early_stopping_stops_when_the_ema_stalls(tiny_home):
     cfg = _config(
         "early_stopping.enabled=true",

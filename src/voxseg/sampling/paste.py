@@ -63,6 +63,16 @@ class PasteConfig(BaseModel):
         32, ge=1, description="objects with a longer box side (voxels) are not pasted"
     )
 
+    def check_channels(self, num_channels: int) -> None:
+        """Raise ``ValueError`` when a channel named here is not among ``num_channels``."""
+        wanted = [self.host_channel] if self.host_channel is not None else []
+        wanted += self.channels or []
+        if wanted and max(wanted) >= num_channels:
+            raise ValueError(
+                f"sampling.paste names channel {max(wanted)}, but the input has "
+                f"{num_channels} channel(s) (0–{num_channels - 1})"
+            )
+
     @model_validator(mode="after")
     def _one_host(self) -> PasteConfig:
         if self.host_channel is not None and self.host_label is not None:
@@ -213,13 +223,7 @@ def paste_objects(
     """Paste ``objects`` into the patch ``image [c, *size]`` / ``label [1, *size]`` in
     place, each with its whole box inside the patch; returns how many found a place."""
     size = np.array(label.shape[1:])
-    wanted = [config.host_channel] if config.host_channel is not None else []
-    wanted += config.channels or []
-    if wanted and max(wanted) >= image.shape[0]:
-        raise ValueError(
-            f"sampling.paste names channel {max(wanted)}, but the input has {image.shape[0]} "
-            f"channels (0–{image.shape[0] - 1})"
-        )
+    config.check_channels(image.shape[0])
     if config.host_label is not None:
         # the host label itself is free: an object goes onto it, not beside it
         free = label[0] == config.host_label

@@ -186,6 +186,11 @@ class Trainer:
                 f"{self.folder}: a training run exists; use --resume to continue it or "
                 f"--force to start again"
             )
+        if self.cfg.sampling.paste is not None:
+            try:
+                self.cfg.sampling.paste.check_channels(setup.in_channels)
+            except ValueError as e:
+                raise VoxsegError(f"{setup.dataset.root / 'dataset.json'}: {e}") from None
         # the schedule's length: fixed by the config, or by the time budget once measured
         self.epochs = self.tcfg.epochs
         length = self.tcfg.iterations_per_epoch
