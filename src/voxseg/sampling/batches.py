@@ -141,7 +141,6 @@ class PatchBatches(TorchDataset):
         label = np.maximum(label, 0)  # -1 marks "outside the nonzero mask": background
         if self.paste is not None and rng.uniform() < self.paste.probability:
             image = np.array(image, dtype=np.float32)  # a crop may be a read-only view
-            label = np.array(label)
             paste_objects(image, label, self._donors(rng), rng, self.paste)
         if len(self.input_size) == 2:
             image, label = image[:, 0], label[:, 0]
