@@ -47,7 +47,7 @@ class PatchBatches(TorchDataset):
     ``input_size`` is the crop read from the store (it may exceed the patch size when the
     augmentation rotates or scales, as ovseg does); ``spatial_dims == 2`` reads one slice
     (``input_size`` of two values) along the first axis and drops that axis. With ``paste``
-    a share of the crops receive objects copied from other cases of ``case_ids``
+    a share of the crops receive objects copied from cases of ``case_ids`` (any of them)
     (:mod:`voxseg.sampling.paste`).
     """
 
