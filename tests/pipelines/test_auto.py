@@ -164,6 +164,7 @@ def test_auto_adds_the_small_stage_for_lesions_inside_the_liver(tmp_path):
     assert "lesion" not in spec["stages"][0]["output"]  # only the small stage writes lesions
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["small_structures"]["classes"][0]["inside"] == 1
+    assert "copied to other places inside their host" in summary["small_structures"]["why"]
     out = tmp_path / "pred"
     result = CliRunner().invoke(
         app, ["predict", "-i", str(ds / "imagesTs"), "-o", str(out), "-m", str(folder)]

@@ -139,8 +139,7 @@ def small_structure_rule(
         record["stage"] = True
         record["why"] += (
             f"; a full-resolution stage ({SMALL_STAGE!r}: the image plus the {coarse} "
-            "prediction of the other classes, most patches centred on the small objects, "
-            "which are also copied to other places in their host) "
+            "prediction of the other classes, most patches centred on the small objects) "
             "is trained for them and writes them over the whole-image prediction"
         )
     return record
@@ -291,6 +290,13 @@ def run_auto(
         write_spec(spec, out)
         log(f"preparing the {SMALL_STAGE} stage's data (work folder {out / 'work'})")
         prepared = prepare_stage(out, SMALL_STAGE, root, device=torch_device.type)
+        if prepared.config.sampling.paste is not None:
+            pasted = (
+                f"the {SMALL_STAGE} stage also trains on its objects copied to other places "
+                "inside their host (sampling.paste)"
+            )
+            small["why"] += f"; {pasted}"
+            log(pasted)
     save_state("preprocess")
 
     runs = [(c, f) for c in auto.configurations for f in auto.folds]
