@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from scipy import ndimage
 
 from voxseg.sampling import PatchBatches, SamplingConfig, build_sampler
-from voxseg.sampling.paste import PasteConfig, make_object, object_boxes, paste_objects
+from voxseg.sampling.paste import PasteConfig, find_objects, make_object, paste_objects
 
 LESION, LIVER_MEAN, LESION_MEAN = 4, 60.0, 30.0
 
@@ -33,9 +33,9 @@ def _donor(shape=(20, 20, 20), centres=((10, 10, 10),), radius=3):
 
 def _objects(image, label, host_channel=1):
     out = []
-    for value, start, size in object_boxes(label, [LESION], 32):
+    for value, start, size, mask in find_objects(label, [LESION], 32):
         sl = tuple(slice(a, a + b) for a, b in zip(start, size, strict=True))
-        out.append(make_object(value, image[(slice(None), *sl)], label[sl], image[1][sl] > 0.5))
+        out.append(make_object(value, image[(slice(None), *sl)], mask, image[1][sl] > 0.5))
     return out
 
 
@@ -67,7 +67,7 @@ def test_objects_are_the_connected_components_with_their_surroundings():
 def test_large_objects_are_not_banked():
     label = np.zeros((40, 40, 40), np.int16)
     label[5:35, 5:35, 5:35] = LESION
-    assert object_boxes(label, [LESION], 16) == []
+    assert find_objects(label, [LESION], 16) == []
 
 
 @pytest.mark.parametrize("gain", [1.0, 0.5])

@@ -282,12 +282,11 @@ def paste_settings(spec: PipelineSpec, stage: StageSpec, n_img: int) -> dict[str
         return None
     source = spec.stage(stage.input.source)
     kept = [v for v in range(1, len(source.labels) + 1) if v not in stage.input.fill]
-    hosts = {name: list(source.labels).index(host) + 1 for name, host in stage.inside.items()}
-    if not hosts or len(set(hosts.values())) > 1 or next(iter(hosts.values())) not in kept:
+    hosts = {list(source.labels).index(host) + 1 for host in stage.inside.values()}
+    if len(hosts) != 1 or (host := hosts.pop()) not in kept:
         return None
-    host = next(iter(hosts.values()))
     return {
-        "classes": [stage.stage_labels[name] for name in hosts],
+        "classes": [stage.stage_labels[name] for name in stage.inside],
         "host_channel": n_img + kept.index(host),
         "channels": list(range(n_img)),
     }

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from voxseg.sampling.paste import PasteConfig, PasteObject, make_object, object_boxes, paste_objects
+from voxseg.sampling.paste import (
+    PasteConfig,
+    PasteObject,
+    find_objects,
+    host_voxels,
+    make_object,
+    paste_objects,
+)
 from voxseg.sampling.samplers import LOCATION_OBJECTS, Sampler
 
 
@@ -154,18 +161,11 @@ class PatchBatches(TorchDataset):
             data, seg, _ = self._case(case_id)
             objects = []
             if seg is not None:
-                for value, start, size in object_boxes(
-                    np.asarray(seg[0]), cfg.classes, cfg.max_extent
-                ):
+                found = find_objects(np.asarray(seg[0]), cfg.classes, cfg.max_extent)
+                for value, start, size, mask in found:
                     image = read_crop(data, start, size, 0).astype(np.float32)
                     labels = read_crop(seg, start, size, 0)[0]
-                    if cfg.host_channel is not None:
-                        host = image[cfg.host_channel] > 0.5
-                    elif cfg.host_label is not None:
-                        host = labels == cfg.host_label
-                    else:
-                        host = labels == 0
-                    obj = make_object(value, image, labels, host)
+                    obj = make_object(value, image, mask, host_voxels(cfg, image, labels))
                     if obj is not None:
                         objects.append(obj)
             self._pastable[case_id] = objects

@@ -110,12 +110,13 @@ def _shell(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rim & ~mask, _grow(mask, 2) & ~rim
 
 
-def object_boxes(
+def find_objects(
     labels: np.ndarray, classes: Sequence[int], max_extent: int
-) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """``(value, start, size)`` of each object (26-connected) of ``classes`` in the label map
-    ``labels [*spatial]``, its box grown by ``MARGIN`` (it may reach outside the map); boxes
-    longer than ``max_extent`` on a side are left out. ``start`` is the box's corner."""
+) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(value, start, size, mask)`` of each object (26-connected) of ``classes`` in the
+    label map ``labels [*spatial]``: its box grown by ``MARGIN`` (``start`` its corner; it
+    may reach outside the map) and the object's mask in that box. Objects with a box side
+    longer than ``max_extent`` are left out."""
     import cc3d
 
     out = []
@@ -124,34 +125,38 @@ def object_boxes(
         if not mask.any():
             continue
         comps = cc3d.connected_components(mask, connectivity=26)
-        stats = cc3d.statistics(comps)
-        for box in stats["bounding_boxes"][1:]:
-            if box is None:
+        for k, box in enumerate(cc3d.statistics(comps)["bounding_boxes"]):
+            if k == 0 or box is None:
                 continue
             lo = np.array([s.start for s in box])
             hi = np.array([s.stop for s in box])
             if (hi - lo).max() > max_extent:
                 continue
-            out.append((int(value), lo - MARGIN, hi - lo + 2 * MARGIN))
+            own = np.pad(comps[tuple(box)] == k, MARGIN)
+            out.append((int(value), lo - MARGIN, hi - lo + 2 * MARGIN, own))
     return out
 
 
-def make_object(
-    value: int, image: np.ndarray, labels: np.ndarray, host: np.ndarray | None
-) -> PasteObject | None:
-    """The object of ``value`` at the centre of the crop ``image [c, *box]`` / ``labels
-    [*box]`` (the component holding the box's central voxel region), with the mean of its
-    surroundings over ``host`` voxels (all where ``host`` is None or the shell misses it)."""
-    import cc3d
+def host_voxels(config: PasteConfig, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Where an object may lie in ``image [c, *box]`` / ``labels [*box]``: on the host label
+    (an object goes onto it, not beside it), else on unlabelled voxels, within the host
+    channel where one is named."""
+    if config.host_label is not None:
+        return labels == config.host_label
+    free = labels == 0
+    if config.host_channel is not None:
+        free &= image[config.host_channel] > 0.5
+    return free
 
-    comps = cc3d.connected_components(labels == value, connectivity=26)
-    inner = tuple(slice(MARGIN, s - MARGIN) for s in comps.shape)
-    ids, counts = np.unique(comps[inner][comps[inner] > 0], return_counts=True)
-    if not len(ids):
-        return None
-    mask = comps == ids[np.argmax(counts)]
+
+def make_object(
+    value: int, image: np.ndarray, mask: np.ndarray, host: np.ndarray
+) -> PasteObject | None:
+    """The object ``mask`` of class ``value`` in the crop ``image [c, *box]``, with the mean
+    of its surroundings over ``host`` voxels (over its whole shell where the shell misses
+    the host)."""
     _, shell = _shell(mask)
-    where = shell & host if host is not None and (shell & host).any() else shell
+    where = shell & host if (shell & host).any() else shell
     if not where.any():
         return None
     surround = image[:, where].mean(axis=1)
@@ -224,13 +229,7 @@ def paste_objects(
     place, each with its whole box inside the patch; returns how many found a place."""
     size = np.array(label.shape[1:])
     config.check_channels(image.shape[0])
-    if config.host_label is not None:
-        # the host label itself is free: an object goes onto it, not beside it
-        free = label[0] == config.host_label
-    else:
-        free = label[0] == 0
-        if config.host_channel is not None:
-            free &= image[config.host_channel] > 0.5
+    free = host_voxels(config, image, label[0])
     channels = list(range(image.shape[0])) if config.channels is None else config.channels
     clearance = _clearance(free)
     placed = 0
