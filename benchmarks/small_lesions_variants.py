@@ -104,6 +104,7 @@ def main() -> None:
         + ", ".join(f"{k} {a}/{b}" for k, (a, b) in scores["detected_by_diameter"].items())
         + "; by visibility "
         + ", ".join(f"{k} {a}/{b}" for k, (a, b) in scores["detected_by_visibility"].items())
+        + f"; searching observer at the same false positives {scores['observer_detected_lesions']}"
     )
 
 
