@@ -24,8 +24,9 @@ visibility: the lesion's contrast to its shell as a z-score against the same mas
 through the case's liver (``visibility``: what an observer who knows the lesion's shape and
 place could see; under 3 a liver holds texture blobs as dark as the lesion), and what a
 searching observer finds with as many false positives as the model (``search_candidates``:
-a matched filter for dark 4–10 mm balls, given the true liver, not the lesions' places; the
-ceiling a model can hope for on these phantoms). 30 held-out
+a matched filter for dark 4–10 mm balls, given the true liver, not the lesions' places: a
+strong reference for what a model could find, not a strict bound, as the phantom's noise is
+correlated and a filter that whitens it could do somewhat better). 30 held-out
 cases hold 56 lesions; 6 held 9, too few for a sensitivity figure (one lesion = 0.11).
 Targets (issue 25): lesion Dice ≥ 0.5 and lesion-wise sensitivity ≥ 0.8 in 15 CPU minutes,
 organs not worse than without the stage.
@@ -230,14 +231,14 @@ def search_candidates(image, host, lesions, spacing) -> list[tuple[float, int]]:
     touched = (lesions > 0).astype(np.float64)
     cube = np.ones((3,) * image.ndim, dtype=bool)
     best = np.full(image.shape, -np.inf)
+
+    def conv(a, k):
+        return fftconvolve(a, k.astype(np.float64), mode="same")
+
     for radius in SEARCH_RADII_MM:
         ball = _ellipsoid(radius, spacing)
         shell = ndimage.binary_dilation(np.pad(ball, 2), cube, 2) & ~np.pad(ball, 2)
         nb, ns = float(ball.sum()), float(shell.sum())
-
-        def conv(a, k):
-            return fftconvolve(a, k.astype(np.float64), mode="same")
-
         inside = conv(host, ball) > nb - 0.5
         shell_host = conv(host, shell)
         valid = inside & (shell_host >= 0.8 * ns)
