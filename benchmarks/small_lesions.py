@@ -126,10 +126,9 @@ def score(pred_dir: Path, raw: Path, split: str = "Ts") -> dict:
             z = visibility(image.array.astype(np.float32), host, objects == k + 1, rng)
             b = len(VISIBILITY_BINS) + 1 if np.isnan(z) else int(np.digitize(z, VISIBILITY_BINS))
             by_view[b] += [found[k], 1]
-        liver = (ref.array == LABELS["liver"]) | truth
         candidates += [
             (z, (case, k) if k else 0)
-            for z, k in search_candidates(image.array, liver, objects, ref.spacing)
+            for z, k in search_candidates(image.array, host | truth, objects, ref.spacing)
         ]
     n_ref, detected, n_pred, true_pred = (int(v) for v in counts)
     size_names = [
@@ -162,6 +161,14 @@ def score(pred_dir: Path, raw: Path, split: str = "Ts") -> dict:
     }
 
 
+def _shell(mask):
+    """The voxels up to 2 steps (26-connected) outside ``mask``, within its array."""
+    import numpy as np
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, np.ones((3,) * mask.ndim, dtype=bool), 2) & ~mask
+
+
 def visibility(image, host, lesion, rng) -> float:
     """How far a lesion stands out of its host's texture for an observer who knows its
     shape and place (a matched filter): the contrast ``mean(shell) − mean(lesion)`` (shell:
@@ -170,14 +177,12 @@ def visibility(image, host, lesion, rng) -> float:
     least 80 % host; the host holds no lesion voxel). NaN where fewer than ``VISIBILITY_MIN`` places
     fit (large lesions in a small liver)."""
     import numpy as np
-    from scipy import ndimage
 
-    cube = np.ones((3, 3, 3), dtype=bool)
     idx = np.argwhere(lesion)
     lo, hi = idx.min(0) - 2, idx.max(0) + 3
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     mask = lesion[box]
-    shell = ndimage.binary_dilation(mask, cube, 2) & ~mask
+    shell = _shell(mask)
 
     def contrast(offset):
         sl = tuple(slice(a + o, b + o) for a, b, o in zip(lo, hi, offset, strict=True))
@@ -237,7 +242,7 @@ def search_candidates(image, host, lesions, spacing) -> list[tuple[float, int]]:
 
     for radius in SEARCH_RADII_MM:
         ball = _ellipsoid(radius, spacing)
-        shell = ndimage.binary_dilation(np.pad(ball, 2), cube, 2) & ~np.pad(ball, 2)
+        shell = _shell(np.pad(ball, 2))
         nb, ns = float(ball.sum()), float(shell.sum())
         inside = conv(host, ball) > nb - 0.5
         shell_host = conv(host, shell)
